@@ -1,0 +1,89 @@
+"""Every Redis key name used by django-bgtasks; nothing else formats keys.
+
+All keys of one queue share the hash tag ``{queue}`` so that every script touching a
+queue runs in one Redis Cluster slot. Per-task data lives in per-queue hashes (field =
+task id) rather than one key per task, so that scripts declare every key they touch in
+``KEYS`` even when the task ids are only found inside the script (dequeue, forward,
+recover). See docs/design.md, "Redis layout".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+# Per-queue keys, in the order the scripts receive them in KEYS.
+QUEUE_KEY_NAMES: tuple[str, ...] = (
+    "pending",  # ZSET id -> priority/FIFO score
+    "active",  # ZSET id -> lease expiry (ms)
+    "scheduled",  # ZSET id -> run_after (ms)
+    "retry",  # ZSET id -> next attempt (ms)
+    "dead",  # ZSET id -> died at (ms)
+    "completed",  # ZSET id -> result expiry (ms)
+    "msg",  # HASH id -> message JSON (immutable)
+    "info",  # HASH id -> mutable record JSON (state, attempts, timestamps, last error)
+    "errors",  # HASH id -> JSON list of failed attempts (bounded)
+    "result",  # HASH id -> return value JSON (only with result_ttl)
+    "unique",  # HASH lock key -> id holding it
+    "unique_exp",  # ZSET lock key -> lock expiry (ms)
+    "notify",  # LIST of wake-up tokens for idle workers (bounded)
+    "seq",  # STRING counter for FIFO order within a priority
+    "paused",  # STRING present while the queue is paused
+)
+
+
+def validate_queue_name(name: str) -> str:
+    """Return ``name`` if it can be used as a queue name, else raise ValueError."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"queue name must be a non-empty string, not {name!r}")
+    if any(c in name for c in "{}:") or any(c.isspace() for c in name):
+        raise ValueError(f"queue name {name!r} must not contain braces, colons or spaces")
+    return name
+
+
+@dataclass(frozen=True)
+class QueueKeys:
+    """Names of one queue's keys."""
+
+    prefix: str
+    queue: str
+
+    def _key(self, suffix: str) -> str:
+        return f"{self.prefix}:{{{self.queue}}}:{suffix}"
+
+    @cached_property
+    def all(self) -> tuple[str, ...]:
+        """All per-queue keys, in QUEUE_KEY_NAMES order (the scripts' KEYS)."""
+        return tuple(self._key(name) for name in QUEUE_KEY_NAMES)
+
+    def __getattr__(self, name: str) -> str:
+        if name in QUEUE_KEY_NAMES:
+            return self._key(name)
+        raise AttributeError(name)
+
+    def stats(self, kind: str, day: str) -> str:
+        """Daily counter ``kind`` ('processed' or 'failed') for ``day`` (YYYY-MM-DD, UTC)."""
+        return self._key(f"stats:{kind}:{day}")
+
+
+@dataclass(frozen=True)
+class GlobalKeys:
+    """Keys that belong to no queue; only plain commands touch them (never scripts)."""
+
+    prefix: str
+
+    @property
+    def queues(self) -> str:
+        return f"{self.prefix}:queues"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.prefix}:worker:{worker_id}"
+
+    @property
+    def wake_channel(self) -> str:
+        """Pub/sub channel on which pollers learn of a new earliest due time."""
+        return f"{self.prefix}:wake"

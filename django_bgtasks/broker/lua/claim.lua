@@ -1,0 +1,97 @@
+-- claim: acknowledge a worker's finished tasks, then claim up to `limit` pending tasks
+-- with a lease, in one call (one round trip per batch, not per task).
+-- KEYS: the queue's keys, then KEYS[16] = processed counter, KEYS[17] = failed counter
+--       (today's, chosen by the caller).
+-- ARGV: worker_id, lease_ms, limit, dead_max_tasks, dead_max_age_ms, wake_channel,
+--       n_acks, then 6 fields per ack: id, attempt, outcome, a, b, c where outcome is
+--         'done'    a = result JSON ('' = none), b = result_ttl_ms ('' = drop the task)
+--         'retry'   a = delay_ms, b = error, c = traceback
+--         'dead'    b = error, c = traceback
+--         'requeue' (graceful shutdown: back to the head of pending, attempt not counted)
+-- Returns: {ignored_ids, claimed} where claimed is a flat list id, msg|false, attempt.
+-- An ack applies only while the task is still active under the same attempt (its lease
+-- token), so a resent call, or a late ack after the lease was recovered, changes nothing.
+local worker, lease_ms, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local dead_max, dead_age, channel = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local n_acks = tonumber(ARGV[7])
+local now = now_ms()
+local ignored, processed, failed, requeued = {}, 0, 0, 0
+
+for i = 0, n_acks - 1 do
+  local base = 8 + i * 6
+  local id, attempt, outcome = ARGV[base], tonumber(ARGV[base + 1]), ARGV[base + 2]
+  local a, b, c = ARGV[base + 3], ARGV[base + 4], ARGV[base + 5]
+  local info = get_info(id)
+  if info == nil or info.state ~= 'active' or tonumber(info.attempts) ~= attempt
+      or not redis.call('ZSCORE', K_ACTIVE, id) then
+    table.insert(ignored, id)
+  else
+    redis.call('ZREM', K_ACTIVE, id)
+    if outcome == 'done' then
+      processed = processed + 1
+      release_unique(id, info)
+      if b ~= '' then
+        info.state = 'completed'
+        info.finished_at = now
+        put_info(id, info)
+        if a ~= '' then redis.call('HSET', K_RESULT, id, a) end
+        redis.call('ZADD', K_COMPLETED, now + tonumber(b), id)
+      else
+        forget(id)
+      end
+    elseif outcome == 'retry' then
+      processed, failed = processed + 1, failed + 1
+      local due = now + tonumber(a)
+      info.state = 'retry'
+      info.run_after = due
+      info.last_error = b
+      put_info(id, info)
+      append_error(id, error_entry(info, now, b, c))
+      redis.call('ZADD', K_RETRY, due, id)
+      wake_if_earliest(K_RETRY, id, due, channel)
+    elseif outcome == 'dead' then
+      processed, failed = processed + 1, failed + 1
+      kill(id, info, now, b, c, dead_max, dead_age)
+    else -- requeue
+      info.state = 'pending'
+      info.attempts = info.attempts - 1
+      info.started_at = nil
+      info.worker = nil
+      put_info(id, info)
+      redis.call('ZADD', K_PENDING, pending_score(info.priority, true), id)
+      requeued = requeued + 1
+    end
+  end
+end
+
+local ttl = 90 * 24 * 3600
+if processed > 0 then
+  redis.call('INCRBY', KEYS[16], processed)
+  redis.call('EXPIRE', KEYS[16], ttl)
+end
+if failed > 0 then
+  redis.call('INCRBY', KEYS[17], failed)
+  redis.call('EXPIRE', KEYS[17], ttl)
+end
+notify(requeued)
+
+local claimed = {}
+if limit > 0 and redis.call('EXISTS', K_PAUSED) == 0 then
+  local popped = redis.call('ZPOPMIN', K_PENDING, limit)
+  for i = 1, #popped, 2 do
+    local id = popped[i]
+    local info = get_info(id) or blank_info()
+    info.state = 'active'
+    info.attempts = (tonumber(info.attempts) or 0) + 1
+    info.started_at = now
+    info.worker = worker
+    put_info(id, info)
+    redis.call('ZADD', K_ACTIVE, now + lease_ms, id)
+    table.insert(claimed, id)
+    table.insert(claimed, redis.call('HGET', K_MSG, id))
+    table.insert(claimed, info.attempts)
+  end
+  -- Another idle worker may take what this claim left behind.
+  if #popped > 0 and redis.call('ZCARD', K_PENDING) > 0 then notify(1) end
+end
+return {ignored, claimed}

@@ -1,0 +1,28 @@
+-- forward: move scheduled and retry tasks that are due to pending.
+-- KEYS: the queue's keys.
+-- ARGV: limit (per source set)
+-- Returns: {moved, more (0/1), next_due_ms|false, now_ms}
+local limit = tonumber(ARGV[1])
+local now = now_ms()
+local moved, more = 0, 0
+for _, source in ipairs({K_SCHEDULED, K_RETRY}) do
+  local ids = redis.call('ZRANGEBYSCORE', source, '-inf', now, 'LIMIT', 0, limit)
+  if #ids == limit then more = 1 end
+  for _, id in ipairs(ids) do
+    redis.call('ZREM', source, id)
+    local info = get_info(id) or blank_info()
+    info.state = 'pending'
+    put_info(id, info)
+    redis.call('ZADD', K_PENDING, pending_score(info.priority, false), id)
+    moved = moved + 1
+  end
+end
+notify(moved)
+local next_due = false
+for _, source in ipairs({K_SCHEDULED, K_RETRY}) do
+  local head = redis.call('ZRANGE', source, 0, 0, 'WITHSCORES')
+  if head[2] and (not next_due or tonumber(head[2]) < next_due) then
+    next_due = tonumber(head[2])
+  end
+end
+return {moved, more, next_due, now}

@@ -1,0 +1,21 @@
+-- janitor: trim the dead set (age, then size), drop completed tasks whose result
+-- expired and unique locks that expired; at most `limit` of each per call.
+-- KEYS: the queue's keys.
+-- ARGV: dead_max_tasks, dead_max_age_ms, limit
+-- Returns: {dead_removed, completed_removed, locks_removed, more (0/1)}
+local dead_max, dead_age, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local now = now_ms()
+local dead_removed, dead_more = trim_dead(now, dead_max, dead_age, limit)
+local done = redis.call('ZRANGEBYSCORE', K_COMPLETED, '-inf', now, 'LIMIT', 0, limit)
+for _, id in ipairs(done) do
+  redis.call('ZREM', K_COMPLETED, id)
+  forget(id)
+end
+local locks = redis.call('ZRANGEBYSCORE', K_UNIQUE_EXP, '-inf', now, 'LIMIT', 0, limit)
+for _, lock in ipairs(locks) do
+  redis.call('ZREM', K_UNIQUE_EXP, lock)
+  redis.call('HDEL', K_UNIQUE, lock)
+end
+local more = 0
+if dead_more or #done == limit or #locks == limit then more = 1 end
+return {dead_removed, #done, #locks, more}

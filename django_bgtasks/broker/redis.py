@@ -1,0 +1,347 @@
+"""The only code that talks to Redis: one method per state transition or read.
+
+Every state change is one Lua script (broker/lua). redis-py may resend a script after a
+connection error, so each script is safe to apply twice. Connection failures surface as
+BrokerUnavailable; callers decide whether to retry.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from ..exceptions import BgTasksError, BrokerUnavailable
+from .keys import GlobalKeys, QueueKeys
+from .scripts import register_scripts
+
+# Redis errors that mean "not now", not "never": retry later.
+TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError)
+
+
+@dataclass(frozen=True)
+class EnqueueRequest:
+    queue: str
+    id: str
+    message: str
+    priority: int
+    max_retries: int
+    run_at_ms: int | None = None
+    delay_ms: int | None = None
+    unique_key: str | None = None
+    unique_ttl_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class EnqueueOutcome:
+    status: str  # 'ok', 'exists' or 'locked'
+    state: str  # on 'ok': 'pending' or 'scheduled'
+    holder_id: str  # on 'exists' / 'locked': the id that holds the name or lock
+    due_ms: int | None
+
+
+@dataclass(frozen=True)
+class Ack:
+    """How one claimed attempt ended, sent with the worker's next claim."""
+
+    id: str
+    attempt: int
+    outcome: str  # 'done', 'retry', 'dead' or 'requeue'
+    result: str = ""  # done: the return value as JSON
+    result_ttl_ms: int | None = None  # done: keep the record this long; None drops it
+    delay_ms: int = 0  # retry
+    error: str = ""  # retry / dead: one line
+    traceback: str = ""
+
+    def fields(self) -> list[Any]:
+        if self.outcome == "done":
+            ttl = "" if self.result_ttl_ms is None else self.result_ttl_ms
+            return [self.id, self.attempt, "done", self.result, ttl, ""]
+        if self.outcome == "retry":
+            return [self.id, self.attempt, "retry", self.delay_ms, self.error, self.traceback]
+        return [self.id, self.attempt, self.outcome, "", self.error, self.traceback]
+
+
+@dataclass(frozen=True)
+class ClaimedTask:
+    id: str
+    raw_message: bytes | None
+    attempt: int
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    ignored: list[str]  # acks that no longer applied (lease lost, already acked)
+    claimed: list[ClaimedTask]
+
+
+@dataclass(frozen=True)
+class DueResult:
+    """Outcome of a periodic sweep (forward or recover) and when the next one is due."""
+
+    moved: list[str] | int
+    killed: list[str]
+    more: bool
+    next_ms: int | None
+    now_ms: int
+
+    def seconds_until_next(self, cap: float) -> float:
+        if self.more:
+            return 0.0
+        if self.next_ms is None:
+            return cap
+        return max(0.0, min(cap, (self.next_ms - self.now_ms) / 1000))
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """A task's raw stored data, as read for TaskInfo and the admin."""
+
+    queue: str
+    id: str
+    raw_message: bytes | None
+    raw_info: bytes | None
+    raw_errors: bytes | None
+    raw_result: bytes | None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
+
+
+class RedisBroker:
+    """Named operations over one Redis client, for one key prefix."""
+
+    def __init__(self, client: redis.Redis, prefix: str, target: str) -> None:
+        self.client = client
+        self.target = target
+        self.keys = GlobalKeys(prefix)
+        self._prefix = prefix
+        self._queue_keys: dict[str, QueueKeys] = {}
+        self._registered_queues: set[str] = set()
+        self._scripts = register_scripts(client)
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except TRANSIENT_ERRORS as exc:
+            raise BrokerUnavailable(f"cannot reach Redis at {self.target}: {exc}") from exc
+        except redis.ResponseError as exc:
+            raise BgTasksError(f"Redis at {self.target} refused the command: {exc}") from exc
+
+    def queue_keys(self, queue: str) -> QueueKeys:
+        keys = self._queue_keys.get(queue)
+        if keys is None:
+            keys = self._queue_keys[queue] = QueueKeys(self._prefix, queue)
+        return keys
+
+    def _run(self, name: str, queue: str, args: Sequence[Any], extra_keys: Sequence[str] = ()):
+        keys = self.queue_keys(queue)
+        with self._errors():
+            return self._scripts[name](keys=[*keys.all, *extra_keys], args=list(args))
+
+    def ping(self) -> None:
+        """Raise BrokerUnavailable unless Redis answers."""
+        with self._errors():
+            self.client.ping()
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- queues -----------------------------------------------------------------------
+
+    def register_queue(self, queue: str) -> None:
+        """Record a queue name in the global set (once per process)."""
+        if queue in self._registered_queues:
+            return
+        with self._errors():
+            self.client.sadd(self.keys.queues, queue)
+        self._registered_queues.add(queue)
+
+    def known_queues(self) -> list[str]:
+        with self._errors():
+            return sorted(_text(q) for q in self.client.smembers(self.keys.queues))
+
+    def pause(self, queue: str) -> None:
+        with self._errors():
+            self.client.set(self.queue_keys(queue).paused, "1")
+
+    def resume(self, queue: str) -> None:
+        with self._errors():
+            self.client.delete(self.queue_keys(queue).paused)
+
+    # -- transitions ------------------------------------------------------------------
+
+    def enqueue(self, req: EnqueueRequest, wake_channel: str | None = None) -> EnqueueOutcome:
+        """Write a new task (pending, or scheduled when due later)."""
+        self.register_queue(req.queue)
+        reply = self._run("enqueue", req.queue, [
+            req.id, req.message, req.priority,
+            "" if req.run_at_ms is None else req.run_at_ms,
+            "" if req.delay_ms is None else req.delay_ms,
+            req.unique_key or "", req.unique_ttl_ms or 0, req.max_retries,
+            wake_channel or self.keys.wake_channel,
+        ])
+        status = _text(reply[0])
+        if status == "ok":
+            due = _text(reply[2])
+            return EnqueueOutcome("ok", _text(reply[1]), "", int(float(due)) if due else None)
+        return EnqueueOutcome(status, "", _text(reply[1]), None)
+
+    def claim(self, queue: str, worker_id: str, acks: Sequence[Ack], limit: int,
+              lease_ms: int, dead_max_tasks: int, dead_max_age_ms: int) -> ClaimResult:
+        """Acknowledge finished attempts and claim up to ``limit`` tasks, in one call."""
+        args: list[Any] = [worker_id, lease_ms, limit, dead_max_tasks, dead_max_age_ms,
+                           self.keys.wake_channel, len(acks)]
+        for ack in acks:
+            args.extend(ack.fields())
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        keys = self.queue_keys(queue)
+        ignored, flat = self._run("claim", queue, args,
+                                  [keys.stats("processed", day), keys.stats("failed", day)])
+        claimed = [ClaimedTask(_text(flat[i]), flat[i + 1], int(flat[i + 2]))
+                   for i in range(0, len(flat), 3)]
+        return ClaimResult([_text(i) for i in ignored], claimed)
+
+    def extend_leases(self, queue: str, leases: Sequence[tuple[str, int]],
+                      lease_ms: int) -> list[str]:
+        """Renew leases; returns the ids whose lease this worker no longer holds."""
+        args: list[Any] = [lease_ms]
+        for task_id, attempt in leases:
+            args += [task_id, attempt]
+        return [_text(i) for i in self._run("extend", queue, args)]
+
+    def forward_due(self, queue: str, limit: int = 100) -> DueResult:
+        """Move due scheduled and retry tasks to pending."""
+        moved, more, next_due, now = self._run("forward", queue, [limit])
+        return DueResult(int(moved), [], bool(more), next_due, int(now))
+
+    def recover_expired(self, queue: str, dead_max_tasks: int, dead_max_age_ms: int,
+                        limit: int = 100) -> DueResult:
+        """Return tasks whose lease expired to pending (or dead when out of attempts)."""
+        recovered, killed, next_expiry, now = self._run(
+            "recover", queue, [limit, dead_max_tasks, dead_max_age_ms])
+        return DueResult([_text(i) for i in recovered], [_text(i) for i in killed],
+                         len(recovered) + len(killed) >= limit, next_expiry, int(now))
+
+    def clean(self, queue: str, dead_max_tasks: int, dead_max_age_ms: int,
+              limit: int = 200) -> tuple[int, int, int, bool]:
+        """Trim dead tasks, expired results and expired unique locks (one bounded batch)."""
+        dead, completed, locks, more = self._run(
+            "janitor", queue, [dead_max_tasks, dead_max_age_ms, limit])
+        return int(dead), int(completed), int(locks), bool(more)
+
+    def requeue(self, queue: str, ids: Sequence[str]) -> list[str]:
+        """Run now: scheduled, retry or dead tasks to pending. Returns the ids moved."""
+        return [_text(i) for i in self._run("requeue", queue, list(ids))] if ids else []
+
+    def delete(self, queue: str, ids: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Delete tasks not running. Returns (deleted ids, refused active ids)."""
+        if not ids:
+            return [], []
+        deleted, refused = self._run("delete", queue, list(ids))
+        return [_text(i) for i in deleted], [_text(i) for i in refused]
+
+    # -- waiting ----------------------------------------------------------------------
+
+    def wait_for_work(self, queues: Sequence[str], timeout: float) -> str | None:
+        """Block until a task is announced on one of ``queues`` (or timeout): no polling."""
+        names = [self.queue_keys(q).notify for q in queues]
+        with self._errors():
+            reply = self.client.blpop(names, timeout=timeout)
+        if reply is None:
+            return None
+        key = _text(reply[0])
+        return next((q for q, name in zip(queues, names, strict=True) if name == key), None)
+
+    def schedule_waiter(self) -> ScheduleWaiter:
+        """A subscription telling pollers that an earlier due time appeared."""
+        return ScheduleWaiter(self)
+
+    # -- reads ------------------------------------------------------------------------
+
+    def read_task(self, task_id: str, queues: Sequence[str] | None = None) -> TaskRecord | None:
+        """The stored data of ``task_id``, searching every known queue if none is given."""
+        candidates = list(queues) if queues else self.known_queues()
+        with self._errors():
+            pipe = self.client.pipeline(transaction=False)
+            for queue in candidates:
+                keys = self.queue_keys(queue)
+                pipe.hget(keys.msg, task_id)
+                pipe.hget(keys.info, task_id)
+                pipe.hget(keys.errors, task_id)
+                pipe.hget(keys.result, task_id)
+            replies = pipe.execute()
+        for index, queue in enumerate(candidates):
+            msg, info, errors, result = replies[index * 4:index * 4 + 4]
+            if msg is not None or info is not None:
+                return TaskRecord(queue, task_id, msg, info, errors, result)
+        return None
+
+    def counts(self, queue: str) -> dict[str, int]:
+        """How many tasks each state holds in ``queue``."""
+        keys = self.queue_keys(queue)
+        states = ("pending", "active", "scheduled", "retry", "dead", "completed")
+        with self._errors():
+            pipe = self.client.pipeline(transaction=False)
+            for state in states:
+                pipe.zcard(getattr(keys, state))
+            return dict(zip(states, pipe.execute(), strict=True))
+
+    # -- worker registry --------------------------------------------------------------
+
+    def heartbeat_worker(self, worker_id: str, info: dict[str, str], ttl: float) -> None:
+        """Announce a live worker host (for the admin) until ``ttl`` seconds from now."""
+        expiry_ms = int((time.time() + ttl) * 1000)
+        with self._errors():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zadd(self.keys.workers, {worker_id: expiry_ms})
+            pipe.hset(self.keys.worker(worker_id), mapping=info)
+            pipe.expire(self.keys.worker(worker_id), int(ttl) + 1)
+            pipe.zremrangebyscore(self.keys.workers, "-inf", int(time.time() * 1000))
+            pipe.execute()
+
+    def remove_worker(self, worker_id: str) -> None:
+        with self._errors():
+            self.client.zrem(self.keys.workers, worker_id)
+            self.client.delete(self.keys.worker(worker_id))
+
+
+class ScheduleWaiter:
+    """Sleeps until a timeout or until some enqueue publishes an earlier due time."""
+
+    def __init__(self, broker: RedisBroker) -> None:
+        self._broker = broker
+        self._pubsub = None
+
+    def wait(self, timeout: float) -> bool:
+        """True when woken by a publication, False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._broker._errors():
+            try:
+                if self._pubsub is None:
+                    self._pubsub = self._broker.client.pubsub(ignore_subscribe_messages=True)
+                    self._pubsub.subscribe(self._broker.keys.wake_channel)
+                while True:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    if self._pubsub.get_message(timeout=remaining) is not None:
+                        return True
+            except TRANSIENT_ERRORS:
+                self.close()
+                raise
+
+    def close(self) -> None:
+        if self._pubsub is not None:
+            try:
+                self._pubsub.close()
+            finally:
+                self._pubsub = None

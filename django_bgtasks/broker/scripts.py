@@ -1,0 +1,23 @@
+"""Loads the Lua transitions (broker/lua/*.lua), each prefixed with _common.lua."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+LUA_DIR = Path(__file__).with_name("lua")
+SCRIPT_NAMES = (
+    "enqueue", "claim", "extend", "forward", "recover", "janitor", "requeue", "delete",
+)
+
+
+@cache
+def script_source(name: str) -> str:
+    """The full text sent to Redis for the transition ``name``."""
+    common = (LUA_DIR / "_common.lua").read_text()
+    return common + "\n" + (LUA_DIR / f"{name}.lua").read_text()
+
+
+def register_scripts(client) -> dict:
+    """Script objects bound to ``client``; they reload themselves after NOSCRIPT."""
+    return {name: client.register_script(script_source(name)) for name in SCRIPT_NAMES}

@@ -1,0 +1,94 @@
+"""System checks for the BGTASKS setting (ids bgtasks.E001...) and Redis reachability."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings as django_settings
+from django.core.checks import Error, Tags, Warning, register
+
+from .conf import DEFAULTS
+
+URL_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _positive_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+def _check_queues(queues: Any) -> list[Error]:
+    from .broker.keys import validate_queue_name
+
+    if not isinstance(queues, dict) or not queues:
+        return [Error("BGTASKS['QUEUES'] must be a non-empty dict of queue name -> weight.",
+                      id="bgtasks.E004")]
+    errors = []
+    for name, weight in queues.items():
+        try:
+            validate_queue_name(name)
+        except ValueError as exc:
+            errors.append(Error(f"BGTASKS['QUEUES']: {exc}.", id="bgtasks.E004"))
+        if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
+            errors.append(Error(f"BGTASKS['QUEUES'][{name!r}]: the weight must be an "
+                                f"integer >= 1, not {weight!r}.", id="bgtasks.E005"))
+    return errors
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warning]:
+    """Validate BGTASKS."""
+    user = getattr(django_settings, "BGTASKS", {})
+    if not isinstance(user, dict):
+        return [Error("BGTASKS must be a dict.", id="bgtasks.E001")]
+    found: list[Error | Warning] = []
+    unknown = sorted(set(user) - set(DEFAULTS))
+    if unknown:
+        found.append(Warning(f"BGTASKS has unknown keys: {', '.join(unknown)}.",
+                             hint=f"Known keys: {', '.join(DEFAULTS)}.", id="bgtasks.W001"))
+    cfg = {**DEFAULTS, **user}
+    url, alias = cfg["REDIS_URL"], cfg["CACHE_ALIAS"]
+    if alias is not None:
+        caches = getattr(django_settings, "CACHES", {})
+        backend = caches.get(alias, {}).get("BACKEND", "") if isinstance(alias, str) else ""
+        if alias not in caches:
+            found.append(Error(f"BGTASKS['CACHE_ALIAS'] = {alias!r} is not in CACHES.",
+                               id="bgtasks.E002"))
+        elif not backend.startswith("django_redis."):
+            found.append(Error(f"BGTASKS['CACHE_ALIAS'] = {alias!r} is not a django-redis "
+                               f"cache (BACKEND is {backend!r}).", id="bgtasks.E002"))
+    elif not isinstance(url, str) or urlsplit(url).scheme not in URL_SCHEMES:
+        found.append(Error("BGTASKS['REDIS_URL'] must be a redis://, rediss:// or unix:// URL.",
+                           id="bgtasks.E003"))
+    found += _check_queues(cfg["QUEUES"])
+    prefix = cfg["PREFIX"]
+    if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "{} "):
+        found.append(Error("BGTASKS['PREFIX'] must be a non-empty string without braces or "
+                           "spaces.", id="bgtasks.E006"))
+    for key in ("LEASE_SECONDS", "DEAD_MAX_AGE", "SOCKET_TIMEOUT", "CONNECT_TIMEOUT"):
+        if not _positive_number(cfg[key]):
+            found.append(Error(f"BGTASKS[{key!r}] must be a positive number of seconds.",
+                               id="bgtasks.E007"))
+    dead_max = cfg["DEAD_MAX_TASKS"]
+    if not isinstance(dead_max, int) or isinstance(dead_max, bool) or dead_max < 0:
+        found.append(Error("BGTASKS['DEAD_MAX_TASKS'] must be an integer >= 0.",
+                           id="bgtasks.E008"))
+    for key in ("STRICT_PRIORITY", "EAGER", "ENQUEUE_ON_COMMIT"):
+        if not isinstance(cfg[key], bool):
+            found.append(Error(f"BGTASKS[{key!r}] must be True or False.", id="bgtasks.E009"))
+    return found
+
+
+@register(Tags.database, deploy=True)
+def check_redis_reachable(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """Deploy check: the configured Redis answers."""
+    if any(isinstance(problem, Error) for problem in check_settings()):
+        return []  # the settings errors say more than a failed connection would
+    from .broker import get_broker
+    from .exceptions import BgTasksError
+
+    try:
+        get_broker().ping()
+    except BgTasksError as exc:
+        return [Error(f"Redis for django-bgtasks is not reachable: {exc}", id="bgtasks.E010")]
+    return []

@@ -1,0 +1,57 @@
+"""The BGTASKS setting, read lazily on each access so that override_settings works."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings as django_settings
+
+DEFAULTS: dict[str, Any] = {
+    "REDIS_URL": "redis://localhost:6379/0",
+    "CACHE_ALIAS": None,
+    "PREFIX": "bgtasks",
+    "QUEUES": {"default": 1},
+    "STRICT_PRIORITY": False,
+    "EAGER": False,
+    "ENQUEUE_ON_COMMIT": True,
+    "DEAD_MAX_TASKS": 10_000,
+    "DEAD_MAX_AGE": 180 * 24 * 3600,
+    "LEASE_SECONDS": 30,
+    # Not in the public contract yet; tuning knobs with safe defaults.
+    "SOCKET_TIMEOUT": 10.0,
+    "CONNECT_TIMEOUT": 5.0,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective BGTASKS values, defaults filled in."""
+
+    REDIS_URL: str
+    CACHE_ALIAS: str | None
+    PREFIX: str
+    QUEUES: dict[str, int]
+    STRICT_PRIORITY: bool
+    EAGER: bool
+    ENQUEUE_ON_COMMIT: bool
+    DEAD_MAX_TASKS: int
+    DEAD_MAX_AGE: float
+    LEASE_SECONDS: float
+    SOCKET_TIMEOUT: float
+    CONNECT_TIMEOUT: float
+    unknown: tuple[str, ...] = field(default=())
+
+
+def raw_settings() -> dict[str, Any]:
+    """The user's BGTASKS dict as written (empty when unset)."""
+    value = getattr(django_settings, "BGTASKS", None)
+    return value if isinstance(value, dict) else {}
+
+
+def get_settings() -> Settings:
+    """Return the current settings (call it each time; never cache across requests)."""
+    user = raw_settings()
+    merged = {**DEFAULTS, **{k: v for k, v in user.items() if k in DEFAULTS}}
+    unknown = tuple(sorted(k for k in user if k not in DEFAULTS))
+    return Settings(**merged, unknown=unknown)

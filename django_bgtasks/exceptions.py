@@ -1,0 +1,53 @@
+"""Exceptions raised by django-bgtasks, and the two a task may raise to steer retries."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+
+class BgTasksError(Exception):
+    """Base class of the errors django-bgtasks raises."""
+
+
+class BrokerUnavailable(BgTasksError):
+    """Redis could not be reached (connection refused, timeout, loading, failover)."""
+
+
+class EnqueueError(BgTasksError):
+    """A task could not be written to Redis; nothing was enqueued."""
+
+
+class TaskAlreadyExists(EnqueueError):
+    """A task with this id exists, or a uniqueness lock is held by another task."""
+
+    def __init__(self, message: str, holder_id: str) -> None:
+        super().__init__(message)
+        self.holder_id = holder_id
+
+
+class TaskNotFound(BgTasksError, LookupError):
+    """No task with this id is stored (never enqueued, or finished and not kept)."""
+
+
+class InvalidTaskMessage(BgTasksError):
+    """A message read from Redis is not a valid task (corrupt or foreign data)."""
+
+
+class TaskTimeout(BgTasksError):
+    """Raised inside a task's thread when it runs past its ``timeout``."""
+
+
+class Retry(Exception):
+    """Raise inside a task to have it retried after ``delay`` (seconds or timedelta)."""
+
+    def __init__(self, delay: float | timedelta | None = None, reason: str = "") -> None:
+        super().__init__(reason or "retry requested")
+        if isinstance(delay, timedelta):
+            delay = delay.total_seconds()
+        if delay is not None and delay < 0:
+            raise ValueError("Retry delay must not be negative")
+        self.delay = delay
+
+
+class SkipRetry(Exception):
+    """Raise inside a task to send it straight to the dead queue, without retries."""

@@ -1,0 +1,103 @@
+"""TaskInfo: what a task looks like from outside, built from its stored record."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .broker.redis import TaskRecord
+from .exceptions import InvalidTaskMessage
+from .message import TaskMessage, shorten_raw
+
+STATES = ("pending", "active", "scheduled", "retry", "dead", "completed")
+
+
+def ms_to_datetime(value: Any) -> datetime | None:
+    """Redis milliseconds as an aware UTC datetime (None when unset)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        return None
+    return datetime.fromtimestamp(value / 1000, tz=UTC)
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """A snapshot of one task."""
+
+    id: str
+    name: str
+    queue_name: str
+    state: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    priority: int
+    attempts: int
+    max_retries: int
+    enqueued_at: datetime | None
+    run_after: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    last_error: str
+    traceback: str
+    result: Any
+    errors: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+    # Set when the stored message could not be decoded: why, and the raw bytes.
+    message_error: str = field(default="", repr=False)
+
+    @classmethod
+    def from_message(cls, msg: TaskMessage, state: str) -> TaskInfo:
+        """The info known at enqueue time, before Redis answers."""
+        return cls(
+            id=msg.id, name=msg.name, queue_name=msg.queue, state=state, args=msg.args,
+            kwargs=msg.kwargs, priority=msg.priority, attempts=0,
+            max_retries=msg.max_retries,
+            enqueued_at=datetime.fromtimestamp(msg.enqueued_at, tz=UTC),
+            run_after=(datetime.fromtimestamp(msg.run_after, tz=UTC)
+                       if msg.run_after is not None else None),
+            started_at=None, finished_at=None, last_error="", traceback="", result=None,
+        )
+
+    @classmethod
+    def from_record(cls, record: TaskRecord) -> TaskInfo:
+        """Build from stored data; undecodable parts become readable placeholders."""
+        meta = _load_json(record.raw_info, dict) or {}
+        errors = tuple(e for e in (_load_json(record.raw_errors, list) or [])
+                       if isinstance(e, dict))
+        try:
+            msg: TaskMessage | None = TaskMessage.decode(record.raw_message)
+            message_error = ""
+        except InvalidTaskMessage as exc:
+            msg, message_error = None, str(exc)
+        result = _load_json(record.raw_result, object) if record.raw_result else None
+        last = errors[-1] if errors else {}
+        return cls(
+            id=record.id,
+            name=msg.name if msg else "<undecodable message>",
+            queue_name=record.queue,
+            state=meta.get("state") if meta.get("state") in STATES else "unknown",
+            args=msg.args if msg else [],
+            kwargs=msg.kwargs if msg else {},
+            priority=int(meta.get("priority", msg.priority if msg else 0) or 0),
+            attempts=int(meta.get("attempts", 0) or 0),
+            max_retries=int(meta.get("max_retries", msg.max_retries if msg else 0) or 0),
+            enqueued_at=ms_to_datetime(meta.get("enqueued_at")),
+            run_after=ms_to_datetime(meta.get("run_after")),
+            started_at=ms_to_datetime(meta.get("started_at")),
+            finished_at=ms_to_datetime(meta.get("finished_at")),
+            last_error=str(meta.get("last_error") or ""),
+            traceback=str(last.get("traceback") or ""),
+            result=result,
+            errors=errors,
+            message_error=message_error,
+        )
+
+
+def _load_json(raw: bytes | None, kind: type) -> Any:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None if kind is not object else f"<undecodable: {shorten_raw(raw)}>"
+    return value if isinstance(value, kind) else None

@@ -1,0 +1,73 @@
+"""``manage.py runbackground``: run the background-task worker."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from django_bgtasks.conf import get_settings
+from django_bgtasks.worker.config import WorkerConfig, parse_queues
+from django_bgtasks.worker.supervisor import Supervisor
+
+
+class Command(BaseCommand):
+    help = "Run the django-bgtasks worker: processes x threads executing queued tasks."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--queues", help="Queues to serve, with weights: 'default,mail:3'. "
+                            "Default: BGTASKS['QUEUES'].")
+        parser.add_argument("--processes", type=int, default=os.cpu_count() or 1,
+                            help="Worker processes (default: the CPU count).")
+        parser.add_argument("--threads", type=int, default=8,
+                            help="Threads per process (default: 8).")
+        parser.add_argument("--shutdown-timeout", type=float, default=10.0,
+                            help="Seconds running tasks get to finish on SIGTERM/SIGINT before "
+                                 "they go back to their queue (default: 10).")
+        parser.add_argument("--max-tasks-per-child", type=int, default=0,
+                            help="Replace a worker process after it ran this many tasks "
+                                 "(default: 0, never).")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        cfg = get_settings()
+        try:
+            queues = parse_queues(options["queues"]) if options["queues"] else dict(cfg.QUEUES)
+        except ValueError as exc:
+            raise CommandError(f"--queues: {exc}") from None
+        for name in ("processes", "threads"):
+            if options[name] < 1:
+                raise CommandError(f"--{name} must be at least 1")
+        if options["max_tasks_per_child"] < 0 or options["shutdown_timeout"] < 0:
+            raise CommandError("--max-tasks-per-child and --shutdown-timeout must be >= 0")
+        verbosity = options["verbosity"]
+        configure_logging(verbosity)
+        config = WorkerConfig(
+            queues=queues, processes=options["processes"], threads=options["threads"],
+            shutdown_timeout=options["shutdown_timeout"],
+            max_tasks_per_child=options["max_tasks_per_child"],
+            strict_priority=cfg.STRICT_PRIORITY, lease_seconds=float(cfg.LEASE_SECONDS),
+            dead_max_tasks=cfg.DEAD_MAX_TASKS, dead_max_age=float(cfg.DEAD_MAX_AGE),
+            log_arguments=verbosity >= 2,
+        )
+        code = Supervisor(config).run()
+        if code:
+            sys.exit(code)
+
+
+def configure_logging(verbosity: int) -> None:
+    """Log to stderr unless the project's LOGGING already routes our messages somewhere.
+
+    A level the project set for "django_bgtasks" wins unless -v asks for another.
+    """
+    logger = logging.getLogger("django_bgtasks")
+    if verbosity != 1 or logger.level == logging.NOTSET:
+        logger.setLevel(logging.WARNING if verbosity == 0 else
+                        logging.DEBUG if verbosity >= 3 else logging.INFO)
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)s [%(process)d] %(message)s"))
+        logger.addHandler(handler)

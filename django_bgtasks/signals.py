@@ -1,0 +1,10 @@
+"""Signals sent by django-bgtasks. Each passes ``sender`` (the BackgroundTask, or None
+when the worker does not know the task) and ``task_info`` (a TaskInfo)."""
+
+from django.dispatch import Signal
+
+task_enqueued = Signal()  # after enqueue() wrote the task (or its on_commit hook did)
+task_started = Signal()  # in the worker, before the function runs
+task_succeeded = Signal()  # the function returned; also ``result``
+task_retried = Signal()  # the attempt failed and a retry is scheduled; also ``exception``
+task_dead = Signal()  # the task reached the dead queue; also ``exception``

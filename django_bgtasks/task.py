@@ -1,0 +1,216 @@
+"""@background_task and BackgroundTask: define, enqueue and look up tasks."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, overload
+
+from django.db import DEFAULT_DB_ALIAS, transaction
+
+from . import registry, signals
+from .broker import get_broker
+from .broker.keys import validate_queue_name
+from .broker.redis import EnqueueRequest
+from .conf import get_settings
+from .exceptions import BgTasksError, EnqueueError, TaskAlreadyExists, TaskNotFound
+from .info import TaskInfo
+from .message import TaskMessage, dumps, validate_arguments, validate_result
+
+Seconds = float | int | timedelta
+
+
+def _seconds(value: Seconds | None, what: str, allow_zero: bool = False) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be seconds or a timedelta, not {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{what} must be positive, not {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class BackgroundTask:
+    """A function that can run in the background; see ``background_task``."""
+
+    func: Callable[..., Any]
+    name: str
+    queue_name: str = "default"
+    priority: int = 0
+    max_retries: int = 25
+    timeout: float = 1800
+    retry_backoff: Callable[[int], float] | None = None
+    unique_for: float | None = None
+    result_ttl: float | None = None
+    run_after: datetime | float | None = None  # float: seconds from now (Redis' clock)
+    task_id: str | None = None
+
+    def __post_init__(self) -> None:
+        validate_queue_name(self.queue_name)
+        if isinstance(self.priority, bool) or not isinstance(self.priority, int) \
+                or not -100 <= self.priority <= 100:
+            raise ValueError(f"priority must be an integer from -100 to 100, not "
+                             f"{self.priority!r}")
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) \
+                or self.max_retries < 0:
+            raise ValueError(f"max_retries must be an integer >= 0, not {self.max_retries!r}")
+        if self.retry_backoff is not None and not callable(self.retry_backoff):
+            raise TypeError("retry_backoff must be a callable(attempt) -> seconds")
+        if self.task_id is not None and (not isinstance(self.task_id, str) or not self.task_id):
+            raise ValueError(f"task_id must be a non-empty string, not {self.task_id!r}")
+        set_ = object.__setattr__
+        set_(self, "timeout", _seconds(self.timeout, "timeout"))
+        set_(self, "unique_for", _seconds(self.unique_for, "unique_for"))
+        set_(self, "result_ttl", _seconds(self.result_ttl, "result_ttl"))
+        if isinstance(self.run_after, datetime):
+            if self.run_after.tzinfo is None:
+                raise ValueError("run_after must be an aware datetime (or seconds/timedelta)")
+        else:
+            set_(self, "run_after", _seconds(self.run_after, "run_after", allow_zero=True))
+        set_(self, "__doc__", getattr(self.func, "__doc__", None))
+        set_(self, "__wrapped__", self.func)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the function inline, as if it were not a task."""
+        return self.func(*args, **kwargs)
+
+    def using(self, **options: Any) -> BackgroundTask:
+        """A copy with other options (queue_name, priority, run_after, task_id, ...)."""
+        allowed = {"queue_name", "priority", "max_retries", "timeout", "retry_backoff",
+                   "unique_for", "result_ttl", "run_after", "task_id"}
+        unknown = set(options) - allowed
+        if unknown:
+            raise TypeError(f"using() got unknown options: {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **options)
+
+    # -- enqueue ----------------------------------------------------------------------
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> TaskInfo:
+        """Put a run of this task in Redis; returns its TaskInfo (``.id`` at once)."""
+        validate_arguments(self.name, args, kwargs)
+        cfg = get_settings()
+        msg = self._message(list(args), kwargs)
+        if cfg.EAGER:
+            return self._run_eagerly(msg)
+        req = self._request(msg)
+        info = TaskInfo.from_message(msg, "scheduled" if self._due_later(msg) else "pending")
+        if cfg.ENQUEUE_ON_COMMIT and transaction.get_connection(DEFAULT_DB_ALIAS).in_atomic_block:
+            transaction.on_commit(lambda: self._send(req, info))
+            return info
+        return self._send(req, info)
+
+    def _message(self, args: list[Any], kwargs: dict[str, Any]) -> TaskMessage:
+        now = time.time()
+        run_after = None
+        if isinstance(self.run_after, datetime):
+            run_after = self.run_after.timestamp()
+        elif self.run_after:
+            run_after = now + self.run_after
+        return TaskMessage(
+            id=self.task_id or uuid.uuid4().hex, name=self.name, queue=self.queue_name,
+            args=args, kwargs=kwargs, priority=self.priority, max_retries=self.max_retries,
+            timeout=self.timeout, result_ttl=self.result_ttl, unique_key=self._unique_key(
+                args, kwargs), enqueued_at=now, run_after=run_after,
+        )
+
+    def _unique_key(self, args: list[Any], kwargs: dict[str, Any]) -> str | None:
+        if self.unique_for is None:
+            return None
+        if self.task_id:
+            return f"id:{self.task_id}"
+        canonical = json.dumps([self.name, args, kwargs], sort_keys=True, separators=(",", ":"))
+        return f"{self.name}:{hashlib.sha1(canonical.encode()).hexdigest()}"
+
+    def _due_later(self, msg: TaskMessage) -> bool:
+        return msg.run_after is not None and msg.run_after > msg.enqueued_at
+
+    def _request(self, msg: TaskMessage) -> EnqueueRequest:
+        run_at_ms = delay_ms = None
+        if isinstance(self.run_after, datetime):
+            run_at_ms = int(self.run_after.timestamp() * 1000)
+        elif self.run_after:
+            delay_ms = int(self.run_after * 1000)
+        return EnqueueRequest(
+            queue=msg.queue, id=msg.id, message=msg.encode(), priority=msg.priority,
+            max_retries=msg.max_retries, run_at_ms=run_at_ms, delay_ms=delay_ms,
+            unique_key=msg.unique_key,
+            unique_ttl_ms=int(self.unique_for * 1000) if self.unique_for else None,
+        )
+
+    def _send(self, req: EnqueueRequest, info: TaskInfo) -> TaskInfo:
+        broker = get_broker()
+        try:
+            outcome = broker.enqueue(req)
+        except BgTasksError as exc:
+            raise EnqueueError(f"could not enqueue {self.name} (id {req.id}) to Redis at "
+                               f"{broker.target}: {exc}") from exc
+        if outcome.status == "exists":
+            raise TaskAlreadyExists(
+                f"a task with id {req.id!r} already exists in queue {req.queue!r}",
+                outcome.holder_id)
+        if outcome.status == "locked":
+            raise TaskAlreadyExists(
+                f"{self.name} is unique for {self.unique_for:g}s and task "
+                f"{outcome.holder_id!r} holds the lock in queue {req.queue!r}",
+                outcome.holder_id)
+        info = dataclasses.replace(info, state=outcome.state)
+        signals.task_enqueued.send(sender=self, task_info=info)
+        return info
+
+    def _run_eagerly(self, msg: TaskMessage) -> TaskInfo:
+        # Arguments go through JSON as they would through Redis (tuples become lists).
+        args, kwargs = json.loads(dumps([msg.args, msg.kwargs]))
+        info = dataclasses.replace(TaskInfo.from_message(msg, "active"), attempts=1)
+        signals.task_enqueued.send(sender=self, task_info=info)
+        signals.task_started.send(sender=self, task_info=info)
+        result = self.func(*args, **kwargs)
+        validate_result(self.name, result)
+        info = dataclasses.replace(info, state="completed", result=result)
+        signals.task_succeeded.send(sender=self, task_info=info, result=result)
+        return info
+
+    # -- results ----------------------------------------------------------------------
+
+    def get_result(self, task_id: str) -> TaskInfo:
+        """The task's current TaskInfo, fresh from Redis, whatever its queue."""
+        return get_task_info(task_id)
+
+
+def get_task_info(task_id: str) -> TaskInfo:
+    """Look up any task by id; raises TaskNotFound when Redis has no such task."""
+    record = get_broker().read_task(task_id)
+    if record is None:
+        raise TaskNotFound(f"no task with id {task_id!r} (never enqueued, or it finished "
+                           f"and was not kept: set result_ttl to keep finished tasks)")
+    return TaskInfo.from_record(record)
+
+
+@overload
+def background_task(func: Callable[..., Any], /) -> BackgroundTask: ...
+@overload
+def background_task(*, queue_name: str = ..., priority: int = ..., max_retries: int = ...,
+                    timeout: Seconds = ..., retry_backoff: Callable[[int], float] | None = ...,
+                    unique_for: Seconds | None = ..., result_ttl: Seconds | None = ...,
+                    ) -> Callable[[Callable[..., Any]], BackgroundTask]: ...
+
+
+def background_task(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """Turn a function into a task, registered as ``"<module>.<qualname>"``."""
+    def decorate(function: Callable[..., Any]) -> BackgroundTask:
+        if not callable(function):
+            raise TypeError("@background_task decorates a function")
+        task = BackgroundTask(func=function,
+                              name=f"{function.__module__}.{function.__qualname__}", **options)
+        registry.register(task)
+        return task
+
+    return decorate(func) if func is not None else decorate

@@ -1,0 +1,117 @@
+"""Runs one claimed task and turns what happened into an Ack (and one log line)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from typing import Any
+
+from django.db import close_old_connections
+
+from .. import registry, signals
+from ..backoff import decide_failure
+from ..broker.redis import Ack, ClaimedTask
+from ..exceptions import InvalidTaskMessage
+from ..info import TaskInfo
+from ..message import TaskMessage, dumps, validate_result
+
+logger = logging.getLogger("django_bgtasks.worker")
+
+MAX_ERROR = 2_000
+MAX_TRACEBACK = 20_000
+
+
+class UnknownTask(LookupError):
+    """The message names a task this worker has not registered."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """``module.Class: message`` on one line, bounded."""
+    kind = type(exc)
+    module = "" if kind.__module__ == "builtins" else f"{kind.__module__}."
+    text = " ".join(f"{module}{kind.__qualname__}: {exc}".split())
+    return text[:MAX_ERROR]
+
+
+def _state_info(msg: TaskMessage, state: str, attempt: int) -> TaskInfo:
+    from dataclasses import replace
+
+    return replace(TaskInfo.from_message(msg, state), attempts=attempt)
+
+
+class TaskExecutor:
+    """Executes claimed tasks inside a worker thread."""
+
+    def __init__(self, worker_id: str, log_arguments: bool = False) -> None:
+        self.worker_id = worker_id
+        self.log_arguments = log_arguments
+
+    def decode(self, claimed: ClaimedTask) -> TaskMessage | Ack:
+        """The message, or a dead-letter Ack when it cannot be decoded."""
+        try:
+            return TaskMessage.decode(claimed.raw_message)
+        except InvalidTaskMessage as exc:
+            error = f"InvalidTaskMessage: {exc}"
+            logger.error("task [%s] is corrupt and goes to the dead queue: %s", claimed.id, exc)
+            return Ack(claimed.id, claimed.attempt, "dead", error=error[:MAX_ERROR])
+
+    def run(self, claimed: ClaimedTask, msg: TaskMessage) -> Ack:
+        """Run ``msg`` (attempt ``claimed.attempt``) and report its outcome."""
+        started = time.monotonic()
+        task = registry.lookup(msg.name)
+        label = f"{msg.name}[{msg.id}]"
+        if self.log_arguments:
+            label += f" args={dumps(msg.args)} kwargs={dumps(msg.kwargs)}"
+        try:
+            if task is None:
+                raise UnknownTask(
+                    f"no task named {msg.name!r} is registered in this worker (is its module "
+                    f"a 'tasks' module of an installed app, or imported by one?)")
+            close_old_connections()
+            if signals.task_started.has_listeners():
+                signals.task_started.send(sender=task,
+                                          task_info=_state_info(msg, "active", claimed.attempt))
+            result = task.func(*msg.args, **msg.kwargs)
+            validate_result(msg.name, result)
+        except BaseException as exc:  # noqa: BLE001  (a task's failure must never kill the thread)
+            return self._failed(claimed, msg, task, exc, label, time.monotonic() - started)
+        finally:
+            close_old_connections()
+        elapsed = time.monotonic() - started
+        logger.info("task %s succeeded in %.3fs (attempt %d)", label, elapsed, claimed.attempt)
+        if signals.task_succeeded.has_listeners():
+            signals.task_succeeded.send(sender=task, result=result,
+                                        task_info=_state_info(msg, "completed", claimed.attempt))
+        ttl_ms = int(msg.result_ttl * 1000) if msg.result_ttl else None
+        return Ack(msg.id, claimed.attempt, "done", result=dumps(result) if ttl_ms else "",
+                   result_ttl_ms=ttl_ms)
+
+    def failure_ack(self, claimed: ClaimedTask, msg: TaskMessage, exc: BaseException,
+                    tb: str = "") -> tuple[Ack, Any]:
+        """The retry-or-dead Ack for an attempt that raised ``exc``."""
+        task = registry.lookup(msg.name)
+        decision = decide_failure(exc, claimed.attempt, msg.max_retries,
+                                  task.retry_backoff if task else None)
+        error = describe_error(exc)
+        tb = (tb or "".join(traceback.format_exception(exc)))[-MAX_TRACEBACK:]
+        ack = Ack(msg.id, claimed.attempt, decision.outcome, delay_ms=int(decision.delay * 1000),
+                  error=error, traceback=tb)
+        return ack, decision
+
+    def _failed(self, claimed: ClaimedTask, msg: TaskMessage, task: Any, exc: BaseException,
+                label: str, elapsed: float) -> Ack:
+        ack, decision = self.failure_ack(claimed, msg, exc)
+        total = msg.max_retries + 1
+        if decision.outcome == "retry":
+            logger.warning("task %s failed in %.3fs (attempt %d of %d), retry in %.1fs: %s",
+                           label, elapsed, claimed.attempt, total, decision.delay, ack.error)
+            signal, state = signals.task_retried, "retry"
+        else:
+            logger.error("task %s failed in %.3fs (attempt %d of %d) and is dead (%s): %s",
+                         label, elapsed, claimed.attempt, total, decision.reason, ack.error)
+            signal, state = signals.task_dead, "dead"
+        if signal.has_listeners():
+            signal.send(sender=task, exception=exc,
+                        task_info=_state_info(msg, state, claimed.attempt))
+        return ack

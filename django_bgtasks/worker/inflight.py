@@ -1,0 +1,118 @@
+"""What one worker process holds: claimed tasks, their threads, their pending acks."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+
+from ..broker.redis import Ack, ClaimedTask
+from ..message import TaskMessage
+
+
+class Running:
+    """One claimed attempt, from claim until its ack reached Redis."""
+
+    __slots__ = ("claimed", "queue", "msg", "holds_thread", "thread_ident", "deadline",
+                 "interrupted_at", "ack", "ack_sent")
+
+    def __init__(self, claimed: ClaimedTask, queue: str, msg: TaskMessage) -> None:
+        self.claimed = claimed
+        self.queue = queue
+        self.msg = msg
+        self.holds_thread = True  # queued for, or running in, a worker thread
+        self.thread_ident: int | None = None
+        self.deadline: float | None = None  # monotonic; set when the thread starts it
+        self.interrupted_at: float | None = None  # when the timeout was signalled
+        self.ack: Ack | None = None  # how it ended, once it did
+        self.ack_sent = False  # Redis has taken the ack
+
+    @property
+    def done_with(self) -> bool:
+        return self.ack_sent and not self.holds_thread
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.claimed.id, self.claimed.attempt)
+
+
+class InFlight:
+    """Thread-safe registry of the Running attempts of one process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, int], Running] = {}
+
+    def add(self, entry: Running) -> None:
+        with self._lock:
+            self._entries[entry.key] = entry
+
+    def busy_threads(self) -> int:
+        with self._lock:
+            return sum(1 for e in self._entries.values() if e.holds_thread)
+
+    def unfinished(self) -> list[Running]:
+        """Attempts still without an outcome."""
+        with self._lock:
+            return [e for e in self._entries.values() if e.ack is None]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def leases(self) -> dict[str, list[tuple[str, int]]]:
+        """Per queue, the (id, attempt) whose lease this process must keep renewing."""
+        found: dict[str, list[tuple[str, int]]] = defaultdict(list)
+        with self._lock:
+            for entry in self._entries.values():
+                if not entry.ack_sent:
+                    found[entry.queue].append(entry.key)
+        return found
+
+    def start(self, entry: Running, deadline: float) -> bool:
+        """A worker thread takes ``entry``; False when its outcome was already decided."""
+        with self._lock:
+            if entry.ack is not None:
+                return False
+            entry.thread_ident = threading.get_ident()
+            entry.deadline = deadline
+            return True
+
+    def take_unstarted(self, make_ack) -> list[tuple[Running, Ack]]:
+        """Decide, atomically, the outcome of every attempt no thread has started yet."""
+        taken = []
+        with self._lock:
+            for entry in self._entries.values():
+                if entry.ack is None and entry.thread_ident is None:
+                    entry.ack = make_ack(entry)
+                    taken.append((entry, entry.ack))
+        return taken
+
+    def owes_ack(self, task_id: str) -> bool:
+        """True while an attempt of ``task_id`` has not had its outcome written."""
+        with self._lock:
+            return any(key[0] == task_id and not entry.ack_sent
+                       for key, entry in self._entries.items())
+
+    def finish(self, entry: Running, ack: Ack) -> bool:
+        """Record the outcome; False when another party (timeout, shutdown) already did."""
+        with self._lock:
+            if entry.ack is not None:
+                return False
+            entry.ack = ack
+            return True
+
+    def release_thread(self, entry: Running) -> None:
+        with self._lock:
+            entry.holds_thread = False
+            if entry.done_with:
+                self._entries.pop(entry.key, None)
+
+    def acknowledged(self, acks: list[Ack]) -> None:
+        """Forget attempts whose ack Redis has taken (once no thread runs them)."""
+        with self._lock:
+            for ack in acks:
+                entry = self._entries.get((ack.id, ack.attempt))
+                if entry is not None:
+                    entry.ack_sent = True
+                    if entry.done_with:
+                        del self._entries[entry.key]

@@ -1,0 +1,36 @@
+"""Moves due scheduled and retry tasks to pending; sleeps until the next due time and
+wakes early when an enqueue publishes an earlier one."""
+
+from __future__ import annotations
+
+from ..broker.redis import RedisBroker
+from .component import Component
+
+MAX_SLEEP = 1.0  # also bounds how long a missed wake-up message can delay a task
+
+
+class Poller(Component):
+    name = "poller"
+
+    def __init__(self, broker: RedisBroker, queues: list[str]) -> None:
+        super().__init__()
+        self._broker = broker
+        self._queues = queues
+        self._waiter = broker.schedule_waiter()
+
+    def tick(self) -> float:
+        sleep = MAX_SLEEP
+        for queue in self._queues:
+            sleep = min(sleep, self._broker.forward_due(queue).seconds_until_next(MAX_SLEEP))
+        return sleep
+
+    def wait(self, seconds: float) -> None:
+        try:
+            self._waiter.wait(seconds)
+        except Exception:
+            self._waiter.close()
+            self._stop.wait(seconds)
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        super().shutdown(timeout)
+        self._waiter.close()

@@ -1,0 +1,224 @@
+"""Claims tasks in batches with leases, runs them in threads, and acknowledges finished
+ones in the same script call that claims the next batch."""
+
+from __future__ import annotations
+
+import logging
+import queue as queue_module
+import threading
+import time
+from collections import defaultdict
+
+from ..broker.redis import Ack, ClaimedTask, RedisBroker
+from ..exceptions import BgTasksError
+from .component import backoff_delay
+from .config import WorkerConfig
+from .execution import TaskExecutor
+from .inflight import InFlight, Running
+
+logger = logging.getLogger("django_bgtasks.worker")
+
+IDLE_WAIT = 1.0  # blocking wait for work when nothing runs (bounds shutdown latency)
+BUSY_WAIT = 0.1  # blocking wait for work while tasks run (bounds the ack delay)
+
+
+class Processor:
+    """One process's fetcher thread plus ``config.threads`` worker threads."""
+
+    def __init__(self, broker: RedisBroker, config: WorkerConfig, worker_id: str,
+                 executor: TaskExecutor, inflight: InFlight) -> None:
+        self._broker = broker
+        self._config = config
+        self._worker_id = worker_id
+        self._executor = executor
+        self.inflight = inflight
+        self._work: queue_module.SimpleQueue[Running | None] = queue_module.SimpleQueue()
+        self._finished: queue_module.SimpleQueue[tuple[str, Ack]] = queue_module.SimpleQueue()
+        self._outbox: dict[str, list[Ack]] = defaultdict(list)
+        self._stopping = threading.Event()
+        self._retiring = threading.Event()
+        self._stop_deadline = float("inf")
+        self._fetcher: threading.Thread | None = None
+        self._count_lock = threading.Lock()
+        self.finished_count = 0
+        self.exited = threading.Event()
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        for index in range(self._config.threads):
+            threading.Thread(target=self._work_loop, name=f"bgtasks-worker-{index}",
+                             daemon=True).start()
+        self._fetcher = threading.Thread(target=self._fetch_loop, name="bgtasks-fetcher",
+                                         daemon=True)
+        self._fetcher.start()
+
+    def stop(self, timeout: float) -> None:
+        """Stop claiming; running tasks get ``timeout`` seconds, then go back to pending."""
+        if not self._stopping.is_set():
+            self._stop_deadline = time.monotonic() + timeout
+            self._stopping.set()
+
+    def retire(self, reason: str) -> None:
+        """Stop claiming and exit once the running tasks finish (the process is replaced)."""
+        if not self._retiring.is_set():
+            logger.info("worker process retiring: %s", reason)
+            self._retiring.set()
+
+    def report(self, entry: Running, ack: Ack) -> bool:
+        """Record an outcome decided outside the task's thread (timeout, shutdown)."""
+        if self.inflight.finish(entry, ack):
+            self._finished.put((entry.queue, ack))
+            return True
+        return False
+
+    # -- worker threads ---------------------------------------------------------------
+
+    def _work_loop(self) -> None:
+        while True:
+            entry = self._work.get()
+            if entry is None:
+                return
+            if self.inflight.start(entry, time.monotonic() + entry.msg.timeout):
+                ack = self._executor.run(entry.claimed, entry.msg)
+                if not self.report(entry, ack):
+                    logger.warning("task %s[%s] returned after its outcome was decided "
+                                   "(timeout or shutdown); this result is dropped",
+                                   entry.msg.name, entry.claimed.id)
+                with self._count_lock:
+                    self.finished_count += 1
+            self.inflight.release_thread(entry)
+            if self._config.max_tasks_per_child and \
+                    self.finished_count >= self._config.max_tasks_per_child:
+                self.retire(f"ran {self.finished_count} tasks (--max-tasks-per-child)")
+
+    # -- fetcher ----------------------------------------------------------------------
+
+    def _fetch_loop(self) -> None:
+        failures = 0
+        try:
+            while True:
+                try:
+                    claimed = self._exchange()
+                    failures = 0
+                except BgTasksError as exc:
+                    delay = backoff_delay(failures)
+                    failures += 1
+                    logger.warning("fetcher: %s; retrying in %.1fs (outcomes are kept)", exc,
+                                   delay)
+                    time.sleep(delay)
+                    continue
+                except Exception:
+                    delay = backoff_delay(failures)
+                    failures += 1
+                    logger.exception("fetcher: unexpected error; retrying in %.1fs", delay)
+                    time.sleep(delay)
+                    continue
+                if self._finished_all():
+                    return
+                if not claimed:
+                    self._wait()
+        finally:
+            self.exited.set()
+
+    def _finished_all(self) -> bool:
+        """True when this process may exit: stopping or retiring, and nothing is owed."""
+        if not (self._stopping.is_set() or self._retiring.is_set()):
+            return False
+        if any(self._outbox.values()) or not self._finished.empty():
+            return False
+        if self._stopping.is_set() and time.monotonic() >= self._stop_deadline:
+            self._requeue_running()
+            return not any(self._outbox.values()) and self._finished.empty()
+        return not self.inflight.unfinished()
+
+    def _wait(self) -> None:
+        busy = self.inflight.busy_threads()
+        if self._stopping.is_set() or self._retiring.is_set() or busy >= self._config.threads:
+            try:  # wake as soon as a task finishes
+                self._finished_put_back(self._finished.get(timeout=BUSY_WAIT))
+            except queue_module.Empty:
+                pass
+            return
+        self._broker.wait_for_work(list(self._config.queues),
+                                   BUSY_WAIT if busy else IDLE_WAIT)
+
+    def _finished_put_back(self, item: tuple[str, Ack]) -> None:
+        queue, ack = item
+        self._outbox[queue].append(ack)
+
+    def _collect(self) -> None:
+        while True:
+            try:
+                queue, ack = self._finished.get_nowait()
+            except queue_module.Empty:
+                return
+            self._outbox[queue].append(ack)
+
+    def _exchange(self) -> int:
+        """Send collected acks and claim into free threads; returns how many were claimed."""
+        self._collect()
+        if self._stopping.is_set():
+            self._requeue_unstarted()
+        free = self._free_threads()
+        claimed = 0
+        if free:
+            for queue in self._config.queue_order():
+                got = self._claim(queue, free)
+                claimed += got
+                free -= got
+                if not free:
+                    break
+        for queue in [q for q, acks in self._outbox.items() if acks]:
+            self._claim(queue, 0)
+        return claimed
+
+    def _free_threads(self) -> int:
+        if self._stopping.is_set() or self._retiring.is_set():
+            return 0
+        return max(0, self._config.threads - self.inflight.busy_threads())
+
+    def _claim(self, queue: str, limit: int) -> int:
+        acks = self._outbox.get(queue) or []
+        if not acks and not limit:
+            return 0
+        result = self._broker.claim(queue, self._worker_id, acks, limit,
+                                    self._config.lease_ms, self._config.dead_max_tasks,
+                                    self._config.dead_max_age_ms)
+        self._outbox[queue] = []
+        self.inflight.acknowledged(acks)
+        for task_id in result.ignored:
+            logger.warning("task [%s]: its lease was lost before its outcome was saved (it "
+                           "was recovered and runs again)", task_id)
+        for item in result.claimed:
+            self._dispatch(queue, item)
+        return len(result.claimed)
+
+    def _dispatch(self, queue: str, item: ClaimedTask) -> None:
+        msg = self._executor.decode(item)
+        if isinstance(msg, Ack):  # corrupt: straight to the dead queue, no thread
+            self._outbox[queue].append(msg)
+            return
+        entry = Running(item, queue, msg)
+        self.inflight.add(entry)
+        self._work.put(entry)
+
+    # -- shutdown ---------------------------------------------------------------------
+
+    def _requeue_unstarted(self) -> None:
+        """Put back, at the head of pending, claimed tasks no thread has started."""
+        for entry, ack in self.inflight.take_unstarted(_requeue_ack):
+            self._outbox[entry.queue].append(ack)
+
+    def _requeue_running(self) -> None:
+        """The shutdown timeout passed: put back what still runs (its process exits)."""
+        for entry in self.inflight.unfinished():
+            if self.report(entry, _requeue_ack(entry)):
+                logger.warning("task %s[%s] did not finish within the shutdown timeout; it "
+                               "goes back to the head of its queue", entry.msg.name,
+                               entry.claimed.id)
+        self._collect()
+
+
+def _requeue_ack(entry: Running) -> Ack:
+    return Ack(entry.claimed.id, entry.claimed.attempt, "requeue")

@@ -1,0 +1,71 @@
+"""Runner: composes one worker process (the seed's ``Background``).
+
+Start order: heartbeat first (leases of claimed tasks are renewed from the first claim),
+then the timeout watchdog, then the maintenance loops (poller, recoverer, janitor: only in
+the process that runs them), and the processor last, once everything it relies on runs.
+
+Shutdown order is the reverse where it matters: the processor stops first (no new claims;
+running tasks finish within the shutdown timeout or go back to the head of their queue;
+every outcome is written), then the watchdog and the maintenance loops, and the heartbeat
+last, so that leases stay renewed until the last outcome reached Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from ..broker.redis import RedisBroker
+from .component import Component
+from .config import WorkerConfig
+from .execution import TaskExecutor
+from .heartbeat import Heartbeat
+from .inflight import InFlight
+from .janitor import Janitor
+from .poller import Poller
+from .processor import Processor
+from .recoverer import Recoverer
+from .timeouts import TimeoutWatchdog
+
+logger = logging.getLogger("django_bgtasks.worker")
+
+
+class Runner:
+    """Runs one worker process until asked to stop or until its processor retires."""
+
+    def __init__(self, broker: RedisBroker, config: WorkerConfig, worker_id: str,
+                 maintenance: bool, alive: Callable[[int], None]) -> None:
+        self.config = config
+        self.inflight = InFlight()
+        executor = TaskExecutor(worker_id, config.log_arguments)
+        self.processor = Processor(broker, config, worker_id, executor, self.inflight)
+        self.heartbeat = Heartbeat(broker, config, self.inflight,
+                                   lambda: alive(self.inflight.busy_threads()))
+        self.watchdog = TimeoutWatchdog(self.inflight, self.processor, executor)
+        queues = list(config.queues)
+        self.maintenance: list[Component] = [
+            Poller(broker, queues), Recoverer(broker, config), Janitor(broker, config),
+        ] if maintenance else []
+        self._stop = threading.Event()
+
+    def request_stop(self) -> None:
+        """Graceful shutdown (signal handlers call this; a second call changes nothing)."""
+        self._stop.set()
+
+    def run(self) -> int:
+        self.heartbeat.start()
+        self.watchdog.start()
+        for component in self.maintenance:
+            component.start()
+        self.processor.start()
+        while not self._stop.wait(0.2):
+            if self.processor.exited.is_set():  # retired: the supervisor starts a new one
+                break
+        self.processor.stop(self.config.shutdown_timeout)
+        self.processor.exited.wait()
+        self.watchdog.shutdown()
+        for component in self.maintenance:
+            component.shutdown()
+        self.heartbeat.shutdown()
+        return 0

@@ -1,0 +1,252 @@
+"""The supervisor: forks the worker processes, replaces those that die or hang, announces
+the worker in Redis, and turns SIGTERM/SIGINT into a graceful shutdown.
+
+The supervisor runs no threads, so forking a replacement is always safe. A signal may reach
+every process at once (systemd, Ctrl-C, ``kill -TERM -PGID``): children treat any signal
+as "drain", and only the supervisor treats a second one as "exit now".
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import random
+import signal
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from django.db import connections
+
+from ..broker import forget_brokers_after_fork, get_broker
+from ..exceptions import BgTasksError
+from .component import backoff_delay
+from .config import WorkerConfig
+from .runner import Runner
+
+logger = logging.getLogger("django_bgtasks.worker")
+
+REGISTRY_INTERVAL = 5.0
+SHORT_LIFE = 2.0  # a process that dies younger than this is crash-looping
+HARD_STOP_MARGIN = 10.0  # after the shutdown timeout, for requeueing and writing outcomes
+
+
+@dataclass
+class Child:
+    pid: int
+    started: float
+    failures: int = 0  # consecutive short lives of this slot
+    restart_at: float = 0.0
+
+
+@dataclass
+class Supervisor:
+    config: WorkerConfig
+    worker_id: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
+
+    def __post_init__(self) -> None:
+        self._children: dict[int, Child | None] = {}
+        self._failures: dict[int, int] = {}
+        self._restart_at: dict[int, float] = {}
+        self._signals = 0
+        self._hard_deadline = float("inf")
+        # Shared with the children across fork: when each last showed life, and its load.
+        self._alive_at = multiprocessing.RawArray("d", self.config.processes)
+        self._busy = multiprocessing.RawArray("i", self.config.processes)
+        self._started_at = time.time()
+
+    # -- entry point ------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until a signal asks to stop; returns the process exit code."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        if not self._wait_for_redis():
+            return 0
+        broker = get_broker()
+        logger.info("worker %s starting: Redis %s, queues %s (%s), %d processes x %d threads",
+                    self.worker_id, broker.target,
+                    ", ".join(f"{q}:{w}" for q, w in self.config.queues.items()),
+                    "strict priority" if self.config.strict_priority else "weighted",
+                    self.config.processes, self.config.threads)
+        for queue in self.config.queues:
+            broker.register_queue(queue)
+        next_registry = 0.0
+        while True:
+            self._reap()
+            if self._signals >= 2:
+                self._kill_all(signal.SIGKILL)
+                self._reap_all()
+                logger.warning("second signal: stopped at once; running tasks return to "
+                               "their queues when their leases expire")
+                self._unregister(broker)
+                return 1
+            if self._signals:
+                if not any(self._children.values()):
+                    break
+                if time.monotonic() > self._hard_deadline:
+                    logger.error("worker processes did not stop in time; killing them")
+                    self._kill_all(signal.SIGKILL)
+            else:
+                self._spawn_missing()
+                self._kill_hung()
+            if time.monotonic() >= next_registry:
+                self._announce(broker)
+                next_registry = time.monotonic() + REGISTRY_INTERVAL
+            time.sleep(0.05)
+        self._unregister(broker)
+        logger.info("worker %s stopped", self.worker_id)
+        return 0
+
+    # -- signals ----------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            logger.info("received %s: finishing running tasks (up to %gs), then exiting; "
+                        "send it again to exit at once", signal.Signals(signum).name,
+                        self.config.shutdown_timeout)
+            self._hard_deadline = (time.monotonic() + self.config.shutdown_timeout
+                                   + HARD_STOP_MARGIN)
+            self._kill_all(signal.SIGTERM)
+
+    # -- children ---------------------------------------------------------------------
+
+    def _spawn_missing(self) -> None:
+        now = time.monotonic()
+        for slot in range(self.config.processes):
+            if self._children.get(slot) is None and now >= self._restart_at.get(slot, 0.0):
+                self._spawn(slot)
+
+    def _spawn(self, slot: int) -> None:
+        connections.close_all()  # a child must not share the parent's database sockets
+        self._alive_at[slot] = time.monotonic()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child, measured by end-to-end tests
+            code = 1
+            try:
+                code = self._child_main(slot)
+            except BaseException:
+                logger.exception("worker process crashed")
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        self._children[slot] = Child(pid, time.monotonic())
+        logger.debug("started worker process %d (slot %d)", pid, slot)
+
+    def _child_main(self, slot: int) -> int:
+        random.seed()
+        forget_brokers_after_fork()
+        runner = Runner(get_broker(), self.config, f"{self.worker_id}/{slot}:{os.getpid()}",
+                        maintenance=slot == 0, alive=lambda busy: self._mark_alive(slot, busy))
+
+        def drain(signum: int, frame: object) -> None:
+            runner.request_stop()
+
+        signal.signal(signal.SIGTERM, drain)
+        signal.signal(signal.SIGINT, drain)
+        return runner.run()
+
+    def _mark_alive(self, slot: int, busy: int) -> None:
+        self._alive_at[slot] = time.monotonic()
+        self._busy[slot] = busy
+
+    def _reap(self) -> None:
+        for slot, child in list(self._children.items()):
+            if child is None:
+                continue
+            try:
+                pid, status = os.waitpid(child.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = child.pid, 0
+            if pid == 0:
+                continue
+            self._children[slot] = None
+            self._busy[slot] = 0
+            lived = time.monotonic() - child.started
+            if self._signals:
+                continue
+            failures = self._failures.get(slot, 0) + 1 if lived < SHORT_LIFE else 0
+            self._failures[slot] = failures
+            delay = min(30.0, 0.5 * 2 ** (failures - 1)) if failures else 0.0
+            self._restart_at[slot] = time.monotonic() + delay
+            if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+                logger.info("worker process %d exited; starting a new one", child.pid)
+            else:
+                logger.error("worker process %d died (%s) after %.1fs; starting a new one%s",
+                             child.pid, _describe_status(status), lived,
+                             f" in {delay:.1f}s" if delay else "")
+
+    def _reap_all(self) -> None:
+        for slot, child in self._children.items():
+            if child is not None:
+                try:
+                    os.waitpid(child.pid, 0)
+                except ChildProcessError:
+                    pass
+                self._children[slot] = None
+
+    def _kill_all(self, signum: int) -> None:
+        for child in self._children.values():
+            if child is not None:
+                try:
+                    os.kill(child.pid, signum)
+                except ProcessLookupError:
+                    pass
+
+    def _kill_hung(self) -> None:
+        # A process whose heartbeat thread cannot run (a task holding the GIL in C code)
+        # has lost its leases anyway: replace it; its tasks are recovered elsewhere.
+        limit = max(2 * self.config.lease_seconds, 30.0)
+        now = time.monotonic()
+        for slot, child in self._children.items():
+            if child is not None and now - self._alive_at[slot] > limit:
+                logger.error("worker process %d showed no sign of life for %.0fs; killing it",
+                             child.pid, now - self._alive_at[slot])
+                try:
+                    os.kill(child.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self._alive_at[slot] = now
+
+    # -- Redis ------------------------------------------------------------------------
+
+    def _wait_for_redis(self) -> bool:
+        failures = 0
+        while not self._signals:
+            try:
+                get_broker().ping()
+                return True
+            except BgTasksError as exc:
+                delay = backoff_delay(failures, base=0.5, cap=10.0)
+                failures += 1
+                logger.error("%s; retrying in %.1fs", exc, delay)
+                time.sleep(delay)
+        return False
+
+    def _announce(self, broker) -> None:
+        info = {
+            "host": socket.gethostname(), "pid": str(os.getpid()),
+            "queues": ",".join(f"{q}:{w}" for q, w in self.config.queues.items()),
+            "processes": str(self.config.processes), "threads": str(self.config.threads),
+            "started": f"{self._started_at:.3f}", "in_flight": str(sum(self._busy)),
+        }
+        try:
+            broker.heartbeat_worker(self.worker_id, info, ttl=3 * REGISTRY_INTERVAL)
+        except BgTasksError as exc:
+            logger.debug("could not announce the worker: %s", exc)
+
+    def _unregister(self, broker) -> None:
+        try:
+            broker.remove_worker(self.worker_id)
+        except BgTasksError:
+            pass
+
+
+def _describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit code {os.WEXITSTATUS(status)}"
