@@ -1,0 +1,80 @@
+"""Side effects of the test tasks, kept in Redis, so tests check what a task really did.
+
+Tasks write here (in whatever worker process runs them); tests read the same keys with
+their own client. Deliberately plain redis-py, independent of django_bgtasks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+import redis
+from django.conf import settings
+
+RAN_KEY = "bgtasks-test:ran"  # SET of tokens that ran
+LOG_KEY = "bgtasks-test:log"  # LIST of tokens, in the order they ran (repeats show duplicates)
+TIMES_KEY = "bgtasks-test:times"  # LIST of JSON {"token", "t"} from record_time
+ATTEMPTS_PREFIX = "bgtasks-test:attempts:"  # STRING counter per token
+
+_lock = threading.Lock()
+_client: redis.Redis | None = None
+_client_owner: tuple[int, str] | None = None
+
+
+def client() -> redis.Redis:
+    """This process's client for settings.REDIS_URL (a forked child makes its own)."""
+    global _client, _client_owner
+    owner = (os.getpid(), settings.REDIS_URL)
+    with _lock:
+        if _client is None or _client_owner != owner:
+            _client = redis.Redis.from_url(settings.REDIS_URL)
+            _client_owner = owner
+        return _client
+
+
+def record(token: str) -> None:
+    """Note that `token` ran: added to RAN_KEY and appended to LOG_KEY, atomically."""
+    pipe = client().pipeline(transaction=True)
+    pipe.sadd(RAN_KEY, token)
+    pipe.rpush(LOG_KEY, token)
+    pipe.execute()
+
+
+def record_time(token: str) -> None:
+    """Append {"token": token, "t": time.time()} to TIMES_KEY."""
+    client().rpush(TIMES_KEY, json.dumps({"token": token, "t": time.time()}))
+
+
+def count_attempt(token: str) -> int:
+    """Count one more attempt for `token`; returns the count including this one."""
+    return int(client().incr(ATTEMPTS_PREFIX + token))
+
+
+# --- readers, for tests (they pass their own client) ---------------------------
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def ran(r: redis.Redis) -> set[str]:
+    """Tokens that ran at least once."""
+    return {_text(v) for v in r.smembers(RAN_KEY)}
+
+
+def log(r: redis.Redis) -> list[str]:
+    """Tokens in the order their runs were recorded, duplicates included."""
+    return [_text(v) for v in r.lrange(LOG_KEY, 0, -1)]
+
+
+def times(r: redis.Redis) -> list[dict]:
+    """record_time entries in order: [{"token": str, "t": float}, ...]."""
+    return [json.loads(v) for v in r.lrange(TIMES_KEY, 0, -1)]
+
+
+def attempts(r: redis.Redis, token: str) -> int:
+    """How many attempts fail_then_succeed (or count_attempt) counted for `token`."""
+    return int(r.get(ATTEMPTS_PREFIX + token) or 0)

@@ -1,0 +1,178 @@
+"""Tasks for scripts/demo, and tasks whose side effects the test suite checks.
+
+All use only the public API of django_bgtasks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+
+from demo import recording
+from django_bgtasks import Retry, SkipRetry, TaskTimeout, background_task
+
+logger = logging.getLogger(__name__)
+
+
+# --- demo tasks ----------------------------------------------------------------
+
+
+@background_task(result_ttl=3600)
+def add(a: int, b: int) -> int:
+    """Return a + b; the result is kept for an hour, to be seen in the admin."""
+    return a + b
+
+
+@background_task(queue_name="mail")
+def send_welcome(user_id: int) -> str:
+    """Pretend to send a welcome mail (logs a line); an unknown user is not worth a retry."""
+    User = get_user_model()
+    try:
+        user = User.objects.get(pk=user_id)
+    except User.DoesNotExist:
+        raise SkipRetry(f"no user with id {user_id}") from None
+    logger.info("welcome mail sent to %s (user %s)", user.get_username(), user_id)
+    return f"welcome sent to {user.get_username()}"
+
+
+@background_task(retry_backoff=lambda attempt: 2.0)
+def flaky(key: str, failures: int = 2) -> str:
+    """Fail on the first `failures` attempts (counted in the cache under `key`), then succeed."""
+    cache_key = f"demo:flaky:{key}"
+    cache.add(cache_key, 0, None)
+    attempt = cache.incr(cache_key)
+    if attempt <= failures:
+        raise RuntimeError(f"flaky {key}: attempt {attempt} fails on purpose ({failures} planned)")
+    return f"flaky {key} succeeded on attempt {attempt}"
+
+
+@background_task(max_retries=2, retry_backoff=lambda attempt: 1.0)
+def always_fails() -> None:
+    """Fail every time: after 2 retries it lands in the dead queue."""
+    raise RuntimeError("this task always fails (demo)")
+
+
+@background_task
+def reminder(text: str) -> str:
+    """Log a reminder; meant to be enqueued with run_after."""
+    logger.info("reminder: %s", text)
+    return text
+
+
+# --- test tasks: side effects in Redis (see demo.recording) -----------------------
+
+
+@background_task
+def record(token: str) -> str:
+    """Record that `token` ran."""
+    recording.record(token)
+    return token
+
+
+@background_task
+def sleep_then_record(token: str, seconds: float) -> str:
+    """Sleep `seconds`, then record `token` (a run cut short records nothing)."""
+    time.sleep(seconds)
+    recording.record(token)
+    return token
+
+
+@background_task(retry_backoff=lambda attempt: 0.2)
+def fail_always(token: str) -> None:
+    """Record `token`, then raise ValueError: every attempt leaves one log entry."""
+    recording.record(token)
+    raise ValueError(f"boom {token}")
+
+
+@background_task(retry_backoff=lambda attempt: 0.2)
+def fail_then_succeed(token: str, failures: int) -> str:
+    """Raise on the first `failures` attempts, then record `token`."""
+    attempt = recording.count_attempt(token)
+    if attempt <= failures:
+        raise ValueError(f"attempt {attempt} of {token} fails ({failures} planned)")
+    recording.record(token)
+    return token
+
+
+@background_task
+def record_time(token: str) -> str:
+    """Record `token` with the wall-clock time it ran (for run_after and backoff checks)."""
+    recording.record_time(token)
+    return token
+
+
+@background_task
+def retry_then_record(token: str, delay: float) -> str:
+    """First attempt asks for `Retry(delay=delay)` (its time recorded); the next records `token`."""
+    recording.record_time(token)
+    if recording.count_attempt(token) == 1:
+        raise Retry(delay=delay)
+    recording.record(token)
+    return token
+
+
+@background_task
+def skip_retry(token: str) -> None:
+    """Record `token`, then raise SkipRetry: straight to the dead queue, whatever max_retries."""
+    recording.record(token)
+    raise SkipRetry(f"skip {token}")
+
+
+# --- test tasks for the end-to-end worker tests (tests/test_e2e_*.py) ---------------
+
+
+@background_task
+def mark_sleep_record(token: str, seconds: float) -> str:
+    """Count an attempt for `token` when it starts, sleep `seconds`, then record `token`.
+
+    The attempt counter tells a test that the task really started (and how many times);
+    `bgtasks-test:pid:<token>` holds the pid of the process that last started it.
+    """
+    recording.client().set(f"bgtasks-test:pid:{token}", os.getpid())
+    recording.count_attempt(token)
+    time.sleep(seconds)
+    recording.record(token)
+    return token
+
+
+@background_task(max_retries=1, retry_backoff=lambda attempt: 0.2)
+def exit_process(token: str) -> None:
+    """Count an attempt, then kill the worker process it runs in (no cleanup at all)."""
+    recording.count_attempt(token)
+    os._exit(1)
+
+
+@background_task(timeout=1, max_retries=1, retry_backoff=lambda attempt: 0.2)
+def sleep_in_steps(token: str, seconds: float) -> str:
+    """Count an attempt, then sleep `seconds` in small steps: interruptible by TaskTimeout."""
+    recording.count_attempt(token)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(0.02)
+    recording.record(token)
+    return token
+
+
+@background_task(timeout=1, max_retries=0)
+def ignore_timeout(token: str, seconds: float) -> str:
+    """Count an attempt, then keep running for `seconds`, swallowing every TaskTimeout."""
+    recording.count_attempt(token)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            time.sleep(0.02)
+        except TaskTimeout:
+            recording.record(f"{token}:swallowed")
+    recording.record(token)
+    return token
+
+
+@background_task(max_retries=0)
+def return_non_json(token: str) -> object:
+    """Record `token`, then return a value JSON cannot hold."""
+    recording.record(token)
+    return object()

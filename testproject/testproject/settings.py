@@ -1,0 +1,104 @@
+"""Settings for the django-bgtasks test suite and demo. Not for production.
+
+Environment:
+    BGTASKS_REDIS_URL       Redis for the tasks and the cache (the tests and scripts/demo set it)
+    BGTASKS_DEMO_DB         sqlite file (default: testproject/db.sqlite3)
+    BGTASKS_LEASE_SECONDS   BGTASKS["LEASE_SECONDS"] (tests shorten it)
+"""
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+SECRET_KEY = "django-insecure-bgtasks-testproject-dev-key-do-not-use-in-production"
+DEBUG = True
+ALLOWED_HOSTS = ["localhost", "127.0.0.1"]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_bgtasks",
+    "demo",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "testproject.urls"
+WSGI_APPLICATION = "testproject.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("BGTASKS_DEMO_DB") or BASE_DIR / "db.sqlite3",
+    }
+}
+
+AUTH_PASSWORD_VALIDATORS = []  # the demo's admin/admin
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Port 6399, not 6379: nothing here should ever talk to a system Redis by accident.
+REDIS_URL = os.environ.get("BGTASKS_REDIS_URL", "redis://127.0.0.1:6399/0")
+
+BGTASKS = {
+    "REDIS_URL": REDIS_URL,
+    "QUEUES": {"default": 1, "mail": 2},
+    "LEASE_SECONDS": float(os.environ.get("BGTASKS_LEASE_SECONDS", "30")),
+}
+
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+    }
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "console": {"format": "%(asctime)s %(levelname)s [pid %(process)d] %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "console"},
+    },
+    # These propagate (the root logger has no handler) so pytest's caplog sees them too.
+    "loggers": {
+        "django_bgtasks": {"handlers": ["console"], "level": "INFO"},
+        "demo": {"handlers": ["console"], "level": "INFO"},
+    },
+}

@@ -1,0 +1,318 @@
+"""Test infrastructure: a real redis-server, a real worker process, and polling.
+
+No fakes: RedisServer runs the redis-server binary, WorkerProcess runs
+`manage.py runbackground` as a subprocess in its own process group.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MANAGE_PY = REPO_ROOT / "testproject" / "manage.py"
+
+T = TypeVar("T")
+
+
+def wait_until(
+    predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05, message: str = ""
+) -> T:
+    """Poll `predicate` until it returns something truthy, and return that value.
+
+    Raises AssertionError (with `message`, or the predicate's name) after `timeout` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            what = message or getattr(predicate, "__name__", repr(predicate))
+            raise AssertionError(f"timed out after {timeout:g}s waiting for: {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class RedisServer:
+    """A private redis-server on 127.0.0.1 with an append-only file in `data_dir`.
+
+    stop()/start() and restart() keep the data (AOF, SHUTDOWN flushes it); kill() is a
+    crash: with appendfsync everysec, up to the last second of writes may be lost.
+    """
+
+    def __init__(
+        self, data_dir: Path, port: int | None = None, startup_timeout: float = 5.0
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.port = port or 0
+        self.host = "127.0.0.1"
+        self.startup_timeout = startup_timeout
+        self.log_path = self.data_dir / "redis-server.log"
+        self.process: subprocess.Popen | None = None
+        self.executable = os.environ.get("BGTASKS_TEST_REDIS_SERVER") or shutil.which(
+            "redis-server"
+        )
+        if not self.executable:
+            raise RuntimeError("redis-server not found on PATH: run scripts/bootstrap")
+
+    @property
+    def url(self) -> str:
+        """redis://127.0.0.1:PORT/0"""
+        return f"redis://{self.host}:{self.port}/0"
+
+    def client(self, **kwargs) -> redis.Redis:
+        """A new plain redis-py client for this server (db 0); kwargs go to redis.Redis."""
+        kwargs.setdefault("socket_timeout", 10)
+        return redis.Redis(host=self.host, port=self.port, db=0, **kwargs)
+
+    def is_running(self) -> bool:
+        """True while the redis-server process is alive."""
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> None:
+        """Start the server (same port and data dir as before, if it ran already)."""
+        if self.is_running():
+            return
+        pick_port = not self.port
+        for _ in range(5 if pick_port else 1):
+            if pick_port:
+                self.port = free_port()
+            if self._start_once():
+                return
+        raise RuntimeError(
+            f"redis-server did not start on port {self.port}; log:\n{_tail(self.log_path)}"
+        )
+
+    def _start_once(self) -> bool:
+        argv = [
+            self.executable,
+            "--port", str(self.port),
+            "--bind", self.host,
+            "--dir", str(self.data_dir),
+            "--save", "",
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--daemonize", "no",
+            "--logfile", "",
+        ]  # fmt: skip
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+        probe = self.client(socket_connect_timeout=0.2, socket_timeout=0.5)
+        deadline = time.monotonic() + self.startup_timeout
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    return False  # exited: port taken, bad option...
+                try:
+                    if probe.ping():
+                        return True
+                except redis.exceptions.BusyLoadingError:
+                    pass  # loading the AOF
+                except redis.exceptions.ConnectionError:
+                    pass
+                time.sleep(0.05)
+        finally:
+            probe.close()
+        self.kill()
+        return False
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Graceful SHUTDOWN (the AOF is flushed and kept), then wait for the process."""
+        if not self.is_running():
+            return
+        # no retries: redis-py would otherwise spend seconds reconnecting to the stopped server
+        no_retry = Retry(NoBackoff(), 0)
+        try:
+            with self.client(socket_timeout=timeout, retry=no_retry) as client:
+                client.shutdown()
+        except redis.exceptions.RedisError:
+            self.process.terminate()  # SIGTERM is a graceful shutdown for redis too
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the server, as in a crash."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+        if self.process is not None:
+            self.process.wait()
+
+    def restart(self) -> None:
+        """stop() then start(): same port, same data."""
+        self.stop()
+        self.start()
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running() else "stopped"
+        return f"<RedisServer {self.url} {state}>"
+
+
+class WorkerProcess:
+    """A `manage.py` command (runbackground) in its own process group, logging to a file."""
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        command: str = "runbackground",
+    ) -> None:
+        self.argv = [sys.executable, str(MANAGE_PY.relative_to(REPO_ROOT)), command, *args]
+        self.log_path = Path(log_path)
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.process: subprocess.Popen | None = None
+        self.pgid: int | None = None
+
+    def start(self) -> WorkerProcess:
+        """Start it (own session, so signals to the group reach only it and its children)."""
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.argv,
+                cwd=REPO_ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.pgid = self.process.pid  # a session leader's group id is its pid
+        return self
+
+    @property
+    def pid(self) -> int:
+        """pid of the supervisor (the process we started)."""
+        assert self.process is not None, "not started"
+        return self.process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """Exit code, or None while running (negative: killed by that signal)."""
+        return None if self.process is None else self.process.poll()
+
+    def poll(self) -> int | None:
+        """Same as returncode."""
+        return self.returncode
+
+    def is_running(self) -> bool:
+        """True while the supervisor runs."""
+        return self.returncode is None and self.process is not None
+
+    def send(self, sig: int = signal.SIGTERM) -> None:
+        """Send `sig` to the supervisor only."""
+        assert self.process is not None, "not started"
+        self.process.send_signal(sig)
+
+    def send_group(self, sig: int = signal.SIGTERM) -> None:
+        """Send `sig` to the whole process group (supervisor and children), like systemd."""
+        assert self.pgid is not None, "not started"
+        os.killpg(self.pgid, sig)
+
+    def group_alive(self) -> bool:
+        """True while any process of the group exists, zombies included: a killed orphan
+        stays until init reaps it, so poll with wait_until(lambda: not w.group_alive())."""
+        if self.pgid is None:
+            return False
+        try:
+            os.killpg(self.pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def wait(self, timeout: float = 30.0) -> int:
+        """Wait for the supervisor to exit and return its exit code.
+
+        Raises AssertionError with the log's tail if it is still running after `timeout`.
+        """
+        assert self.process is not None, "not started"
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"worker {self.pid} still running after {timeout:g}s; log tail:\n"
+                f"{_tail(self.log_path)}"
+            ) from None
+
+    def log_text(self) -> str:
+        """Everything it wrote so far (stdout and stderr)."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for_log(self, substring: str, timeout: float = 15.0, count: int = 1) -> str:
+        """Wait until `substring` appears `count` times in the log; return the log.
+
+        Fails at once if the worker exited without writing it.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log_text()
+            if text.count(substring) >= count:
+                return text
+            exited = self.returncode is not None
+            if exited or time.monotonic() >= deadline:
+                text = self.log_text()  # it may have written it just before exiting
+                if text.count(substring) >= count:
+                    return text
+                why = f"exited with {self.returncode}" if exited else f"timed out ({timeout:g}s)"
+                raise AssertionError(
+                    f"worker {why} before logging {substring!r} x{count}; log tail:\n"
+                    f"{_tail(self.log_path)}"
+                )
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """Teardown: SIGTERM the group, wait `timeout`, then SIGKILL whatever is left."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            try:
+                self.send_group(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.pgid, signal.SIGKILL)  # also children the supervisor left behind
+        except ProcessLookupError:
+            pass
+        return self.process.wait()
+
+    def __repr__(self) -> str:
+        return f"<WorkerProcess pid={self.process and self.process.pid} rc={self.returncode}>"
