@@ -147,12 +147,10 @@ class BackgroundTask:
         )
 
     def _send(self, req: EnqueueRequest, info: TaskInfo) -> TaskInfo:
-        broker = get_broker()
         try:
-            outcome = broker.enqueue(req)
+            outcome = get_broker().enqueue(req)
         except BgTasksError as exc:
-            raise EnqueueError(f"could not enqueue {self.name} (id {req.id}) to Redis at "
-                               f"{broker.target}: {exc}") from exc
+            raise EnqueueError(f"could not enqueue {self.name} (id {req.id}): {exc}") from exc
         if outcome.status == "exists":
             raise TaskAlreadyExists(
                 f"a task with id {req.id!r} already exists in queue {req.queue!r}",

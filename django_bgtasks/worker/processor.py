@@ -10,7 +10,7 @@ import time
 from collections import defaultdict
 
 from ..broker.redis import Ack, ClaimedTask, RedisBroker
-from ..exceptions import BgTasksError
+from ..exceptions import BgTasksError, TaskTimeout
 from .component import backoff_delay
 from .config import WorkerConfig
 from .execution import TaskExecutor
@@ -76,21 +76,32 @@ class Processor:
 
     def _work_loop(self) -> None:
         while True:
-            entry = self._work.get()
-            if entry is None:
-                return
-            if self.inflight.start(entry, time.monotonic() + entry.msg.timeout):
-                ack = self._executor.run(entry.claimed, entry.msg)
-                if not self.report(entry, ack):
-                    logger.warning("task %s[%s] returned after its outcome was decided "
-                                   "(timeout or shutdown); this result is dropped",
-                                   entry.msg.name, entry.claimed.id)
-                with self._count_lock:
-                    self.finished_count += 1
-            self.inflight.release_thread(entry)
-            if self._config.max_tasks_per_child and \
-                    self.finished_count >= self._config.max_tasks_per_child:
-                self.retire(f"ran {self.finished_count} tasks (--max-tasks-per-child)")
+            try:
+                entry = self._work.get()
+                if entry is None:
+                    return
+                try:
+                    self._run_entry(entry)
+                finally:
+                    self.inflight.release_thread(entry)
+            except TaskTimeout:
+                # The watchdog's interruption landed just after its task had returned.
+                logger.debug("a timeout interruption arrived after its task ended")
+
+    def _run_entry(self, entry: Running) -> None:
+        if not self.inflight.start(entry, time.monotonic() + entry.msg.timeout):
+            return  # put back by a shutdown while it waited for this thread
+        ack = self._executor.run(entry.claimed, entry.msg)
+        if not self.report(entry, ack):
+            logger.warning("task %s[%s] returned after its outcome was decided (timeout or "
+                           "shutdown); this result is dropped", entry.msg.name,
+                           entry.claimed.id)
+        with self._count_lock:
+            self.finished_count += 1
+            count = self.finished_count
+        limit = self._config.max_tasks_per_child
+        if limit and count >= limit:
+            self.retire(f"ran {count} tasks (--max-tasks-per-child {limit})")
 
     # -- fetcher ----------------------------------------------------------------------
 

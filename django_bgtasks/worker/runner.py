@@ -35,7 +35,8 @@ class Runner:
     """Runs one worker process until asked to stop or until its processor retires."""
 
     def __init__(self, broker: RedisBroker, config: WorkerConfig, worker_id: str,
-                 maintenance: bool, alive: Callable[[int], None]) -> None:
+                 maintenance: bool, alive: Callable[[int], None],
+                 stop: threading.Event | None = None) -> None:
         self.config = config
         self.inflight = InFlight()
         executor = TaskExecutor(worker_id, config.log_arguments)
@@ -47,7 +48,7 @@ class Runner:
         self.maintenance: list[Component] = [
             Poller(broker, queues), Recoverer(broker, config), Janitor(broker, config),
         ] if maintenance else []
-        self._stop = threading.Event()
+        self._stop = stop or threading.Event()
 
     def request_stop(self) -> None:
         """Graceful shutdown (signal handlers call this; a second call changes nothing)."""

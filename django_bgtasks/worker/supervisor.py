@@ -14,6 +14,7 @@ import os
 import random
 import signal
 import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -138,16 +139,15 @@ class Supervisor:
         logger.debug("started worker process %d (slot %d)", pid, slot)
 
     def _child_main(self, slot: int) -> int:
+        # First of all: the supervisor's handlers must never run in a child.
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+        signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
         random.seed()
         forget_brokers_after_fork()
         runner = Runner(get_broker(), self.config, f"{self.worker_id}/{slot}:{os.getpid()}",
-                        maintenance=slot == 0, alive=lambda busy: self._mark_alive(slot, busy))
-
-        def drain(signum: int, frame: object) -> None:
-            runner.request_stop()
-
-        signal.signal(signal.SIGTERM, drain)
-        signal.signal(signal.SIGINT, drain)
+                        maintenance=slot == 0, alive=lambda busy: self._mark_alive(slot, busy),
+                        stop=stop)
         return runner.run()
 
     def _mark_alive(self, slot: int, busy: int) -> None:
@@ -169,11 +169,13 @@ class Supervisor:
             lived = time.monotonic() - child.started
             if self._signals:
                 continue
-            failures = self._failures.get(slot, 0) + 1 if lived < SHORT_LIFE else 0
+            clean_exit = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+            crashed_young = lived < SHORT_LIFE and not clean_exit
+            failures = self._failures.get(slot, 0) + 1 if crashed_young else 0
             self._failures[slot] = failures
             delay = min(30.0, 0.5 * 2 ** (failures - 1)) if failures else 0.0
             self._restart_at[slot] = time.monotonic() + delay
-            if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+            if clean_exit:
                 logger.info("worker process %d exited; starting a new one", child.pid)
             else:
                 logger.error("worker process %d died (%s) after %.1fs; starting a new one%s",
