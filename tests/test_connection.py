@@ -1,0 +1,53 @@
+"""How the broker connects: REDIS_URL (with AUTH), or a django-redis CACHE_ALIAS."""
+
+from __future__ import annotations
+
+import pytest
+
+from demo.tasks import add
+from django_bgtasks import EnqueueError, get_task_info
+from django_bgtasks.broker import get_broker
+from django_bgtasks.broker.connection import describe_target
+
+
+def test_describe_target_never_shows_the_password():
+    assert describe_target("redis://user:s3cret@db.example:6380/2") == "redis://db.example:6380/2"
+    assert describe_target("rediss://:s3cret@host/0") == "rediss://host:6379/0"
+    assert describe_target("unix:///run/redis.sock?db=1") == "unix:///run/redis.sock"
+
+
+def test_cache_alias_reuses_the_django_redis_connection(settings, redis_server):
+    settings.BGTASKS = {**settings.BGTASKS, "CACHE_ALIAS": "default",
+                        "REDIS_URL": "redis://127.0.0.1:1/0"}  # would fail if it were used
+    broker = get_broker()
+    assert "cache alias 'default'" in broker.target
+    info = add.enqueue(1, 2)
+    assert get_task_info(info.id).state == "pending"
+    with redis_server.client() as client:
+        assert client.zcard("bgtasks:{default}:pending") == 1
+
+
+@pytest.fixture
+def password(redis_server):
+    with redis_server.client() as client:
+        client.config_set("requirepass", "s3cret")
+    yield "s3cret"
+    import redis
+
+    with redis.Redis(port=redis_server.port, password="s3cret") as client:
+        client.config_set("requirepass", "")
+
+
+def test_auth_url_works_and_a_wrong_password_is_a_clear_error(settings, redis_server, password):
+    base = f"127.0.0.1:{redis_server.port}/0"
+    settings.BGTASKS = {**settings.BGTASKS, "REDIS_URL": f"redis://:{password}@{base}"}
+    assert add.enqueue(2, 3).state == "pending"
+
+    settings.BGTASKS = {**settings.BGTASKS, "REDIS_URL": f"redis://:wrong@{base}"}
+    with pytest.raises(EnqueueError) as caught:
+        add.enqueue(2, 3)
+    message = str(caught.value)
+    assert ":wrong@" not in message  # no credentials shown
+    assert f"redis://127.0.0.1:{redis_server.port}/0" in message
+    assert "password" in message.lower()
+    print(message)
