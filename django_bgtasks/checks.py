@@ -51,7 +51,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
     if alias is not None:
         caches = getattr(django_settings, "CACHES", {})
         backend = caches.get(alias, {}).get("BACKEND", "") if isinstance(alias, str) else ""
-        if alias not in caches:
+        if not isinstance(alias, str):
+            found.append(Error(f"BGTASKS['CACHE_ALIAS'] must be a cache alias (a string), "
+                               f"not {alias!r}.", id="bgtasks.E002"))
+        elif alias not in caches:
             found.append(Error(f"BGTASKS['CACHE_ALIAS'] = {alias!r} is not in CACHES.",
                                id="bgtasks.E002"))
         elif not backend.startswith("django_redis."):

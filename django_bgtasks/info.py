@@ -78,9 +78,9 @@ class TaskInfo:
             state=meta.get("state") if meta.get("state") in STATES else "unknown",
             args=msg.args if msg else [],
             kwargs=msg.kwargs if msg else {},
-            priority=int(meta.get("priority", msg.priority if msg else 0) or 0),
-            attempts=int(meta.get("attempts", 0) or 0),
-            max_retries=int(meta.get("max_retries", msg.max_retries if msg else 0) or 0),
+            priority=_int(meta.get("priority"), msg.priority if msg else 0),
+            attempts=_int(meta.get("attempts"), 0),
+            max_retries=_int(meta.get("max_retries"), msg.max_retries if msg else 0),
             enqueued_at=ms_to_datetime(meta.get("enqueued_at")),
             run_after=ms_to_datetime(meta.get("run_after")),
             started_at=ms_to_datetime(meta.get("started_at")),
@@ -91,6 +91,13 @@ class TaskInfo:
             errors=errors,
             message_error=message_error,
         )
+
+
+def _int(value: Any, default: int) -> int:
+    """A number from a stored record; damaged data falls back instead of raising."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return default
+    return int(value)
 
 
 def _load_json(raw: bytes | None, kind: type) -> Any:

@@ -124,7 +124,10 @@ local function kill(id, info, now, err, tb, dead_max_tasks, dead_max_age_ms)
   put_info(id, info)
   append_error(id, error_entry(info, now, err, tb))
   release_unique(id, info)
-  redis.call('ZADD', K_DEAD, now, id)
+  -- Deaths in the same millisecond must still sort by age for the size trim, so the
+  -- score carries a sub-millisecond sequence (the integer part stays "died at", in ms).
+  local seq = redis.call('INCR', K_SEQ) % 1000
+  redis.call('ZADD', K_DEAD, now + seq / 1000, id)
   trim_dead(now, dead_max_tasks, dead_max_age_ms, 100)
 end
 
