@@ -261,6 +261,11 @@ class RedisBroker:
         key = _text(reply[0])
         return next((q for q, name in zip(queues, names, strict=True) if name == key), None)
 
+    def wake_pollers(self) -> None:
+        """Wake every waiting poller (they re-read due times; a stopping one exits)."""
+        with self._errors():
+            self.client.publish(self.keys.wake_channel, "0")
+
     def schedule_waiter(self) -> ScheduleWaiter:
         """A subscription telling pollers that an earlier due time appeared."""
         return ScheduleWaiter(self)

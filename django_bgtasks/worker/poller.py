@@ -4,6 +4,7 @@ wakes early when an enqueue publishes an earlier one."""
 from __future__ import annotations
 
 from ..broker.redis import RedisBroker
+from ..exceptions import BgTasksError
 from .component import Component
 
 MAX_SLEEP = 1.0  # also bounds how long a missed wake-up message can delay a task
@@ -32,5 +33,10 @@ class Poller(Component):
             self._stop.wait(seconds)
 
     def shutdown(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        try:  # cut the current wait short, so shutdown does not cost up to MAX_SLEEP
+            self._broker.wake_pollers()
+        except BgTasksError:
+            pass
         super().shutdown(timeout)
         self._waiter.close()

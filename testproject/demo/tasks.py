@@ -9,6 +9,7 @@ import logging
 import os
 import time
 
+import redis
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 
@@ -176,3 +177,22 @@ def return_non_json(token: str) -> object:
     """Record `token`, then return a value JSON cannot hold."""
     recording.record(token)
     return object()
+
+
+@background_task(retry_backoff=lambda attempt: 0.5)
+def sleep_then_record_patiently(token: str, seconds: float) -> str:
+    """Sleep `seconds`, then record `token`, waiting up to 15 s for Redis to answer.
+
+    For tests that stop Redis under a worker: the task's own side effect must not be the
+    thing that fails (the worker's handling of the outage is what they check).
+    """
+    time.sleep(seconds)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            recording.record(token)
+            return token
+        except (redis.ConnectionError, redis.TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

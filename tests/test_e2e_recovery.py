@@ -1,0 +1,247 @@
+"""End-to-end: what survives crashes. Killed workers and processes (leases bring their
+tasks back), a task that kills its own process, a Redis restart under a running worker,
+and a worker started while Redis is down."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from demo import recording, tasks
+from django_bgtasks import TaskNotFound, get_task_info
+from django_bgtasks.broker import get_broker
+from helpers import free_port, wait_until
+
+QUEUE = "default"
+LEASE = 2
+LEASE_ENV = {"BGTASKS_LEASE_SECONDS": str(LEASE)}
+
+
+@pytest.fixture
+def start_worker(run_worker):
+    """run_worker, but SIGKILL the worker's group at teardown unless the test stopped it
+    (graceful shutdown is test_e2e_signals' subject; here it would only cost time)."""
+    started = []
+
+    def start(*args, env=None):
+        worker = run_worker(*args, env=env)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        if worker.is_running():
+            worker.send_group(signal.SIGKILL)
+            worker.wait(5)
+
+
+def counts() -> dict[str, int]:
+    return get_broker().counts(QUEUE)
+
+
+def state_of(task_id: str) -> str | None:
+    try:
+        return get_task_info(task_id).state
+    except TaskNotFound:
+        return None
+
+
+def started_pid(r, token: str) -> int | None:
+    """The pid of the process that last started mark_sleep_record(token)."""
+    value = r.get(f"bgtasks-test:pid:{token}")
+    return int(value) if value else None
+
+
+def children_of(pid: int) -> set[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return {int(p) for p in out.split()}
+
+
+def wait_started(r, tokens, timeout: float = 10.0) -> None:
+    """Until every mark_sleep_record(token) has started (it counts attempts first)."""
+    wait_until(lambda: all(recording.attempts(r, t) >= 1 for t in tokens), timeout=timeout,
+               message=f"tasks {tokens} started")
+
+
+# --- killed workers --------------------------------------------------------------------
+
+
+def test_sigkill_of_the_whole_worker_then_restart_runs_every_task(start_worker, redis_server):
+    r = redis_server.client()
+    first = start_worker("--processes", "2", "--threads", "4", env=LEASE_ENV)
+    orphans = [f"orphan{i}" for i in range(8)]  # fill the 2 x 4 threads
+    for token in orphans:
+        tasks.mark_sleep_record.enqueue(token, 2.0)
+    wait_until(lambda: all(recording.attempts(r, t) == 1 for t in orphans), timeout=10,
+               message="8 tasks started")
+    waiting = [f"waiting{i}" for i in range(4)]  # no free thread: these stay pending
+    for token in waiting:
+        tasks.record.enqueue(token)
+
+    first.send_group(signal.SIGKILL)
+    assert first.wait(5) == -signal.SIGKILL
+    wait_until(lambda: not first.group_alive(), timeout=5, message="every process gone")
+    assert counts()["active"] == 8 and counts()["pending"] == 4
+    assert not recording.ran(r)  # nothing finished: the kill came mid-task
+
+    restarted = time.monotonic()
+    second = start_worker("--processes", "2", "--threads", "4", env=LEASE_ENV)
+    wait_until(lambda: all(recording.attempts(r, t) == 2 for t in orphans),
+               timeout=LEASE + 5, message="orphans started again")
+    restarted_in = time.monotonic() - restarted
+    wait_until(lambda: recording.ran(r) == set(orphans) | set(waiting), timeout=LEASE + 5,
+               message="every task ran")
+    finished_in = time.monotonic() - restarted
+    print(f"\nSIGKILL recovery (lease {LEASE}s): orphans started again {restarted_in:.2f}s "
+          f"and finished {finished_in:.2f}s after the restart (they sleep 2 s)")
+    assert finished_in <= LEASE + 5
+
+    assert all(recording.log(r).count(t) == 1 for t in orphans + waiting)
+    log = second.wait_for_log("whose worker stopped")
+    recovered = sum(int(n) for n in re.findall(r"recovered (\d+) task\(s\) of queue default",
+                                               log))
+    assert recovered == 8
+    wait_until(lambda: counts() == dict.fromkeys(counts(), 0), timeout=5,
+               message="nothing left in Redis")
+
+
+def test_sigkill_of_one_child_is_replaced_and_its_task_recovered(start_worker, redis_server):
+    r = redis_server.client()
+    worker = start_worker("--processes", "2", "--threads", "1", env=LEASE_ENV)
+    wait_until(lambda: len(children_of(worker.pid)) == 2, timeout=10, message="2 children")
+    victim_id = tasks.mark_sleep_record.enqueue("victim", 1.5).id
+    # outlives its 2 s lease: heartbeats must keep it from being "recovered" while it runs
+    tasks.mark_sleep_record.enqueue("bystander", 3.0)
+    wait_started(r, ["victim", "bystander"])
+    victim_pid = started_pid(r, "victim")
+    assert victim_pid in children_of(worker.pid)
+    assert started_pid(r, "bystander") != victim_pid
+
+    os.kill(victim_pid, signal.SIGKILL)
+    log = worker.wait_for_log(f"worker process {victim_pid} died (killed by SIGKILL)",
+                              timeout=5)
+    line = next(ln for ln in log.splitlines() if f"worker process {victim_pid} died" in ln)
+    assert "starting a new one" in line
+    wait_until(lambda: len(children_of(worker.pid)) == 2 and
+               victim_pid not in children_of(worker.pid), timeout=5,
+               message="a replacement child")
+
+    wait_until(lambda: {"victim", "bystander"} <= recording.ran(r), timeout=LEASE + 6,
+               message="both tasks ran")
+    assert recording.attempts(r, "victim") == 2  # cut short once, then ran to the end
+    assert started_pid(r, "victim") != victim_pid
+    assert recording.attempts(r, "bystander") == 1  # its lease was renewed, never lost
+    assert recording.log(r).count("victim") == 1 and recording.log(r).count("bystander") == 1
+    log = worker.wait_for_log(f"whose worker stopped: {victim_id}")
+    assert re.findall(r"recovered (\d+) task\(s\)", log) == ["1"]
+    assert "lease lost" not in log
+    assert worker.is_running()
+    assert state_of(victim_id) is None  # done and gone
+
+
+def test_task_calling_os_exit_ends_dead_and_the_worker_goes_on(start_worker, redis_server):
+    r = redis_server.client()
+    worker = start_worker("--processes", "1", "--threads", "2", env=LEASE_ENV)
+    tasks.record.enqueue("before-exit")
+    wait_until(lambda: "before-exit" in recording.ran(r), timeout=10)
+    task_id = tasks.exit_process.enqueue("ex").id  # max_retries=1
+
+    worker.wait_for_log("died (exit code 1)", timeout=5)
+    wait_until(lambda: state_of(task_id) == "dead", timeout=2 * (LEASE + 4),
+               message="the exiting task is dead")
+    info = get_task_info(task_id)
+    assert info.attempts == 2 and recording.attempts(r, "ex") == 2
+    assert info.last_error.startswith("WorkerLost: the lease expired"), info.last_error
+    log = worker.log_text()
+    assert log.count("died (exit code 1)") == 2
+    assert "lost their worker on their last attempt and are dead" in log
+
+    for i in range(5):
+        tasks.record.enqueue(f"after-exit{i}")
+    wait_until(lambda: {f"after-exit{i}" for i in range(5)} <= recording.ran(r), timeout=5)
+    assert worker.is_running()
+    assert counts()["dead"] == 1 and counts()["active"] == 0
+
+
+# --- Redis outages ---------------------------------------------------------------------
+
+
+def test_redis_restart_under_a_running_worker_loses_nothing(start_worker, redis_server):
+    r = redis_server.client()
+    before = [f"pre{i}" for i in range(80)]
+    for token in before:
+        tasks.sleep_then_record_patiently.enqueue(token, 0.05)
+    worker = start_worker("--processes", "2", "--threads", "2", env=LEASE_ENV)
+    wait_until(lambda: len(recording.ran(r)) >= 10, timeout=10, message="tasks flowing")
+
+    # a quick restart (SHUTDOWN flushes the AOF; same port, same data)...
+    redis_server.restart()
+    # ...then an outage longer than redis-py's own (immediate) retries can bridge
+    redis_server.stop()
+    down_at = time.monotonic()
+    time.sleep(1.0)
+    assert worker.is_running()
+    redis_server.start()
+    print(f"\nRedis down for {time.monotonic() - down_at:.2f}s")
+    r = redis_server.client()
+    assert len(recording.ran(r)) < len(before)  # it happened while tasks were flowing
+    after = [f"post{i}" for i in range(40)]
+    for token in after:
+        tasks.record.enqueue(token)
+
+    wait_until(lambda: recording.ran(r) == set(before) | set(after), timeout=20,
+               message="every task enqueued before and after the restart ran")
+    assert worker.is_running()
+    log = worker.log_text()
+    retries = [ln for ln in log.splitlines() if "cannot reach Redis" in ln]
+    assert retries and all(re.search(r"retrying in [\d.]+s", ln) for ln in retries), retries
+    assert "Traceback" not in log
+    assert " failed in " not in log  # the outage cost no task an attempt
+    wait_until(lambda: counts() == dict.fromkeys(counts(), 0), timeout=LEASE + 5,
+               message="nothing left in Redis")
+    print(f"Redis restart: {len(retries)} retry line(s) logged; "
+          f"{len(recording.log(r)) - 120} task(s) ran twice (at least once is the contract)")
+
+
+def test_startup_with_redis_down_logs_one_clear_line_and_waits(start_worker):
+    port = free_port()
+    target = f"redis://127.0.0.1:{port}/0"
+    worker = start_worker("--processes", "1", "--threads", "1",
+                          env={"BGTASKS_REDIS_URL": target})
+    log = worker.wait_for_log(f"cannot reach Redis at {target}", timeout=10)
+    line = next(ln for ln in log.splitlines() if "cannot reach Redis" in ln)
+    assert re.search(r"retrying in [\d.]+s$", line), line
+    assert "Traceback" not in log
+
+    time.sleep(1.0)
+    assert worker.is_running()
+    assert children_of(worker.pid) == set()  # no worker process before Redis answers
+    assert worker.log_text().count(f"cannot reach Redis at {target}") >= 2  # still trying
+
+    started = time.monotonic()
+    worker.send(signal.SIGTERM)
+    assert worker.wait(12) == 0
+    print(f"\nSIGTERM while waiting for Redis: exited after {time.monotonic() - started:.2f}s")
+
+
+def test_worker_started_while_redis_is_down_starts_working_when_it_comes_up(
+        start_worker, redis_server):
+    redis_server.stop()
+    worker = start_worker("--processes", "1", "--threads", "1")
+    worker.wait_for_log(f"cannot reach Redis at {redis_server.url}", timeout=10)
+    assert children_of(worker.pid) == set()
+
+    redis_server.start()  # same port
+    r = redis_server.client()
+    tasks.record.enqueue("after-redis-came-up")
+    wait_until(lambda: "after-redis-came-up" in recording.ran(r), timeout=15,
+               message="the task ran once Redis answered")
+    log = worker.log_text()
+    assert log.count(" starting: Redis ") == 1
+    assert log.index("cannot reach Redis") < log.index(" starting: Redis ")
+    assert worker.is_running()
