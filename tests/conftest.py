@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
+import signal
 from collections.abc import Iterator, Mapping
 
 import pytest
@@ -87,3 +88,21 @@ def run_worker(redis_server: RedisServer, tmp_path):
     yield start
     for worker in workers:
         worker.stop(timeout=15.0)
+
+
+@pytest.fixture
+def start_worker(run_worker):
+    """run_worker, but SIGKILL the worker's group at teardown unless the test stopped it
+    (graceful shutdown is test_e2e_signals' subject; here it would only add ~2 s a test)."""
+    started: list[WorkerProcess] = []
+
+    def start(*args: str, env: Mapping[str, str] | None = None) -> WorkerProcess:
+        worker = run_worker(*args, env=env)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        if worker.is_running():
+            worker.send_group(signal.SIGKILL)
+            worker.wait(5)

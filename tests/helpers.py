@@ -316,3 +316,20 @@ class WorkerProcess:
 
     def __repr__(self) -> str:
         return f"<WorkerProcess pid={self.process and self.process.pid} rc={self.returncode}>"
+
+
+def counts(queue: str = "default") -> dict[str, int]:
+    """How many tasks each state of ``queue`` holds, read through the broker."""
+    from django_bgtasks.broker import get_broker
+
+    return get_broker().counts(queue)
+
+
+def state_of(task_id: str) -> str | None:
+    """The task's state, or None once it is gone from Redis."""
+    from django_bgtasks import TaskNotFound, get_task_info
+
+    try:
+        return get_task_info(task_id).state
+    except TaskNotFound:
+        return None

@@ -10,45 +10,12 @@ import signal
 import subprocess
 import time
 
-import pytest
-
 from demo import recording, tasks
-from django_bgtasks import TaskNotFound, get_task_info
-from django_bgtasks.broker import get_broker
-from helpers import free_port, wait_until
+from django_bgtasks import get_task_info
+from helpers import counts, free_port, state_of, wait_until
 
-QUEUE = "default"
 LEASE = 2
 LEASE_ENV = {"BGTASKS_LEASE_SECONDS": str(LEASE)}
-
-
-@pytest.fixture
-def start_worker(run_worker):
-    """run_worker, but SIGKILL the worker's group at teardown unless the test stopped it
-    (graceful shutdown is test_e2e_signals' subject; here it would only cost time)."""
-    started = []
-
-    def start(*args, env=None):
-        worker = run_worker(*args, env=env)
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        if worker.is_running():
-            worker.send_group(signal.SIGKILL)
-            worker.wait(5)
-
-
-def counts() -> dict[str, int]:
-    return get_broker().counts(QUEUE)
-
-
-def state_of(task_id: str) -> str | None:
-    try:
-        return get_task_info(task_id).state
-    except TaskNotFound:
-        return None
 
 
 def started_pid(r, token: str) -> int | None:

@@ -8,52 +8,20 @@ from __future__ import annotations
 
 import itertools
 import re
-import signal
 import time
 import uuid
 from collections import Counter
 from datetime import datetime
 
-import pytest
-
 from demo import recording, tasks
-from django_bgtasks import TaskNotFound, get_task_info
+from django_bgtasks import get_task_info
 from django_bgtasks.broker import get_broker
 from django_bgtasks.broker.redis import EnqueueRequest
 from django_bgtasks.message import TaskMessage
-from helpers import wait_until
+from helpers import counts, state_of, wait_until
 
 QUEUE = "default"
 PID_RE = re.compile(r"\[pid (\d+)\]")
-
-
-@pytest.fixture
-def start_worker(run_worker):
-    """run_worker, but SIGKILL the worker's group at teardown: graceful shutdown is what
-    test_e2e_signals checks; here it would only add ~2 s per test."""
-    started = []
-
-    def start(*args, env=None):
-        worker = run_worker(*args, env=env)
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        if worker.is_running():
-            worker.send_group(signal.SIGKILL)
-            worker.wait(5)
-
-
-def counts() -> dict[str, int]:
-    return get_broker().counts(QUEUE)
-
-
-def state_of(task_id: str) -> str | None:
-    try:
-        return get_task_info(task_id).state
-    except TaskNotFound:
-        return None
 
 
 def wait_state(task_id: str, state: str, timeout: float):
