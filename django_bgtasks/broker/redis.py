@@ -128,7 +128,7 @@ class RedisBroker:
     # -- plumbing ---------------------------------------------------------------------
 
     @contextmanager
-    def _errors(self) -> Iterator[None]:
+    def translate_errors(self) -> Iterator[None]:
         try:
             yield
         except TRANSIENT_ERRORS as exc:
@@ -144,12 +144,12 @@ class RedisBroker:
 
     def _run(self, name: str, queue: str, args: Sequence[Any], extra_keys: Sequence[str] = ()):
         keys = self.queue_keys(queue)
-        with self._errors():
+        with self.translate_errors():
             return self._scripts[name](keys=[*keys.all, *extra_keys], args=list(args))
 
     def ping(self) -> None:
         """Raise BrokerUnavailable unless Redis answers."""
-        with self._errors():
+        with self.translate_errors():
             self.client.ping()
 
     def close(self) -> None:
@@ -161,20 +161,20 @@ class RedisBroker:
         """Record a queue name in the global set (once per process)."""
         if queue in self._registered_queues:
             return
-        with self._errors():
+        with self.translate_errors():
             self.client.sadd(self.keys.queues, queue)
         self._registered_queues.add(queue)
 
     def known_queues(self) -> list[str]:
-        with self._errors():
+        with self.translate_errors():
             return sorted(_text(q) for q in self.client.smembers(self.keys.queues))
 
     def pause(self, queue: str) -> None:
-        with self._errors():
+        with self.translate_errors():
             self.client.set(self.queue_keys(queue).paused, "1")
 
     def resume(self, queue: str) -> None:
-        with self._errors():
+        with self.translate_errors():
             self.client.delete(self.queue_keys(queue).paused)
 
     # -- transitions ------------------------------------------------------------------
@@ -254,7 +254,7 @@ class RedisBroker:
     def wait_for_work(self, queues: Sequence[str], timeout: float) -> str | None:
         """Block until a task is announced on one of ``queues`` (or timeout): no polling."""
         names = [self.queue_keys(q).notify for q in queues]
-        with self._errors():
+        with self.translate_errors():
             reply = self.client.blpop(names, timeout=timeout)
         if reply is None:
             return None
@@ -263,7 +263,7 @@ class RedisBroker:
 
     def wake_pollers(self) -> None:
         """Wake every waiting poller (they re-read due times; a stopping one exits)."""
-        with self._errors():
+        with self.translate_errors():
             self.client.publish(self.keys.wake_channel, "0")
 
     def schedule_waiter(self) -> ScheduleWaiter:
@@ -275,7 +275,7 @@ class RedisBroker:
     def read_task(self, task_id: str, queues: Sequence[str] | None = None) -> TaskRecord | None:
         """The stored data of ``task_id``, searching every known queue if none is given."""
         candidates = list(queues) if queues else self.known_queues()
-        with self._errors():
+        with self.translate_errors():
             pipe = self.client.pipeline(transaction=False)
             for queue in candidates:
                 keys = self.queue_keys(queue)
@@ -294,7 +294,7 @@ class RedisBroker:
         """How many tasks each state holds in ``queue``."""
         keys = self.queue_keys(queue)
         states = ("pending", "active", "scheduled", "retry", "dead", "completed")
-        with self._errors():
+        with self.translate_errors():
             pipe = self.client.pipeline(transaction=False)
             for state in states:
                 pipe.zcard(getattr(keys, state))
@@ -305,7 +305,7 @@ class RedisBroker:
     def heartbeat_worker(self, worker_id: str, info: dict[str, str], ttl: float) -> None:
         """Announce a live worker host (for the admin) until ``ttl`` seconds from now."""
         expiry_ms = int((time.time() + ttl) * 1000)
-        with self._errors():
+        with self.translate_errors():
             pipe = self.client.pipeline(transaction=False)
             pipe.zadd(self.keys.workers, {worker_id: expiry_ms})
             pipe.hset(self.keys.worker(worker_id), mapping=info)
@@ -314,7 +314,7 @@ class RedisBroker:
             pipe.execute()
 
     def remove_worker(self, worker_id: str) -> None:
-        with self._errors():
+        with self.translate_errors():
             self.client.zrem(self.keys.workers, worker_id)
             self.client.delete(self.keys.worker(worker_id))
 
@@ -329,7 +329,7 @@ class ScheduleWaiter:
     def wait(self, timeout: float) -> bool:
         """True when woken by a publication, False on timeout."""
         deadline = time.monotonic() + timeout
-        with self._broker._errors():
+        with self._broker.translate_errors():
             try:
                 if self._pubsub is None:
                     self._pubsub = self._broker.client.pubsub(ignore_subscribe_messages=True)

@@ -1,0 +1,334 @@
+"""Reads and bulk actions over the queues, for the admin pages and ``manage.py bgtasks``.
+
+Every read is a bounded range (ZRANGE by rank plus HMGET of that page's records), so a
+page costs the same with 100 or 1,000,000 tasks. Bulk actions go through the same Lua
+transitions as single ones, in batches of at most BATCH ids per script call, so that
+Redis is never blocked for long whatever the queue holds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from ..info import STATES, TaskInfo
+from .redis import RedisBroker, TaskRecord, _text
+
+BATCH = 500
+NAME_SCAN_LIMIT = 20_000  # a name filter reads at most this many ids per request
+
+# Which end of each state's ZSET a list starts from: oldest due first for the waiting
+# states, most recent first for the finished ones.
+NEWEST_FIRST = {"dead", "completed"}
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    name: str
+    counts: dict[str, int]
+    processed_today: int
+    failed_today: int
+    paused: bool
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass(frozen=True)
+class DayStats:
+    day: date
+    processed: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    id: str
+    host: str
+    pid: str
+    queues: str
+    processes: int
+    threads: int
+    started: datetime | None
+    in_flight: int
+    expires: datetime | None
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    """One task in a list: its info, plus its score in the state's set (due, died at...)."""
+
+    info: TaskInfo
+    score_ms: float
+
+    @property
+    def when(self) -> datetime | None:
+        """The state's own time: run after, lease expiry, next retry, died at, expiry."""
+        if self.info.state == "pending" or self.score_ms <= 0:
+            return self.info.enqueued_at
+        return datetime.fromtimestamp(self.score_ms / 1000, tz=UTC)
+
+
+def validate_state(state: str) -> str:
+    if state not in STATES:
+        raise ValueError(f"unknown state {state!r}; expected one of {', '.join(STATES)}")
+    return state
+
+
+class TaskList:
+    """A lazy, sliceable list of one state's tasks, over one queue or all: what Django's
+    Paginator needs (count() and slicing), reading only the slice asked for."""
+
+    def __init__(self, inspector: Inspector, state: str, queues: Sequence[str]) -> None:
+        self._inspector = inspector
+        self.state = validate_state(state)
+        self.queues = list(queues)
+        self._counts: list[int] | None = None
+
+    def _queue_counts(self) -> list[int]:
+        if self._counts is None:
+            self._counts = self._inspector.state_counts(self.queues, self.state)
+        return self._counts
+
+    def count(self) -> int:
+        return sum(self._queue_counts())
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __getitem__(self, index: slice | int) -> list[TaskRow] | TaskRow:
+        if isinstance(index, int):
+            rows = self[index:index + 1]
+            if not rows:
+                raise IndexError(index)
+            return rows[0]
+        start, stop, _ = index.indices(self.count())
+        rows: list[TaskRow] = []
+        offset = 0
+        for queue, size in zip(self.queues, self._queue_counts(), strict=True):
+            if stop <= offset:
+                break
+            lo, hi = max(start - offset, 0), min(stop - offset, size)
+            if lo < hi:
+                rows += self._inspector.task_range(queue, self.state, lo, hi - 1)
+            offset += size
+        return rows
+
+
+class Inspector:
+    """Read-mostly access to what Redis holds; one instance per request or command."""
+
+    def __init__(self, broker: RedisBroker) -> None:
+        self.broker = broker
+        self.client = broker.client
+
+    # -- queues -----------------------------------------------------------------------
+
+    def queues(self) -> list[str]:
+        return self.broker.known_queues()
+
+    def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        """Counts per state, today's counters and the paused flag of each queue."""
+        names = list(queues) if queues is not None else self.queues()
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        with self.broker.translate_errors():
+            pipe = self.client.pipeline(transaction=False)
+            for queue in names:
+                keys = self.broker.queue_keys(queue)
+                for state in STATES:
+                    pipe.zcard(getattr(keys, state))
+                pipe.get(keys.stats("processed", today))
+                pipe.get(keys.stats("failed", today))
+                pipe.exists(keys.paused)
+            replies = pipe.execute()
+        found = []
+        width = len(STATES) + 3
+        for index, queue in enumerate(names):
+            part = replies[index * width:(index + 1) * width]
+            found.append(QueueStats(
+                name=queue, counts=dict(zip(STATES, part[:len(STATES)], strict=True)),
+                processed_today=int(part[-3] or 0), failed_today=int(part[-2] or 0),
+                paused=bool(part[-1])))
+        return found
+
+    def history(self, days: int = 14, queues: Sequence[str] | None = None) -> list[DayStats]:
+        """Processed and failed per UTC day, oldest first, summed over ``queues``."""
+        names = list(queues) if queues is not None else self.queues()
+        today = datetime.now(UTC).date()
+        span = [today - timedelta(days=n) for n in range(days - 1, -1, -1)]
+        with self.broker.translate_errors():
+            pipe = self.client.pipeline(transaction=False)
+            for day in span:
+                for queue in names:
+                    keys = self.broker.queue_keys(queue)
+                    pipe.get(keys.stats("processed", day.isoformat()))
+                    pipe.get(keys.stats("failed", day.isoformat()))
+            replies = iter(pipe.execute())
+        result = []
+        for day in span:
+            processed = failed = 0
+            for _ in names:
+                processed += int(next(replies) or 0)
+                failed += int(next(replies) or 0)
+            result.append(DayStats(day, processed, failed))
+        return result
+
+    def workers(self) -> list[WorkerInfo]:
+        """Worker hosts whose heartbeat has not expired."""
+        keys = self.broker.keys
+        now_ms = time.time() * 1000
+        with self.broker.translate_errors():
+            entries = self.client.zrangebyscore(keys.workers, now_ms, "+inf", withscores=True)
+            pipe = self.client.pipeline(transaction=False)
+            for worker_id, _ in entries:
+                pipe.hgetall(keys.worker(_text(worker_id)))
+            details = pipe.execute()
+        found = []
+        for (worker_id, expiry), raw in zip(entries, details, strict=True):
+            data = {_text(k): _text(v) for k, v in raw.items()}
+            found.append(WorkerInfo(
+                id=_text(worker_id), host=data.get("host", "?"), pid=data.get("pid", "?"),
+                queues=data.get("queues", ""), processes=_int(data.get("processes")),
+                threads=_int(data.get("threads")),
+                started=_from_seconds(data.get("started")),
+                in_flight=_int(data.get("in_flight")),
+                expires=datetime.fromtimestamp(expiry / 1000, tz=UTC)))
+        return found
+
+    def pause(self, queue: str) -> None:
+        self.broker.pause(queue)
+
+    def resume(self, queue: str) -> None:
+        self.broker.resume(queue)
+
+    # -- tasks ------------------------------------------------------------------------
+
+    def state_counts(self, queues: Sequence[str], state: str) -> list[int]:
+        validate_state(state)
+        with self.broker.translate_errors():
+            pipe = self.client.pipeline(transaction=False)
+            for queue in queues:
+                pipe.zcard(getattr(self.broker.queue_keys(queue), state))
+            return [int(n) for n in pipe.execute()]
+
+    def tasks(self, state: str, queue: str | None = None) -> TaskList:
+        """All tasks in ``state`` (of one queue, or every queue in name order), lazily."""
+        return TaskList(self, state, [queue] if queue else self.queues())
+
+    def task_range(self, queue: str, state: str, start: int, end: int) -> list[TaskRow]:
+        """Tasks ranked ``start``..``end`` (inclusive) in one queue's state set."""
+        keys = self.broker.queue_keys(queue)
+        zset = getattr(keys, validate_state(state))
+        with self.broker.translate_errors():
+            if state in NEWEST_FIRST:
+                entries = self.client.zrevrange(zset, start, end, withscores=True)
+            else:
+                entries = self.client.zrange(zset, start, end, withscores=True)
+        return self._rows(queue, [(_text(i), s) for i, s in entries])
+
+    def _rows(self, queue: str, entries: list[tuple[str, float]]) -> list[TaskRow]:
+        if not entries:
+            return []
+        ids = [task_id for task_id, _ in entries]
+        keys = self.broker.queue_keys(queue)
+        with self.broker.translate_errors():
+            pipe = self.client.pipeline(transaction=False)
+            for name in (keys.msg, keys.info, keys.errors, keys.result):
+                pipe.hmget(name, ids)
+            msgs, infos, errors, results = pipe.execute()
+        return [
+            TaskRow(TaskInfo.from_record(TaskRecord(queue, task_id, m, i, e, r)), score)
+            for (task_id, score), m, i, e, r in zip(entries, msgs, infos, errors, results,
+                                                     strict=True)
+        ]
+
+    def find_by_name(self, state: str, name: str, queue: str | None = None,
+                     limit: int = 100) -> tuple[list[TaskRow], int, bool]:
+        """Tasks whose name contains ``name`` (case-insensitive), scanning at most
+        NAME_SCAN_LIMIT ids. Returns (rows, scanned, complete)."""
+        needle = name.lower()
+        rows: list[TaskRow] = []
+        scanned = 0
+        for q in [queue] if queue else self.queues():
+            size = self.state_counts([q], state)[0]
+            for start in range(0, size, BATCH):
+                if scanned >= NAME_SCAN_LIMIT or len(rows) >= limit:
+                    return rows[:limit], scanned, False
+                batch = self.task_range(q, state, start, start + BATCH - 1)
+                scanned += len(batch)
+                rows += [r for r in batch if needle in r.info.name.lower()]
+        return rows[:limit], scanned, True
+
+    def get(self, task_id: str, queue: str | None = None) -> TaskInfo | None:
+        """One task by exact id, or None."""
+        record = self.broker.read_task(task_id, [queue] if queue else None)
+        return TaskInfo.from_record(record) if record else None
+
+    # -- actions ----------------------------------------------------------------------
+
+    def requeue(self, queue: str, ids: Sequence[str]) -> list[str]:
+        """Run now: move these scheduled/retry/dead tasks to pending (in batches)."""
+        moved: list[str] = []
+        for chunk in _chunks(ids):
+            moved += self.broker.requeue(queue, chunk)
+        return moved
+
+    def delete(self, queue: str, ids: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Delete these tasks (running ones are refused). Returns (deleted, refused)."""
+        deleted: list[str] = []
+        refused: list[str] = []
+        for chunk in _chunks(ids):
+            done, active = self.broker.delete(queue, chunk)
+            deleted += done
+            refused += active
+        return deleted, refused
+
+    def requeue_all(self, queue: str, state: str) -> int:
+        """Run every task of a scheduled/retry/dead set now, one bounded batch at a time."""
+        if state not in ("scheduled", "retry", "dead"):
+            raise ValueError(f"only scheduled, retry and dead tasks can be run now, not {state}")
+        return sum(len(self.requeue(queue, chunk)) for chunk in self._drain_ids(queue, state))
+
+    def delete_all(self, queue: str, state: str) -> int:
+        """Delete every task of a state (not active), one bounded batch at a time."""
+        if state == "active":
+            raise ValueError("running tasks cannot be deleted")
+        return sum(len(self.delete(queue, chunk)[0]) for chunk in self._drain_ids(queue, state))
+
+    def _drain_ids(self, queue: str, state: str) -> Iterator[list[str]]:
+        # Each batch leaves the set before the next is read, so reading from rank 0 again
+        # walks the whole set; stop when a batch moves nothing (e.g. a concurrent change).
+        zset = getattr(self.broker.queue_keys(queue), validate_state(state))
+        while True:
+            with self.broker.translate_errors():
+                ids = [_text(i) for i in self.client.zrange(zset, 0, BATCH - 1)]
+            if not ids:
+                return
+            yield ids
+            with self.broker.translate_errors():
+                still = self.client.zmscore(zset, ids)
+            if all(score is not None for score in still):
+                return
+
+
+def _chunks(ids: Sequence[str]) -> Iterator[list[str]]:
+    ids = list(ids)
+    for start in range(0, len(ids), BATCH):
+        yield ids[start:start + BATCH]
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
+def _from_seconds(value: str | None) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(float(value), tz=UTC) if value else None
+    except ValueError:
+        return None
