@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from django.utils.timesince import timesince, timeuntil
-
+from . import display
 from .broker.inspect import QueueStats, TaskRow, WorkerInfo
+from .display import relative, shorten
 from .info import STATES, TaskInfo, ms_to_datetime
 
 ARGS_WIDTH = 50
@@ -18,25 +18,6 @@ ERROR_WIDTH = 70
 
 
 # -- small pieces -----------------------------------------------------------------------
-
-
-def shorten(text: str, limit: int) -> str:
-    """``text`` on one line, cut to ``limit`` characters with a trailing '...'."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:max(limit - 3, 0)] + "..."
-
-
-def relative(when: datetime | None, now: datetime | None = None) -> str:
-    """'in 3 minutes', '2 hours ago' or 'now'."""
-    if when is None:
-        return ""
-    now = now or datetime.now(UTC)
-    if abs((when - now).total_seconds()) < 60:
-        return "now"
-    # timesince uses non-breaking spaces, which terminals and grep handle poorly.
-    if when > now:
-        return "in " + timeuntil(when, now, depth=1).replace("\xa0", " ")
-    return timesince(when, now, depth=1).replace("\xa0", " ") + " ago"
 
 
 def iso(when: datetime | None) -> str:
@@ -50,12 +31,10 @@ def when_text(when: datetime | None) -> str:
 
 
 def call_args(info: TaskInfo, limit: int = ARGS_WIDTH) -> str:
-    """The arguments as a Python-like call list, shortened: '"a", 2, key=true'."""
+    """The arguments as a call list, shortened: '"a", 2, key=true'."""
     if info.message_error:
         return "<undecodable>"
-    parts = [_json(a) for a in info.args]
-    parts += [f"{k}={_json(v)}" for k, v in info.kwargs.items()]
-    return shorten(", ".join(parts), limit)
+    return shorten(display.call_args(info), limit)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -173,10 +152,6 @@ def show_text(info: TaskInfo) -> str:
 
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _cell(value: Any) -> str:

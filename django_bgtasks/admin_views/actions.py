@@ -1,0 +1,201 @@
+"""Actions: POST only, CSRF-checked, each behind the model's change or delete permission,
+each recorded as an admin LogEntry. Selected tasks and whole states go through the
+admin's usual confirmation page first; pause and resume act at once."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from django.contrib import messages
+from django.contrib.admin.models import CHANGE, DELETION, LogEntry
+from django.core.exceptions import BadRequest, PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import ngettext
+
+from ..broker.inspect import Inspector
+from ..info import STATES, TaskInfo
+from ..models import Task
+from .common import RUNNABLE, TEMPLATES, admin_page, inspector, page_context, queue_param, url
+
+if TYPE_CHECKING:
+    from ..admin import TaskAdmin
+
+SELECTED = "_selected_action"  # the admin's own name for the checked rows
+MAX_SELECTED = 1000  # more than a page holds; bounds the per-task reads below
+
+
+@dataclass(frozen=True)
+class Action:
+    permission: str  # 'change' or 'delete'
+    scope: str  # 'selected' tasks, 'all' tasks of a queue's state, or the 'queue' itself
+    question: str  # for the confirmation page, "{}" being what is affected
+    states: tuple[str, ...] = ()  # for scope 'all': the states it applies to
+
+
+DELETABLE = tuple(s for s in STATES if s != "active")
+ACTIONS = {
+    "requeue": Action("change", "selected", "run {} now"),
+    "delete": Action("delete", "selected", "delete {}"),
+    "requeue_all": Action("change", "all", "run {} now", RUNNABLE),
+    "delete_all": Action("delete", "all", "delete {}", DELETABLE),
+    "pause": Action("change", "queue", ""),
+    "resume": Action("change", "queue", ""),
+}
+
+
+@admin_page
+def task_action(model_admin: TaskAdmin, request: HttpRequest) -> HttpResponse:
+    """Dispatch one action posted by the dashboard, a list or a detail page."""
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    name = request.POST.get("action", "")
+    action = ACTIONS.get(name)
+    if action is None:
+        raise BadRequest(f"unknown action {name!r}")
+    allowed = (model_admin.has_change_permission(request) if action.permission == "change"
+               else model_admin.has_delete_permission(request))
+    if not allowed:
+        raise PermissionDenied
+    back = _back_url(model_admin, request)
+    insp = inspector()
+    if action.scope == "queue":
+        return _pause(request, insp, name, back)
+    if action.scope == "all":
+        return _all(model_admin, request, insp, name, action, back)
+    return _selected(model_admin, request, insp, name, action, back)
+
+
+def _pause(request: HttpRequest, insp: Inspector, name: str, back: str) -> HttpResponse:
+    queue = queue_param(request.POST, required=True)
+    if name == "pause":
+        insp.pause(queue)
+        messages.success(request, f"Queue {queue} paused: workers take none of its tasks "
+                                  f"until it is resumed.")
+    else:
+        insp.resume(queue)
+        messages.success(request, f"Queue {queue} resumed.")
+    _log(request, [_queue_object(queue)], CHANGE, f"{name.capitalize()}d queue {queue}")
+    return redirect(back)
+
+
+def _all(model_admin: TaskAdmin, request: HttpRequest, insp: Inspector, name: str,
+         action: Action, back: str) -> HttpResponse:
+    queue = queue_param(request.POST, required=True)
+    state = _state(request, action)
+    if request.POST.get("post") != "yes":
+        count = insp.state_counts([queue], state)[0]
+        return _confirm(model_admin, request, action, back, count=count, queue=queue,
+                        state=state, description=f"every {state} task of queue {queue}")
+    if name == "requeue_all":
+        done = insp.requeue_all(queue, state)
+        what = f"Ran all {done:,} {state} tasks of queue {queue}"
+        note = ngettext("%(n)s task moved to pending", "%(n)s tasks moved to pending", done)
+    else:
+        done = insp.delete_all(queue, state)
+        what = f"Deleted all {done:,} {state} tasks of queue {queue}"
+        note = ngettext("%(n)s task deleted", "%(n)s tasks deleted", done)
+    _log(request, [_queue_object(queue)], CHANGE, what)
+    messages.success(request, note % {"n": f"{done:,}"})
+    return redirect(back)
+
+
+def _selected(model_admin: TaskAdmin, request: HttpRequest, insp: Inspector, name: str,
+              action: Action, back: str) -> HttpResponse:
+    selection = request.POST.getlist(SELECTED)[:MAX_SELECTED]
+    infos = [i for i in (insp.get(task_id, queue) for queue, task_id in _parse(selection)) if i]
+    if not selection:
+        messages.warning(request, "Items must be selected in order to perform actions on "
+                                  "them. No items have been changed.")
+        return redirect(back)
+    if not infos:
+        messages.warning(request, "None of the selected tasks exists any more.")
+        return redirect(back)
+    if request.POST.get("post") != "yes":
+        return _confirm(model_admin, request, action, back, tasks=infos, selection=selection,
+                        description=ngettext("the selected task", "the %(n)s selected tasks",
+                                             len(infos)) % {"n": len(infos)})
+    by_queue: dict[str, list[TaskInfo]] = defaultdict(list)
+    for info in infos:
+        by_queue[info.queue_name].append(info)
+    if name == "requeue":
+        moved = {i for queue, group in by_queue.items()
+                 for i in insp.requeue(queue, [t.id for t in group])}
+        done = [i for i in infos if i.id in moved]
+        for state in RUNNABLE:
+            _log(request, [_task_object(i) for i in done if i.state == state], CHANGE,
+                 f"Ran now from {state}")
+        _report(request, len(done), len(infos), "%(n)s task moved to pending",
+                "%(n)s tasks moved to pending",
+                "not scheduled, retry or dead any more, so not moved")
+    else:
+        deleted = {i for queue, group in by_queue.items()
+                   for i in insp.delete(queue, [t.id for t in group])[0]}
+        done = [i for i in infos if i.id in deleted]
+        _log(request, [_task_object(i) for i in done], DELETION, "Deleted")
+        _report(request, len(done), len(infos), "%(n)s task deleted", "%(n)s tasks deleted",
+                "running, so not deleted")
+    return redirect(back)
+
+
+def _confirm(model_admin: TaskAdmin, request: HttpRequest, action: Action, back: str,
+             description: str, **extra: object) -> HttpResponse:
+    context = page_context(
+        model_admin, request, "Are you sure?", crumbs=[("Confirm", None)],
+        question=action.question.format(description), action_name=request.POST["action"],
+        action_url=url(model_admin, "action"), back=back, **extra)
+    return TemplateResponse(request, f"{TEMPLATES}/confirm.html", context)
+
+
+def _state(request: HttpRequest, action: Action) -> str:
+    state = request.POST.get("state", "")
+    if state not in action.states:
+        raise BadRequest(f"not possible for {state or 'unnamed'} tasks: "
+                         f"{action.question.format('them')}")
+    return state
+
+
+def _parse(selection: Sequence[str]) -> list[tuple[str, str]]:
+    """Checkbox values are "queue:id" (a queue name never holds a colon)."""
+    pairs = []
+    for value in selection:
+        queue, sep, task_id = value.partition(":")
+        if not sep or not task_id:
+            raise BadRequest(f"malformed selection {value!r}")
+        pairs.append((queue_param({"queue": queue}, required=True), task_id))
+    return pairs
+
+
+def _report(request: HttpRequest, done: int, asked: int, singular: str, plural: str,
+            why_not: str) -> None:
+    messages.success(request, ngettext(singular, plural, done) % {"n": done})
+    if done < asked:
+        messages.warning(request, f"{asked - done} of the selected tasks were {why_not}.")
+
+
+def _task_object(info: TaskInfo) -> Task:
+    return Task(id=info.id, name=info.name)
+
+
+def _queue_object(queue: str) -> Task:
+    return Task(id=queue, name="queue")
+
+
+def _log(request: HttpRequest, objects: list[Task], flag: int, message: str) -> None:
+    """One LogEntry per object: who (the user), what (message), which (id), when."""
+    if objects:
+        LogEntry.objects.log_actions(request.user.pk, objects, flag, message)
+
+
+def _back_url(model_admin: TaskAdmin, request: HttpRequest) -> str:
+    """Where to go after the action: the posted ``next`` if it is ours, else the dashboard."""
+    target = request.POST.get("next", "")
+    if url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
+        return target
+    return url(model_admin, "changelist")
+

@@ -1,0 +1,96 @@
+"""What every task admin page shares: context, URLs, parameters, permission and error
+handling. Views read and act on tasks only through broker.inspect.Inspector."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import wraps
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+import django
+from django.contrib.admin.utils import quote
+from django.core.exceptions import BadRequest, PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+
+from ..broker import get_broker
+from ..broker.inspect import Inspector
+from ..broker.keys import validate_queue_name
+from ..exceptions import BgTasksError
+from ..info import TaskInfo
+
+if TYPE_CHECKING:
+    from ..admin import TaskAdmin
+
+RUNNABLE = ("scheduled", "retry", "dead")  # the states "run now" applies to
+TEMPLATES = "admin/django_bgtasks"
+
+
+def inspector() -> Inspector:
+    return Inspector(get_broker())
+
+
+def url(model_admin: TaskAdmin, name: str, *args: Any, **params: Any) -> str:
+    """The URL of one of this admin's pages, with query parameters (empty ones dropped)."""
+    opts = model_admin.opts
+    path = reverse(f"admin:{opts.app_label}_{opts.model_name}_{name}", args=args,
+                   current_app=model_admin.admin_site.name)
+    query = urlencode({k: v for k, v in params.items() if v not in (None, "")})
+    return f"{path}?{query}" if query else path
+
+
+def list_url(model_admin: TaskAdmin, state: str, queue: str | None = None, **params: Any) -> str:
+    return url(model_admin, "list", state, queue=queue, **params)
+
+
+def detail_url(model_admin: TaskAdmin, info: TaskInfo) -> str:
+    return url(model_admin, "change", quote(info.id), queue=info.queue_name)
+
+
+def queue_param(data: Any, required: bool = False) -> str:
+    """The ``queue`` parameter: a valid queue name, or '' for all queues."""
+    queue = (data.get("queue") or "").strip()
+    if not queue and required:
+        raise BadRequest("a queue is required")
+    if queue:
+        try:
+            validate_queue_name(queue)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+    return queue
+
+
+def page_context(model_admin: TaskAdmin, request: HttpRequest, title: str,
+                 crumbs: Sequence[tuple[str, str | None]] = (), **extra: Any) -> dict[str, Any]:
+    """The admin's own context plus what every task page uses."""
+    return {
+        **model_admin.admin_site.each_context(request),
+        "opts": model_admin.opts,
+        "title": title,
+        "dashboard_url": url(model_admin, "changelist"),
+        # Home > Background tasks > ...: (label, url) pairs, the last one the current page
+        "crumbs": [(model_admin.opts.verbose_name_plural.capitalize(),
+                    url(model_admin, "changelist")), *crumbs],
+        "ol_breadcrumbs": django.VERSION >= (6, 1),  # the admin's breadcrumb markup changed
+        "can_change": model_admin.has_change_permission(request),
+        "can_delete": model_admin.has_delete_permission(request),
+        **extra,
+    }
+
+
+def admin_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Require the view (or change) permission; show Redis errors as a page, not a 500."""
+    @wraps(view)
+    def wrapper(model_admin: TaskAdmin, request: HttpRequest, *args: Any,
+                **kwargs: Any) -> HttpResponse:
+        if not model_admin.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            return view(model_admin, request, *args, **kwargs)
+        except BgTasksError as exc:
+            context = page_context(model_admin, request, "Background tasks unavailable",
+                                   error=str(exc))
+            return TemplateResponse(request, f"{TEMPLATES}/error.html", context, status=503)
+    return wrapper

@@ -1,0 +1,153 @@
+"""The pages: dashboard, one list view for every state, task detail."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from django.contrib import messages
+from django.contrib.admin.utils import unquote
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+
+from ..charts import history_chart
+from ..info import STATES, TaskInfo, ms_to_datetime
+from .common import (
+    RUNNABLE,
+    TEMPLATES,
+    admin_page,
+    detail_url,
+    inspector,
+    list_url,
+    page_context,
+    queue_param,
+    url,
+)
+
+if TYPE_CHECKING:
+    from ..admin import TaskAdmin
+
+PAGE_SIZE = 50
+HISTORY_DAYS = 14
+# What each state's time (TaskRow.when) means.
+WHEN_LABELS = {"pending": "Enqueued", "active": "Lease expires", "scheduled": "Runs at",
+               "retry": "Next attempt", "dead": "Died", "completed": "Kept until"}
+
+
+@admin_page
+def dashboard(model_admin: TaskAdmin, request: HttpRequest) -> HttpResponse:
+    """Counts per queue and state, today's figures, the 14-day chart, live workers."""
+    insp = inspector()
+    stats = insp.stats()
+    rows = [{"stats": s, "cells": [(s.counts[state], list_url(model_admin, state, s.name))
+                                   for state in STATES]} for s in stats]
+    totals = [(sum(s.counts[state] for s in stats), list_url(model_admin, state))
+              for state in STATES]
+    context = page_context(
+        model_admin, request, "Background tasks", states=STATES, rows=rows, totals=totals,
+        processed_today=sum(s.processed_today for s in stats),
+        failed_today=sum(s.failed_today for s in stats),
+        chart=history_chart(insp.history(HISTORY_DAYS)), history_days=HISTORY_DAYS,
+        workers=insp.workers(), action_url=url(model_admin, "action"),
+        here=request.get_full_path())
+    return TemplateResponse(request, f"{TEMPLATES}/dashboard.html", context)
+
+
+@admin_page
+def task_list(model_admin: TaskAdmin, request: HttpRequest, state: str) -> HttpResponse:
+    """One state's tasks, of one queue or all: paginated, or filtered by name."""
+    if state not in STATES:
+        raise Http404(f"no task state {state!r}")
+    queue = queue_param(request.GET)
+    insp = inspector()
+    task_id = request.GET.get("id", "").strip()
+    if task_id:
+        info = insp.get(task_id, queue or None)
+        if info is not None:
+            return redirect(detail_url(model_admin, info))
+        where = f" in queue {queue}" if queue else ""
+        messages.warning(request, f"No task with id “{task_id}”{where}.")
+    queues = insp.queues()
+    stats = insp.stats([queue] if queue else queues)
+    total = sum(s.counts[state] for s in stats)
+    name = request.GET.get("name", "").strip()
+    page = partial_note = None
+    if name:
+        rows, scanned, complete = insp.find_by_name(state, name, queue or None)
+        if not complete:
+            matches = f"{len(rows)} match{'' if len(rows) == 1 else 'es'}"
+            partial_note = (f"Partial search: {matches} among the first "
+                            f"{scanned:,} of {total:,} {state} tasks. Choose a queue, or look "
+                            f"a task up by its exact id.")
+    else:
+        page = Paginator(insp.tasks(state, queue or None), PAGE_SIZE).get_page(
+            request.GET.get("page"))
+        rows = list(page.object_list)
+    can_change = model_admin.has_change_permission(request)
+    can_delete = model_admin.has_delete_permission(request)
+    actions = [(key, label) for key, label, allowed in (
+        ("requeue", "Run selected tasks now", can_change and state in RUNNABLE),
+        ("delete", "Delete selected tasks", can_delete and state != "active"),
+    ) if allowed]
+    context = page_context(
+        model_admin, request, f"{state.capitalize()} tasks" + (f" of {queue}" if queue else ""),
+        crumbs=[(f"{state.capitalize()} tasks", None)],
+        state=state, queue=queue, name=name, rows=rows, page=page, total=total,
+        partial_note=partial_note, when_label=WHEN_LABELS[state], actions=actions,
+        can_run_all=can_change and state in RUNNABLE and bool(queue),
+        can_delete_all=can_delete and state != "active" and bool(queue),
+        page_links=_page_links(page, model_admin, state, queue),
+        state_tabs=[(s, sum(q.counts[s] for q in stats), list_url(model_admin, s, queue))
+                    for s in STATES],
+        queue_tabs=[(q, list_url(model_admin, state, q)) for q in ["", *queues]],
+        action_url=url(model_admin, "action"), here=request.get_full_path())
+    return TemplateResponse(request, f"{TEMPLATES}/list.html", context)
+
+
+def _page_links(page: Any, model_admin: TaskAdmin, state: str,
+                queue: str) -> list[tuple[Any, str | None]]:
+    """(label, url) for the paginator; url is None for the current page and for '…'."""
+    if page is None or page.paginator.num_pages < 2:
+        return []
+    return [(n, None if n in (page.number, page.paginator.ELLIPSIS)
+             else list_url(model_admin, state, queue, page=n))
+            for n in page.paginator.get_elided_page_range(page.number)]
+
+
+@admin_page
+def task_detail(model_admin: TaskAdmin, request: HttpRequest, object_id: str) -> HttpResponse:
+    """Every field of one task, its attempts and the actions its state allows."""
+    task_id = unquote(object_id)
+    info = inspector().get(task_id, queue_param(request.GET) or None)
+    if info is None:
+        messages.warning(request, f"No task with id “{task_id}”: it finished without keeping "
+                                  f"a result, or it was deleted.")
+        return redirect(url(model_admin, "changelist"))
+    context = page_context(
+        model_admin, request, f"Task {info.id}",
+        crumbs=[(f"{info.state.capitalize()} tasks",
+                 list_url(model_admin, info.state, info.queue_name)
+                 if info.state in STATES else None), (info.id, None)],
+        info=info, args_json=_pretty(info.args), kwargs_json=_pretty(info.kwargs),
+        result_json=None if info.result is None else _pretty(info.result),
+        attempts=_attempts(info),
+        times=[("Enqueued", info.enqueued_at), ("Run after", info.run_after),
+               ("Started", info.started_at), ("Finished", info.finished_at)],
+        can_run_now=model_admin.has_change_permission(request) and info.state in RUNNABLE,
+        can_delete_task=model_admin.has_delete_permission(request) and info.state != "active",
+        selection=f"{info.queue_name}:{info.id}", action_url=url(model_admin, "action"),
+        here=request.get_full_path(),
+        after_delete=(list_url(model_admin, info.state, info.queue_name)
+                      if info.state in STATES else url(model_admin, "changelist")))
+    return TemplateResponse(request, f"{TEMPLATES}/detail.html", context)
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def _attempts(info: TaskInfo) -> list[dict[str, Any]]:
+    """The stored failed attempts, oldest first, with their time as a datetime."""
+    return [{**e, "at": ms_to_datetime(e.get("at"))} for e in info.errors]

@@ -1,0 +1,23 @@
+"""Filters for the task admin pages. None marks anything safe: autoescaping applies."""
+
+from __future__ import annotations
+
+from django import template
+
+from .. import display
+
+register = template.Library()
+
+
+register.filter("relative", display.relative)
+register.filter("call_args", display.call_args)
+register.filter("first_line", display.first_line)
+
+
+@register.filter
+def thousands(value: int) -> str:
+    """1200 -> "1,200"."""
+    try:
+        return f"{int(value):,}"
+    except (TypeError, ValueError):
+        return ""
