@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings as django_settings
+from django.core.signals import setting_changed
 
 DEFAULTS: dict[str, Any] = {
     "REDIS_URL": "redis://localhost:6379/0",
@@ -49,9 +50,24 @@ def raw_settings() -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+_current: Settings | None = None
+
+
 def get_settings() -> Settings:
-    """Return the current settings (call it each time; never cache across requests)."""
-    user = raw_settings()
-    merged = {**DEFAULTS, **{k: v for k, v in user.items() if k in DEFAULTS}}
-    unknown = tuple(sorted(k for k in user if k not in DEFAULTS))
-    return Settings(**merged, unknown=unknown)
+    """The current settings. Cached until Django reports a settings change (override_settings,
+    pytest-django's ``settings`` fixture), so reading them costs nothing per enqueue."""
+    global _current
+    if _current is None:
+        user = raw_settings()
+        merged = {**DEFAULTS, **{k: v for k, v in user.items() if k in DEFAULTS}}
+        unknown = tuple(sorted(k for k in user if k not in DEFAULTS))
+        _current = Settings(**merged, unknown=unknown)
+    return _current
+
+
+def _forget_settings(**kwargs: Any) -> None:
+    global _current
+    _current = None
+
+
+setting_changed.connect(_forget_settings, dispatch_uid="django_bgtasks.conf.forget")

@@ -7,7 +7,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, overload
@@ -97,16 +97,39 @@ class BackgroundTask:
     def enqueue(self, *args: Any, **kwargs: Any) -> TaskInfo:
         """Put a run of this task in Redis; returns its TaskInfo (``.id`` at once)."""
         validate_arguments(self.name, args, kwargs)
+        return self._enqueue([self._message(list(args), kwargs)])[0]
+
+    def enqueue_many(self, items: Iterable[tuple[Sequence[Any], Mapping[str, Any]]],
+                     ) -> list[TaskInfo]:
+        """Enqueue one run per ``(args, kwargs)`` item, in one round trip per 1,000.
+
+        Every item's arguments are checked before anything is written. Not for tasks with
+        a ``task_id`` or ``unique_for`` (use ``enqueue`` for those).
+        """
+        if self.task_id is not None or self.unique_for is not None:
+            raise ValueError(f"{self.name}: enqueue_many() does not take task_id or "
+                             f"unique_for; use enqueue() for each task")
+        messages = []
+        for position, item in enumerate(items):
+            try:
+                args, kwargs = item
+            except (TypeError, ValueError):
+                raise TypeError(f"{self.name}: enqueue_many() item {position} must be an "
+                                f"(args, kwargs) pair, not {item!r}") from None
+            validate_arguments(f"{self.name} (item {position})", args, kwargs)
+            messages.append(self._message(list(args), dict(kwargs)))
+        return self._enqueue(messages) if messages else []
+
+    def _enqueue(self, messages: list[TaskMessage]) -> list[TaskInfo]:
         cfg = get_settings()
-        msg = self._message(list(args), kwargs)
         if cfg.EAGER:
-            return self._run_eagerly(msg)
-        req = self._request(msg)
-        info = TaskInfo.from_message(msg, "scheduled" if self._due_later(msg) else "pending")
+            return [self._run_eagerly(msg) for msg in messages]
+        requests = [self._request(msg) for msg in messages]
         if cfg.ENQUEUE_ON_COMMIT and transaction.get_connection(DEFAULT_DB_ALIAS).in_atomic_block:
-            transaction.on_commit(lambda: self._send(req, info))
-            return info
-        return self._send(req, info)
+            transaction.on_commit(lambda: self._send(messages, requests))
+            return [TaskInfo.from_message(m, "scheduled" if self._due_later(m) else "pending")
+                    for m in messages]
+        return self._send(messages, requests)
 
     def _message(self, args: list[Any], kwargs: dict[str, Any]) -> TaskMessage:
         now = time.time()
@@ -146,23 +169,31 @@ class BackgroundTask:
             unique_ttl_ms=int(self.unique_for * 1000) if self.unique_for else None,
         )
 
-    def _send(self, req: EnqueueRequest, info: TaskInfo) -> TaskInfo:
+    def _send(self, messages: list[TaskMessage], requests: list[EnqueueRequest],
+              ) -> list[TaskInfo]:
+        broker = get_broker()
         try:
-            outcome = get_broker().enqueue(req)
+            outcomes = (broker.enqueue_many(requests) if len(requests) > 1
+                        else [broker.enqueue(requests[0])])
         except BgTasksError as exc:
-            raise EnqueueError(f"could not enqueue {self.name} (id {req.id}): {exc}") from exc
-        if outcome.status == "exists":
-            raise TaskAlreadyExists(
-                f"a task with id {req.id!r} already exists in queue {req.queue!r}",
-                outcome.holder_id)
-        if outcome.status == "locked":
-            raise TaskAlreadyExists(
-                f"{self.name} is unique for {self.unique_for:g}s and task "
-                f"{outcome.holder_id!r} holds the lock in queue {req.queue!r}",
-                outcome.holder_id)
-        info = dataclasses.replace(info, state=outcome.state)
-        signals.task_enqueued.send(sender=self, task_info=info)
-        return info
+            what = f"id {requests[0].id}" if len(requests) == 1 else f"{len(requests)} tasks"
+            raise EnqueueError(f"could not enqueue {self.name} ({what}): {exc}") from exc
+        infos = []
+        for msg, req, outcome in zip(messages, requests, outcomes, strict=True):
+            if outcome.status == "exists":
+                raise TaskAlreadyExists(
+                    f"a task with id {req.id!r} already exists in queue {req.queue!r}",
+                    outcome.holder_id)
+            if outcome.status == "locked":
+                raise TaskAlreadyExists(
+                    f"{self.name} is unique for {self.unique_for:g}s and task "
+                    f"{outcome.holder_id!r} holds the lock in queue {req.queue!r}",
+                    outcome.holder_id)
+            infos.append(TaskInfo.from_message(msg, outcome.state))
+        if signals.task_enqueued.has_listeners():
+            for info in infos:
+                signals.task_enqueued.send(sender=self, task_info=info)
+        return infos
 
     def _run_eagerly(self, msg: TaskMessage) -> TaskInfo:
         # Arguments go through JSON as they would through Redis (tuples become lists).

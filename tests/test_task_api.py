@@ -428,3 +428,55 @@ def test_prefix_setting_is_respected(settings, raw):
     bgtasks(settings, PREFIX="bgtasks")
     with pytest.raises(TaskNotFound):
         get_task_info(info.id)
+
+
+# -- enqueue_many -------------------------------------------------------------------------
+
+
+def test_enqueue_many_writes_every_item_in_order_across_batches(raw):
+    items = [((i,), {"b": i}) for i in range(2_500)]  # more than one 1,000-task call
+    infos = add.enqueue_many(items)
+    assert [info.args for info in infos] == [[i] for i in range(2_500)]
+    assert all(info.state == "pending" for info in infos)
+    assert raw.zcard("bgtasks:{mail}:pending") == 2_500
+    claimed = get_broker().claim("mail", "w", [], 3, 30_000, 10_000, 10**9).claimed
+    assert [c.id for c in claimed] == [info.id for info in infos[:3]]  # FIFO kept
+
+
+def test_enqueue_many_checks_every_item_before_writing(raw):
+    with pytest.raises(TypeError, match=r"item 2\).*keyword argument 'b'"):
+        add.enqueue_many([((1,), {}), ((2,), {}), ((3,), {"b": object()})])
+    assert raw.dbsize() == 0
+    with pytest.raises(TypeError, match="item 0 must be an"):
+        add.enqueue_many([5])
+    assert raw.dbsize() == 0
+
+
+def test_enqueue_many_refuses_ids_and_uniqueness(raw):
+    with pytest.raises(ValueError, match="task_id"):
+        add.using(task_id="x").enqueue_many([((1,), {})])
+    with pytest.raises(ValueError, match="unique_for"):
+        add.using(unique_for=60).enqueue_many([((1,), {})])
+    assert raw.dbsize() == 0
+
+
+def test_enqueue_many_schedules_with_run_after(raw):
+    infos = add.using(run_after=timedelta(seconds=30)).enqueue_many([((1,), {}), ((2,), {})])
+    assert [info.state for info in infos] == ["scheduled", "scheduled"]
+    assert raw.zcard("bgtasks:{mail}:scheduled") == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_enqueue_many_in_atomic_waits_for_commit(raw):
+    with transaction.atomic():
+        infos = add.enqueue_many([((1,), {}), ((2,), {})])
+        assert raw.zcard("bgtasks:{mail}:pending") == 0
+    assert raw.zcard("bgtasks:{mail}:pending") == 2
+    assert get_task_info(infos[1].id).args == [2]
+
+
+def test_enqueue_many_eager_runs_each_inline(settings, raw):
+    settings.BGTASKS = {**settings.BGTASKS, "EAGER": True}
+    infos = add.enqueue_many([((1,), {"b": 2}), ((3,), {})])
+    assert [info.result for info in infos] == [3, 3]
+    assert raw.dbsize() == 0

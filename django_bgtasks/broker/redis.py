@@ -109,6 +109,37 @@ class TaskRecord:
     raw_result: bytes | None
 
 
+ENQUEUE_BATCH = 1000  # tasks per enqueue call: bounded work inside Redis (~10 ms)
+
+
+def _enqueue_fields(req: EnqueueRequest) -> list[Any]:
+    return [req.id, req.message, req.priority,
+            "" if req.run_at_ms is None else req.run_at_ms,
+            "" if req.delay_ms is None else req.delay_ms,
+            req.unique_key or "", req.unique_ttl_ms or 0, req.max_retries]
+
+
+def _enqueue_outcomes(reply: list) -> list[EnqueueOutcome]:
+    outcomes = []
+    for i in range(0, len(reply), 3):
+        status, value, due = _text(reply[i]), _text(reply[i + 1]), _text(reply[i + 2])
+        if status == "ok":
+            outcomes.append(EnqueueOutcome("ok", value, "", int(float(due)) if due else None))
+        else:
+            outcomes.append(EnqueueOutcome(status, "", value, None))
+    return outcomes
+
+
+def _encode_arg(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, float):
+        return repr(value).encode()
+    return str(value).encode()
+
+
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
 
@@ -124,6 +155,7 @@ class RedisBroker:
         self._queue_keys: dict[str, QueueKeys] = {}
         self._registered_queues: set[str] = set()
         self._scripts = register_scripts(client)
+        self._packed_heads: dict[tuple[str, str, int], bytes] = {}
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -146,6 +178,35 @@ class RedisBroker:
         keys = self.queue_keys(queue)
         with self.translate_errors():
             return self._scripts[name](keys=[*keys.all, *extra_keys], args=list(args))
+
+    def _run_packed(self, name: str, queue: str, args: Sequence[Any]):
+        """The hot path: EVALSHA written straight to a pooled connection, its constant head
+        (sha, the queue's keys) packed once. redis-py's generic command path cost about
+        three times the socket time per call (measured); anything unusual (NOSCRIPT after
+        a restart, a dropped connection) falls back to the ordinary, retrying path, which
+        is safe because every script may be applied twice."""
+        head = self._packed_heads.get((name, queue, len(args)))
+        if head is None:
+            keys = self.queue_keys(queue).all
+            parts = [b"EVALSHA", self._scripts[name].sha.encode(), b"%d" % len(keys),
+                     *(k.encode() for k in keys)]
+            head = b"*%d\r\n" % (len(parts) + len(args)) + b"".join(
+                b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+            self._packed_heads[(name, queue, len(args))] = head
+        body = b"".join(b"$%d\r\n%s\r\n" % (len(v), v) for v in map(_encode_arg, args))
+        pool = self.client.connection_pool
+        try:
+            conn = pool.get_connection()
+        except TRANSIENT_ERRORS:
+            return self._run(name, queue, args)
+        try:
+            conn.send_packed_command([head + body])
+            return conn.read_response()
+        except (redis.exceptions.NoScriptError, *TRANSIENT_ERRORS):
+            conn.disconnect()
+        finally:
+            pool.release(conn)
+        return self._run(name, queue, args)
 
     def ping(self) -> None:
         """Raise BrokerUnavailable unless Redis answers."""
@@ -179,21 +240,29 @@ class RedisBroker:
 
     # -- transitions ------------------------------------------------------------------
 
-    def enqueue(self, req: EnqueueRequest, wake_channel: str | None = None) -> EnqueueOutcome:
+    def enqueue(self, req: EnqueueRequest) -> EnqueueOutcome:
         """Write a new task (pending, or scheduled when due later)."""
         self.register_queue(req.queue)
-        reply = self._run("enqueue", req.queue, [
-            req.id, req.message, req.priority,
-            "" if req.run_at_ms is None else req.run_at_ms,
-            "" if req.delay_ms is None else req.delay_ms,
-            req.unique_key or "", req.unique_ttl_ms or 0, req.max_retries,
-            wake_channel or self.keys.wake_channel,
-        ])
-        status = _text(reply[0])
-        if status == "ok":
-            due = _text(reply[2])
-            return EnqueueOutcome("ok", _text(reply[1]), "", int(float(due)) if due else None)
-        return EnqueueOutcome(status, "", _text(reply[1]), None)
+        reply = self._run_packed("enqueue", req.queue, [self.keys.wake_channel,
+                                                        *_enqueue_fields(req)])
+        return _enqueue_outcomes(reply)[0]
+
+    def enqueue_many(self, reqs: Sequence[EnqueueRequest]) -> list[EnqueueOutcome]:
+        """Write many tasks: one script call per queue and batch of ENQUEUE_BATCH."""
+        outcomes: dict[int, EnqueueOutcome] = {}
+        by_queue: dict[str, list[int]] = {}
+        for index, req in enumerate(reqs):
+            by_queue.setdefault(req.queue, []).append(index)
+        for queue, indexes in by_queue.items():
+            self.register_queue(queue)
+            for start in range(0, len(indexes), ENQUEUE_BATCH):
+                chunk = indexes[start:start + ENQUEUE_BATCH]
+                args: list[Any] = [self.keys.wake_channel]
+                for index in chunk:
+                    args += _enqueue_fields(reqs[index])
+                replies = _enqueue_outcomes(self._run("enqueue", queue, args))
+                outcomes.update(zip(chunk, replies, strict=True))
+        return [outcomes[index] for index in range(len(reqs))]
 
     def claim(self, queue: str, worker_id: str, acks: Sequence[Ack], limit: int,
               lease_ms: int, dead_max_tasks: int, dead_max_age_ms: int) -> ClaimResult:
