@@ -20,6 +20,7 @@ logger = logging.getLogger("django_bgtasks.worker")
 
 IDLE_WAIT = 1.0  # blocking wait for work when nothing runs (bounds shutdown latency)
 BUSY_WAIT = 0.1  # blocking wait for work while tasks run (bounds the ack delay)
+PREFETCH_BELOW = 0.05  # seconds: tasks shorter than this on average get prefetched
 
 
 class Processor:
@@ -42,6 +43,9 @@ class Processor:
         self._count_lock = threading.Lock()
         self.finished_count = 0
         self.exited = threading.Event()
+        # Moving average of task durations; starts "long" so nothing is prefetched
+        # before the first tasks have shown how long they take.
+        self._recent_duration = float("inf")
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -91,7 +95,9 @@ class Processor:
     def _run_entry(self, entry: Running) -> None:
         if not self.inflight.start(entry, time.monotonic() + entry.msg.timeout):
             return  # put back by a shutdown while it waited for this thread
+        started = time.monotonic()
         ack = self._executor.run(entry.claimed, entry.msg)
+        self._note_duration(time.monotonic() - started)
         if not self.report(entry, ack):
             logger.warning("task %s[%s] returned after its outcome was decided (timeout or "
                            "shutdown); this result is dropped", entry.msg.name,
@@ -102,6 +108,12 @@ class Processor:
         limit = self._config.max_tasks_per_child
         if limit and count >= limit:
             self.retire(f"ran {count} tasks (--max-tasks-per-child {limit})")
+
+    def _note_duration(self, seconds: float) -> None:
+        # A racy update from several threads is fine: it is only a hint.
+        previous = self._recent_duration
+        self._recent_duration = seconds if previous == float("inf") else (
+            0.9 * previous + 0.1 * seconds)
 
     # -- fetcher ----------------------------------------------------------------------
 
@@ -143,9 +155,17 @@ class Processor:
             return not any(self._outbox.values()) and self._finished.empty()
         return not self.inflight.unfinished()
 
+    def _capacity(self) -> int:
+        """How many claimed tasks this process may hold: its threads, plus as many again
+        while tasks are short. The extra ones wait locally, so threads never wait for a
+        round trip and acks go out in batches. Long tasks get no prefetch, so that a
+        claimed task never waits behind them while another process idles."""
+        threads = self._config.threads
+        return 2 * threads if self._recent_duration < PREFETCH_BELOW else threads
+
     def _wait(self) -> None:
         busy = self.inflight.busy_threads()
-        if self._stopping.is_set() or self._retiring.is_set() or busy >= self._config.threads:
+        if self._stopping.is_set() or self._retiring.is_set() or busy >= self._capacity():
             try:  # wake as soon as a task finishes
                 self._finished_put_back(self._finished.get(timeout=BUSY_WAIT))
             except queue_module.Empty:
@@ -187,7 +207,7 @@ class Processor:
     def _free_threads(self) -> int:
         if self._stopping.is_set() or self._retiring.is_set():
             return 0
-        return max(0, self._config.threads - self.inflight.busy_threads())
+        return max(0, self._capacity() - self.inflight.busy_threads())
 
     def _claim(self, queue: str, limit: int) -> int:
         acks = self._outbox.get(queue) or []
