@@ -93,6 +93,8 @@ class Processor:
                 logger.debug("a timeout interruption arrived after its task ended")
 
     def _run_entry(self, entry: Running) -> None:
+        if self._stopping.is_set() or self._retiring.is_set():
+            return  # not started: the fetcher puts it back at the head of its queue
         if not self.inflight.start(entry, time.monotonic() + entry.msg.timeout):
             return  # put back by a shutdown while it waited for this thread
         started = time.monotonic()
@@ -189,7 +191,7 @@ class Processor:
     def _exchange(self) -> int:
         """Send collected acks and claim into free threads; returns how many were claimed."""
         self._collect()
-        if self._stopping.is_set():
+        if self._stopping.is_set() or self._retiring.is_set():
             self._requeue_unstarted()
         free = self._free_threads()
         claimed = 0
