@@ -57,9 +57,13 @@ def validate_result(task_name: str, value: Any) -> None:
         raise TypeError(f"{task_name}: {problem}; a task must return JSON-serializable data")
 
 
+# One encoder for every call: json.dumps with options builds a new encoder each time.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def dumps(value: Any) -> str:
     """Compact JSON, as stored in Redis."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _ENCODER.encode(value)
 
 
 @dataclass(frozen=True)

@@ -260,7 +260,7 @@ class RedisBroker:
                 args: list[Any] = [self.keys.wake_channel]
                 for index in chunk:
                     args += _enqueue_fields(reqs[index])
-                replies = _enqueue_outcomes(self._run("enqueue", queue, args))
+                replies = _enqueue_outcomes(self._run_packed("enqueue", queue, args))
                 outcomes.update(zip(chunk, replies, strict=True))
         return [outcomes[index] for index in range(len(reqs))]
 
