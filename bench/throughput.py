@@ -13,40 +13,12 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_redis(workdir: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", workdir],
-        stdout=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    import redis
-
-    client = redis.Redis.from_url(url)
-    for _ in range(100):
-        try:
-            client.ping()
-            return proc, url
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    raise SystemExit("redis-server did not start")
+from common import HERE, ROOT, start_redis, stop_redis
 
 
 def main() -> None:
@@ -59,7 +31,8 @@ def main() -> None:
 
     workdir = tempfile.mkdtemp(prefix="bgtasks-bench-")
     redis_proc, url = start_redis(workdir)
-    env = {**os.environ, "BGTASKS_REDIS_URL": url, "DJANGO_SETTINGS_MODULE": "bench_settings",
+    env = {**os.environ, "BGTASKS_REDIS_URL": url, "BENCH_REDIS_URL": url,
+           "DJANGO_SETTINGS_MODULE": "bench_settings",
            "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT), os.environ.get("PYTHONPATH", "")])}
     os.environ.update(env)
     sys.path[:0] = [str(HERE), str(ROOT)]
@@ -97,8 +70,7 @@ def main() -> None:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(30)
     finally:
-        redis_proc.terminate()
-        redis_proc.wait(10)
+        stop_redis(redis_proc)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

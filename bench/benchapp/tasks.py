@@ -1,19 +1,8 @@
-"""The benchmark's tasks: a no-op, and one Redis INCR (the work every peer is given)."""
+"""The benchmark's tasks: a no-op, one Redis INCR (the work every peer is given), a stamp."""
 
-import os
-
-import redis
+from peers import work
 
 from django_bgtasks import background_task
-
-_client: tuple[int, redis.Redis] | None = None
-
-
-def _redis() -> redis.Redis:
-    global _client
-    if _client is None or _client[0] != os.getpid():
-        _client = (os.getpid(), redis.Redis.from_url(os.environ["BGTASKS_REDIS_URL"]))
-    return _client[1]
 
 
 @background_task
@@ -24,4 +13,10 @@ def noop(i: int) -> None:
 @background_task
 def incr(i: int) -> None:
     """One INCR on a counter the benchmark watches."""
-    _redis().incr("bench:counter")
+    work.incr()
+
+
+@background_task
+def stamp(kind: str, ref: float) -> None:
+    """Record the start time against ``ref`` (enqueue or due time) for the latency figures."""
+    work.stamp(kind, ref)
