@@ -1,8 +1,8 @@
 """Runner: composes one worker process (the seed's ``Background``).
 
 Start order: heartbeat first (leases of claimed tasks are renewed from the first claim),
-then the timeout watchdog, then the maintenance loops (poller, recoverer, janitor: only in
-the process that runs them), and the processor last, once everything it relies on runs.
+then the timeout watchdog (or, in the maintenance process, the poller, recoverer and
+janitor), and the processor last, once everything it relies on runs.
 
 Shutdown order is the reverse where it matters: the processor stops first (no new claims;
 running tasks finish within the shutdown timeout or go back to the head of their queue;
@@ -32,22 +32,30 @@ logger = logging.getLogger("django_bgtasks.worker")
 
 
 class Runner:
-    """Runs one worker process until asked to stop or until its processor retires."""
+    """Runs one worker process until asked to stop or until its processor retires.
+
+    A worker process runs tasks (processor, heartbeat, watchdog); the one maintenance
+    process runs the poller, recoverer and janitor, apart from task threads, so that no
+    task holding the GIL delays a due task or a lease recovery.
+    """
 
     def __init__(self, broker: RedisBroker, config: WorkerConfig, worker_id: str,
                  maintenance: bool, alive: Callable[[int], None],
                  stop: threading.Event | None = None) -> None:
         self.config = config
         self.inflight = InFlight()
-        executor = TaskExecutor(worker_id, config.log_arguments)
-        self.processor = Processor(broker, config, worker_id, executor, self.inflight)
         self.heartbeat = Heartbeat(broker, config, self.inflight,
                                    lambda: alive(self.inflight.busy_threads()))
-        self.watchdog = TimeoutWatchdog(self.inflight, self.processor, executor)
-        queues = list(config.queues)
-        self.maintenance: list[Component] = [
-            Poller(broker, queues), Recoverer(broker, config), Janitor(broker, config),
-        ] if maintenance else []
+        self.processor: Processor | None = None
+        self.components: list[Component] = []
+        if maintenance:
+            queues = list(config.queues)
+            self.components = [Poller(broker, queues), Recoverer(broker, config),
+                               Janitor(broker, config)]
+        else:
+            executor = TaskExecutor(worker_id, config.log_arguments)
+            self.processor = Processor(broker, config, worker_id, executor, self.inflight)
+            self.components = [TimeoutWatchdog(self.inflight, self.processor, executor)]
         self._stop = stop or threading.Event()
 
     def request_stop(self) -> None:
@@ -56,17 +64,17 @@ class Runner:
 
     def run(self) -> int:
         self.heartbeat.start()
-        self.watchdog.start()
-        for component in self.maintenance:
+        for component in self.components:
             component.start()
-        self.processor.start()
+        if self.processor:
+            self.processor.start()
         while not self._stop.wait(0.2):
-            if self.processor.exited.is_set():  # retired: the supervisor starts a new one
-                break
-        self.processor.stop(self.config.shutdown_timeout)
-        self.processor.exited.wait()
-        self.watchdog.shutdown()
-        for component in self.maintenance:
+            if self.processor and self.processor.exited.is_set():
+                break  # retired: the supervisor starts a new one
+        if self.processor:
+            self.processor.stop(self.config.shutdown_timeout)
+            self.processor.exited.wait()
+        for component in self.components:
             component.shutdown()
         self.heartbeat.shutdown()
         return 0

@@ -55,8 +55,10 @@ class Supervisor:
         self._signals = 0
         self._hard_deadline = float("inf")
         # Shared with the children across fork: when each last showed life, and its load.
-        self._alive_at = multiprocessing.RawArray("d", self.config.processes)
-        self._busy = multiprocessing.RawArray("i", self.config.processes)
+        # Slots 0..P-1 run tasks; slot P is the maintenance process.
+        self._slots = self.config.processes + 1
+        self._alive_at = multiprocessing.RawArray("d", self._slots)
+        self._busy = multiprocessing.RawArray("i", self._slots)
         self._started_at = time.time()
 
     # -- entry point ------------------------------------------------------------------
@@ -68,7 +70,8 @@ class Supervisor:
         if not self._wait_for_redis():
             return 0
         broker = get_broker()
-        logger.info("worker %s starting: Redis %s, queues %s (%s), %d processes x %d threads",
+        logger.info("worker %s starting: Redis %s, queues %s (%s), %d processes x %d threads "
+                    "(+ 1 maintenance process)",
                     self.worker_id, broker.target,
                     ", ".join(f"{q}:{w}" for q, w in self.config.queues.items()),
                     "strict priority" if self.config.strict_priority else "weighted",
@@ -118,7 +121,7 @@ class Supervisor:
 
     def _spawn_missing(self) -> None:
         now = time.monotonic()
-        for slot in range(self.config.processes):
+        for slot in range(self._slots):
             if self._children.get(slot) is None and now >= self._restart_at.get(slot, 0.0):
                 self._spawn(slot)
 
@@ -146,8 +149,8 @@ class Supervisor:
         random.seed()
         forget_brokers_after_fork()
         runner = Runner(get_broker(), self.config, f"{self.worker_id}/{slot}:{os.getpid()}",
-                        maintenance=slot == 0, alive=lambda busy: self._mark_alive(slot, busy),
-                        stop=stop)
+                        maintenance=slot == self.config.processes,
+                        alive=lambda busy: self._mark_alive(slot, busy), stop=stop)
         return runner.run()
 
     def _mark_alive(self, slot: int, busy: int) -> None:
