@@ -50,12 +50,6 @@ class InFlight:
         with self._lock:
             return sum(1 for e in self._entries.values() if e.holds_thread)
 
-    def waiting(self) -> int:
-        """Claimed attempts no thread has taken yet (the local prefetch buffer)."""
-        with self._lock:
-            return sum(1 for e in self._entries.values()
-                       if e.holds_thread and e.thread_ident is None and e.ack is None)
-
     def unfinished(self) -> list[Running]:
         """Attempts still without an outcome."""
         with self._lock:

@@ -21,7 +21,6 @@ logger = logging.getLogger("django_bgtasks.worker")
 IDLE_WAIT = 1.0  # blocking wait for work when nothing runs (bounds shutdown latency)
 BUSY_WAIT = 0.1  # blocking wait for work while tasks run (bounds the ack delay)
 PREFETCH_BELOW = 0.05  # seconds: tasks shorter than this on average get prefetched
-ACK_DELAY = 0.05  # seconds an outcome may wait to share a round trip with others
 
 
 class Processor:
@@ -37,7 +36,6 @@ class Processor:
         self._work: queue_module.SimpleQueue[Running | None] = queue_module.SimpleQueue()
         self._finished: queue_module.SimpleQueue[tuple[str, Ack]] = queue_module.SimpleQueue()
         self._outbox: dict[str, list[Ack]] = defaultdict(list)
-        self._acks_since = 0.0  # when the oldest unsent ack was collected
         self._stopping = threading.Event()
         self._retiring = threading.Event()
         self._stop_deadline = float("inf")
@@ -169,33 +167,17 @@ class Processor:
 
     def _wait(self) -> None:
         busy = self.inflight.busy_threads()
-        if (self._stopping.is_set() or self._retiring.is_set() or busy >= self._capacity()
-                or self.inflight.waiting() > self._low_water()):
-            # Threads have work: wake when one finishes (or to send acks that are due).
-            timeout = ACK_DELAY if self._pending_acks() else BUSY_WAIT
-            try:
-                self._finished_put_back(self._finished.get(timeout=timeout))
+        if self._stopping.is_set() or self._retiring.is_set() or busy >= self._capacity():
+            try:  # wake as soon as a task finishes
+                self._finished_put_back(self._finished.get(timeout=BUSY_WAIT))
             except queue_module.Empty:
                 pass
             return
         self._broker.wait_for_work(list(self._config.queues),
                                    BUSY_WAIT if busy else IDLE_WAIT)
 
-    def _low_water(self) -> int:
-        """Refill the prefetch buffer only once it is this low, so that one claim carries
-        a batch instead of one task per completion."""
-        return self._config.threads // 2
-
-    def _pending_acks(self) -> int:
-        return sum(len(acks) for acks in self._outbox.values())
-
     def _finished_put_back(self, item: tuple[str, Ack]) -> None:
         queue, ack = item
-        self._hold(queue, ack)
-
-    def _hold(self, queue: str, ack: Ack) -> None:
-        if not self._pending_acks():
-            self._acks_since = time.monotonic()
         self._outbox[queue].append(ack)
 
     def _collect(self) -> None:
@@ -204,32 +186,24 @@ class Processor:
                 queue, ack = self._finished.get_nowait()
             except queue_module.Empty:
                 return
-            self._hold(queue, ack)
+            self._outbox[queue].append(ack)
 
     def _exchange(self) -> int:
-        """Send collected acks and claim into free capacity; returns how many were claimed.
-
-        While enough claimed tasks wait locally, free slots and acks accumulate so that
-        one round trip carries many; acks wait at most ACK_DELAY."""
+        """Send collected acks and claim into free threads; returns how many were claimed."""
         self._collect()
         if self._stopping.is_set() or self._retiring.is_set():
             self._requeue_unstarted()
         free = self._free_threads()
         claimed = 0
-        if free and self.inflight.waiting() <= self._low_water():
+        if free:
             for queue in self._config.queue_order():
                 got = self._claim(queue, free)
                 claimed += got
                 free -= got
                 if not free:
                     break
-        pending = self._pending_acks()
-        if pending and (pending >= self._config.threads or self._stopping.is_set()
-                        or self._retiring.is_set()
-                        or time.monotonic() - self._acks_since >= ACK_DELAY
-                        or not self.inflight.busy_threads()):
-            for queue in [q for q, acks in self._outbox.items() if acks]:
-                self._claim(queue, 0)
+        for queue in [q for q, acks in self._outbox.items() if acks]:
+            self._claim(queue, 0)
         return claimed
 
     def _free_threads(self) -> int:
@@ -256,7 +230,7 @@ class Processor:
     def _dispatch(self, queue: str, item: ClaimedTask) -> None:
         msg = self._executor.decode(item)
         if isinstance(msg, Ack):  # corrupt: straight to the dead queue, no thread
-            self._hold(queue, msg)
+            self._outbox[queue].append(msg)
             return
         entry = Running(item, queue, msg)
         self.inflight.add(entry)
@@ -267,7 +241,7 @@ class Processor:
     def _requeue_unstarted(self) -> None:
         """Put back, at the head of pending, claimed tasks no thread has started."""
         for entry, ack in self.inflight.take_unstarted(_requeue_ack):
-            self._hold(entry.queue, ack)
+            self._outbox[entry.queue].append(ack)
 
     def _requeue_running(self) -> None:
         """The shutdown timeout passed: put back what still runs (its process exits)."""
