@@ -29,6 +29,7 @@ end
 local function notify(n)
   -- A full list already wakes every idle worker: skip the write (the common case under
   -- load, where it saves two commands per call).
+  if n <= 0 then return end
   local room = NOTIFY_MAX - redis.call('LLEN', K_NOTIFY)
   if n > room then n = room end
   if n <= 0 then return end
