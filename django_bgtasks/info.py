@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from .broker.keys import STATES
 from .broker.redis import TaskRecord
 from .exceptions import InvalidTaskMessage
 from .message import TaskMessage, shorten_raw
 
-STATES = ("pending", "active", "scheduled", "retry", "dead", "completed")
+__all__ = ["STATES", "TaskInfo", "ms_to_datetime"]
 
 
 def ms_to_datetime(value: Any) -> datetime | None:

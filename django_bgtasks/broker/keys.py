@@ -12,6 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+# The task states; each is one per-queue ZSET of the same name.
+STATES: tuple[str, ...] = ("pending", "active", "scheduled", "retry", "dead", "completed")
+
 # Per-queue keys, in the order the scripts receive them in KEYS.
 QUEUE_KEY_NAMES: tuple[str, ...] = (
     "pending",  # ZSET id -> priority/FIFO score

@@ -16,7 +16,7 @@ from typing import Any
 import redis
 
 from ..exceptions import BgTasksError, BrokerUnavailable
-from .keys import GlobalKeys, QueueKeys
+from .keys import STATES, GlobalKeys, QueueKeys
 from .scripts import register_scripts
 
 # Redis errors that mean "not now", not "never": retry later.
@@ -362,12 +362,11 @@ class RedisBroker:
     def counts(self, queue: str) -> dict[str, int]:
         """How many tasks each state holds in ``queue``."""
         keys = self.queue_keys(queue)
-        states = ("pending", "active", "scheduled", "retry", "dead", "completed")
         with self.translate_errors():
             pipe = self.client.pipeline(transaction=False)
-            for state in states:
+            for state in STATES:
                 pipe.zcard(getattr(keys, state))
-            return dict(zip(states, pipe.execute(), strict=True))
+            return dict(zip(STATES, pipe.execute(), strict=True))
 
     # -- worker registry --------------------------------------------------------------
 

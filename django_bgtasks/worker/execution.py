@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from dataclasses import replace
 from typing import Any
 
 from django.db import close_old_connections
@@ -35,8 +36,6 @@ def describe_error(exc: BaseException) -> str:
 
 
 def _state_info(msg: TaskMessage, state: str, attempt: int) -> TaskInfo:
-    from dataclasses import replace
-
     return replace(TaskInfo.from_message(msg, state), attempts=attempt)
 
 

@@ -55,10 +55,6 @@ class InFlight:
         with self._lock:
             return [e for e in self._entries.values() if e.ack is None]
 
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)
-
     def leases(self) -> dict[str, list[tuple[str, int]]]:
         """Per queue, the (id, attempt) whose lease this process must keep renewing."""
         found: dict[str, list[tuple[str, int]]] = defaultdict(list)

@@ -169,16 +169,13 @@ class Processor:
         busy = self.inflight.busy_threads()
         if self._stopping.is_set() or self._retiring.is_set() or busy >= self._capacity():
             try:  # wake as soon as a task finishes
-                self._finished_put_back(self._finished.get(timeout=BUSY_WAIT))
+                queue, ack = self._finished.get(timeout=BUSY_WAIT)
+                self._outbox[queue].append(ack)
             except queue_module.Empty:
                 pass
             return
         self._broker.wait_for_work(list(self._config.queues),
                                    BUSY_WAIT if busy else IDLE_WAIT)
-
-    def _finished_put_back(self, item: tuple[str, Ack]) -> None:
-        queue, ack = item
-        self._outbox[queue].append(ack)
 
     def _collect(self) -> None:
         while True:
