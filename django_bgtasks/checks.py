@@ -60,6 +60,13 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
         elif not backend.startswith("django_redis."):
             found.append(Error(f"BGTASKS['CACHE_ALIAS'] = {alias!r} is not a django-redis "
                                f"cache (BACKEND is {backend!r}).", id="bgtasks.E002"))
+        elif not caches[alias].get("OPTIONS", {}).get("SOCKET_TIMEOUT"):
+            found.append(Warning(
+                f"The cache {alias!r} (BGTASKS['CACHE_ALIAS']) sets no SOCKET_TIMEOUT: "
+                f"enqueue() and the worker wait forever on a Redis that stops answering.",
+                hint="Add 'SOCKET_TIMEOUT': 10 and 'SOCKET_CONNECT_TIMEOUT': 5 to its "
+                     "OPTIONS (BGTASKS' own REDIS_URL client sets both).",
+                id="bgtasks.W003"))
     elif not isinstance(url, str) or urlsplit(url).scheme not in URL_SCHEMES:
         found.append(Error("BGTASKS['REDIS_URL'] must be a redis://, rediss:// or unix:// URL.",
                            id="bgtasks.E003"))
@@ -82,16 +89,35 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
     return found
 
 
+def eviction_warning(policy: str) -> Warning | None:
+    """A warning when Redis' maxmemory-policy may evict task data.
+
+    Task data has no TTL, so the volatile-* policies never pick it; the allkeys-* ones
+    may delete a queue's keys when memory runs short, losing tasks without a trace.
+    """
+    if not policy.startswith("allkeys-"):
+        return None
+    return Warning(
+        f"Redis' maxmemory-policy is {policy!r}: when memory runs short, Redis may evict "
+        f"django-bgtasks' keys and lose tasks.",
+        hint="Use maxmemory-policy noeviction (enqueue then fails with a clear error "
+             "instead) or a volatile-* policy, or give django-bgtasks a Redis of its own "
+             "rather than sharing a cache's.",
+        id="bgtasks.W002")
+
+
 @register(Tags.database, deploy=True)
-def check_redis_reachable(app_configs: Any = None, **kwargs: Any) -> list[Error]:
-    """Deploy check: the configured Redis answers."""
+def check_redis_server(app_configs: Any = None, **kwargs: Any) -> list[Error | Warning]:
+    """Deploy check: the configured Redis answers, and will not evict task data."""
     if any(isinstance(problem, Error) for problem in check_settings()):
         return []  # the settings errors say more than a failed connection would
     from .broker import get_broker
     from .exceptions import BgTasksError
 
     try:
-        get_broker().ping()
+        broker = get_broker()
+        broker.ping()
+        warning = eviction_warning(broker.eviction_policy())
     except BgTasksError as exc:
         return [Error(f"Redis for django-bgtasks is not reachable: {exc}", id="bgtasks.E010")]
-    return []
+    return [warning] if warning else []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.core.checks import Error, Warning
 
-from django_bgtasks.checks import check_redis_reachable, check_settings
+from django_bgtasks.checks import check_redis_server, check_settings
 from helpers import free_port
 
 
@@ -109,6 +109,15 @@ def test_cache_alias_of_a_django_redis_cache_is_valid(settings):
     assert check_settings() == []
 
 
+def test_cache_alias_without_a_socket_timeout_warns_w003(settings):
+    settings.CACHES = {**settings.CACHES, "blocking": {
+        "BACKEND": "django_redis.cache.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}}
+    bgtasks(settings, CACHE_ALIAS="blocking")
+    [problem] = check_settings()
+    assert problem.id == "bgtasks.W003" and isinstance(problem, Warning)
+    assert "'blocking'" in problem.msg and "SOCKET_TIMEOUT" in problem.hint
+
+
 def test_cache_alias_of_another_backend(settings):
     settings.CACHES = {**settings.CACHES, "local": {
         "BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
@@ -124,22 +133,45 @@ def test_cache_alias_of_wrong_type(settings):
 
 
 def test_redis_reachable_passes_when_it_answers():
-    assert check_redis_reachable() == []
+    assert check_redis_server() == []
 
 
 def test_redis_unreachable_is_e010(settings):
     port = free_port()
     bgtasks(settings, REDIS_URL=f"redis://127.0.0.1:{port}/0")
-    [problem] = check_redis_reachable()
+    [problem] = check_redis_server()
     assert problem.id == "bgtasks.E010"
     assert f"127.0.0.1:{port}" in problem.msg
 
 
 def test_redis_reachable_through_a_cache_alias(settings):
     bgtasks(settings, CACHE_ALIAS="default", REDIS_URL="redis://127.0.0.1:1/0")
-    assert check_redis_reachable() == []
+    assert check_redis_server() == []
 
 
 def test_redis_check_is_skipped_when_settings_are_invalid(settings):
     bgtasks(settings, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", LEASE_SECONDS=0)
-    assert check_redis_reachable() == []
+    assert check_redis_server() == []
+
+
+@pytest.mark.parametrize("policy", ["allkeys-lru", "allkeys-lfu", "allkeys-random"])
+def test_a_policy_that_may_evict_task_keys_warns_w002(redis_server, policy):
+    with redis_server.client() as client:
+        client.config_set("maxmemory-policy", policy)
+        try:
+            [problem] = check_redis_server()
+        finally:
+            client.config_set("maxmemory-policy", "noeviction")
+    assert problem.id == "bgtasks.W002" and isinstance(problem, Warning)
+    assert repr(policy) in problem.msg and "noeviction" in problem.hint
+
+
+@pytest.mark.parametrize("policy", ["noeviction", "volatile-lru", "volatile-ttl"])
+def test_policies_that_never_evict_task_keys_pass(redis_server, policy):
+    # task data carries no TTL, so volatile-* policies never choose it
+    with redis_server.client() as client:
+        client.config_set("maxmemory-policy", policy)
+        try:
+            assert check_redis_server() == []
+        finally:
+            client.config_set("maxmemory-policy", "noeviction")

@@ -179,7 +179,7 @@ class Inspector:
     def workers(self) -> list[WorkerInfo]:
         """Worker hosts whose heartbeat has not expired."""
         keys = self.broker.keys
-        now_ms = time.time() * 1000
+        now_ms = self.broker.server_time_ms()  # the heartbeats' clock, not this host's
         with self.broker.translate_errors():
             entries = self.client.zrangebyscore(keys.workers, now_ms, "+inf", withscores=True)
             pipe = self.client.pipeline(transaction=False)

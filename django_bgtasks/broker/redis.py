@@ -163,8 +163,16 @@ class RedisBroker:
     def translate_errors(self) -> Iterator[None]:
         try:
             yield
+        except redis.AuthenticationError as exc:
+            # redis-py makes it a ConnectionError, but Redis was reached: say what is wrong
+            raise BrokerUnavailable(
+                f"authentication to Redis at {self.target} failed: {exc}") from exc
         except TRANSIENT_ERRORS as exc:
             raise BrokerUnavailable(f"cannot reach Redis at {self.target}: {exc}") from exc
+        except redis.exceptions.OutOfMemoryError as exc:
+            raise BgTasksError(
+                f"Redis at {self.target} is out of memory (used memory > maxmemory, policy "
+                f"noeviction) and refused the command; nothing was written: {exc}") from exc
         except redis.ResponseError as exc:
             raise BgTasksError(f"Redis at {self.target} refused the command: {exc}") from exc
 
@@ -202,6 +210,11 @@ class RedisBroker:
         try:
             conn.send_packed_command([head + body])
             return conn.read_response()
+        except redis.TimeoutError as exc:
+            # Redis took the whole socket timeout: asking again would double the wait of
+            # a caller who is owed a prompt error.
+            conn.disconnect()
+            raise BrokerUnavailable(f"cannot reach Redis at {self.target}: {exc}") from exc
         except (redis.exceptions.NoScriptError, *TRANSIENT_ERRORS):
             conn.disconnect()
         finally:
@@ -215,6 +228,17 @@ class RedisBroker:
 
     def close(self) -> None:
         self.client.close()
+
+    def eviction_policy(self) -> str:
+        """Redis' maxmemory-policy, read from INFO (allowed where CONFIG GET is not)."""
+        with self.translate_errors():
+            return str(self.client.info("memory").get("maxmemory_policy", "noeviction"))
+
+    def server_time_ms(self) -> int:
+        """Redis' clock, in ms: what the scripts decide with, whatever this host's says."""
+        with self.translate_errors():
+            seconds, micros = self.client.time()
+        return seconds * 1000 + micros // 1000
 
     # -- queues -----------------------------------------------------------------------
 
@@ -372,13 +396,13 @@ class RedisBroker:
 
     def heartbeat_worker(self, worker_id: str, info: dict[str, str], ttl: float) -> None:
         """Announce a live worker host (for the admin) until ``ttl`` seconds from now."""
-        expiry_ms = int((time.time() + ttl) * 1000)
+        now_ms = self.server_time_ms()  # a host with a skewed clock must not evict others
         with self.translate_errors():
             pipe = self.client.pipeline(transaction=False)
-            pipe.zadd(self.keys.workers, {worker_id: expiry_ms})
+            pipe.zadd(self.keys.workers, {worker_id: now_ms + int(ttl * 1000)})
             pipe.hset(self.keys.worker(worker_id), mapping=info)
             pipe.expire(self.keys.worker(worker_id), int(ttl) + 1)
-            pipe.zremrangebyscore(self.keys.workers, "-inf", int(time.time() * 1000))
+            pipe.zremrangebyscore(self.keys.workers, "-inf", now_ms)
             pipe.execute()
 
     def remove_worker(self, worker_id: str) -> None:

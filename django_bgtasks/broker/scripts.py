@@ -9,13 +9,19 @@ LUA_DIR = Path(__file__).with_name("lua")
 SCRIPT_NAMES = (
     "enqueue", "claim", "extend", "forward", "recover", "janitor", "requeue", "delete",
 )
+# Only enqueue adds tasks. Under maxmemory with noeviction, Redis refuses it (the caller
+# gets a clear error, nothing is written), while every other transition keeps working:
+# a full Redis can only be emptied by workers claiming, finishing and trimming tasks.
+# (Without the flag, Redis 7 refuses a script whose first write needs memory.)
+GROWS_MEMORY = frozenset({"enqueue"})
 
 
 @cache
 def script_source(name: str) -> str:
     """The full text sent to Redis for the transition ``name``."""
     common = (LUA_DIR / "_common.lua").read_text()
-    return common + "\n" + (LUA_DIR / f"{name}.lua").read_text()
+    shebang = "#!lua\n" if name in GROWS_MEMORY else "#!lua flags=allow-oom\n"
+    return shebang + common + "\n" + (LUA_DIR / f"{name}.lua").read_text()
 
 
 def register_scripts(client) -> dict:

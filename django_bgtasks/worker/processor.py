@@ -126,6 +126,10 @@ class Processor:
                 try:
                     claimed = self._exchange()
                     failures = 0
+                    if self._finished_all():
+                        return
+                    if not claimed:
+                        self._wait()
                 except BgTasksError as exc:
                     delay = backoff_delay(failures)
                     failures += 1
@@ -138,11 +142,6 @@ class Processor:
                     failures += 1
                     logger.exception("fetcher: unexpected error; retrying in %.1fs", delay)
                     time.sleep(delay)
-                    continue
-                if self._finished_all():
-                    return
-                if not claimed:
-                    self._wait()
         finally:
             self.exited.set()
 

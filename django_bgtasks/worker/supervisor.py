@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from django.db import connections
 
 from ..broker import forget_brokers_after_fork, get_broker
+from ..checks import eviction_warning
 from ..exceptions import BgTasksError
 from .component import backoff_delay
 from .config import WorkerConfig
@@ -76,6 +77,7 @@ class Supervisor:
                     ", ".join(f"{q}:{w}" for q, w in self.config.queues.items()),
                     "strict priority" if self.config.strict_priority else "weighted",
                     self.config.processes, self.config.threads)
+        self._warn_about_eviction(broker)
         for queue in self.config.queues:
             broker.register_queue(queue)
         next_registry = 0.0
@@ -231,6 +233,15 @@ class Supervisor:
                 logger.error("%s; retrying in %.1fs", exc, delay)
                 time.sleep(delay)
         return False
+
+    def _warn_about_eviction(self, broker) -> None:
+        try:
+            warning = eviction_warning(broker.eviction_policy())
+        except BgTasksError as exc:
+            logger.debug("could not read Redis' maxmemory-policy: %s", exc)
+            return
+        if warning:
+            logger.warning("%s (%s) %s", warning.msg, warning.id, warning.hint)
 
     def _announce(self, broker) -> None:
         info = {

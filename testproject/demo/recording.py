@@ -25,12 +25,14 @@ _client_owner: tuple[int, str] | None = None
 
 
 def client() -> redis.Redis:
-    """This process's client for settings.REDIS_URL (a forked child makes its own)."""
+    """This process's client for the ledger (settings.BGTASKS_TEST_LEDGER_URL, else
+    settings.REDIS_URL); a forked child makes its own."""
     global _client, _client_owner
-    owner = (os.getpid(), settings.REDIS_URL)
+    url = getattr(settings, "BGTASKS_TEST_LEDGER_URL", None) or settings.REDIS_URL
+    owner = (os.getpid(), url)
     with _lock:
         if _client is None or _client_owner != owner:
-            _client = redis.Redis.from_url(settings.REDIS_URL)
+            _client = redis.Redis.from_url(url)
             _client_owner = owner
         return _client
 

@@ -13,7 +13,7 @@ import redis
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 
-from demo import recording
+from demo import chaos_ledger, recording
 from django_bgtasks import Retry, SkipRetry, TaskTimeout, background_task
 
 logger = logging.getLogger(__name__)
@@ -196,3 +196,31 @@ def sleep_then_record_patiently(token: str, seconds: float) -> str:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+@background_task(max_retries=1, retry_backoff=lambda attempt: 0.2)
+def segfault(token: str) -> None:
+    """Count an attempt, then crash the worker process with SIGSEGV (a C-level fault)."""
+    recording.count_attempt(token)
+    import ctypes
+
+    ctypes.string_at(0)  # reads address 0: the kernel kills the process
+
+
+# --- the chaos run (bench/chaos.py) ----------------------------------------------------
+
+
+@background_task(max_retries=10, retry_backoff=lambda attempt: 0.3)
+def chaos_step(token: str, kind: str, seconds: float) -> None:
+    """One task of the chaos run: log the execution, sleep `seconds`, then fail or complete.
+
+    kind "fail_always" fails every execution; "fail_first" fails its first; others
+    complete. The log (demo.chaos_ledger) is the run's evidence of what really ran.
+    """
+    ledger = recording.client()
+    execution = chaos_ledger.began(ledger, token)
+    if seconds:
+        time.sleep(seconds)
+    if kind == "fail_always" or (kind == "fail_first" and execution == 1):
+        raise ValueError(f"{token}: execution {execution} fails on purpose ({kind})")
+    chaos_ledger.completed(ledger, token)

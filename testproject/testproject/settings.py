@@ -74,6 +74,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Port 6399, not 6379: nothing here should ever talk to a system Redis by accident.
 REDIS_URL = os.environ.get("BGTASKS_REDIS_URL", "redis://127.0.0.1:6399/0")
 
+# Where the test tasks record their side effects (demo.recording): REDIS_URL unless a test
+# keeps its ledger apart, so that stopping the task queue's Redis leaves it readable.
+BGTASKS_TEST_LEDGER_URL = os.environ.get("BGTASKS_TEST_LEDGER_URL")
+
 BGTASKS = {
     "REDIS_URL": REDIS_URL,
     "QUEUES": {"default": 1, "mail": 2},
@@ -84,6 +88,8 @@ CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
+        # bounded waits when Redis stops answering (system check bgtasks.W003)
+        "OPTIONS": {"SOCKET_TIMEOUT": 10, "SOCKET_CONNECT_TIMEOUT": 5},
     }
 }
 
