@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -77,6 +77,9 @@ class ClaimedTask:
 class ClaimResult:
     ignored: list[str]  # acks that no longer applied (lease lost, already acked)
     claimed: list[ClaimedTask]
+    # (id, error) of popped tasks no worker could run (no message, damaged record, an id
+    # that is not text): the claim sent them to the dead queue itself.
+    killed: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -163,18 +166,23 @@ class RedisBroker:
     def translate_errors(self) -> Iterator[None]:
         try:
             yield
-        except redis.AuthenticationError as exc:
+        except redis.RedisError as exc:
+            raise self._translated(exc) from exc
+
+    def _translated(self, exc: redis.RedisError) -> BgTasksError:
+        """Our exception for a redis-py one, naming the target (never its credentials)."""
+        if isinstance(exc, redis.AuthenticationError):
             # redis-py makes it a ConnectionError, but Redis was reached: say what is wrong
-            raise BrokerUnavailable(
-                f"authentication to Redis at {self.target} failed: {exc}") from exc
-        except TRANSIENT_ERRORS as exc:
-            raise BrokerUnavailable(f"cannot reach Redis at {self.target}: {exc}") from exc
-        except redis.exceptions.OutOfMemoryError as exc:
-            raise BgTasksError(
+            return BrokerUnavailable(f"authentication to Redis at {self.target} failed: {exc}")
+        if isinstance(exc, TRANSIENT_ERRORS):
+            return BrokerUnavailable(f"cannot reach Redis at {self.target}: {exc}")
+        if isinstance(exc, redis.exceptions.OutOfMemoryError):
+            return BgTasksError(
                 f"Redis at {self.target} is out of memory (used memory > maxmemory, policy "
-                f"noeviction) and refused the command; nothing was written: {exc}") from exc
-        except redis.ResponseError as exc:
-            raise BgTasksError(f"Redis at {self.target} refused the command: {exc}") from exc
+                f"noeviction) and refused the command; nothing was written: {exc}")
+        if isinstance(exc, redis.ResponseError):
+            return BgTasksError(f"Redis at {self.target} refused the command: {exc}")
+        return BgTasksError(f"Redis at {self.target}: {exc}")
 
     def queue_keys(self, queue: str) -> QueueKeys:
         keys = self._queue_keys.get(queue)
@@ -214,9 +222,11 @@ class RedisBroker:
             # Redis took the whole socket timeout: asking again would double the wait of
             # a caller who is owed a prompt error.
             conn.disconnect()
-            raise BrokerUnavailable(f"cannot reach Redis at {self.target}: {exc}") from exc
+            raise self._translated(exc) from exc
         except (redis.exceptions.NoScriptError, *TRANSIENT_ERRORS):
             conn.disconnect()
+        except redis.ResponseError as exc:  # a refusal (out of memory...) is the answer
+            raise self._translated(exc) from exc
         finally:
             pool.release(conn)
         return self._run(name, queue, args)
@@ -297,11 +307,13 @@ class RedisBroker:
             args.extend(ack.fields())
         day = time.strftime("%Y-%m-%d", time.gmtime())
         keys = self.queue_keys(queue)
-        ignored, flat = self._run("claim", queue, args,
-                                  [keys.stats("processed", day), keys.stats("failed", day)])
+        ignored, flat, killed = self._run(
+            "claim", queue, args, [keys.stats("processed", day), keys.stats("failed", day)])
         claimed = [ClaimedTask(_text(flat[i]), flat[i + 1], int(flat[i + 2]))
                    for i in range(0, len(flat), 3)]
-        return ClaimResult([_text(i) for i in ignored], claimed)
+        return ClaimResult([_text(i) for i in ignored], claimed,
+                           [(_text(killed[i]), _text(killed[i + 1]))
+                            for i in range(0, len(killed), 2)])
 
     def extend_leases(self, queue: str, leases: Sequence[tuple[str, int]],
                       lease_ms: int) -> list[str]:

@@ -78,8 +78,6 @@ class Supervisor:
                     "strict priority" if self.config.strict_priority else "weighted",
                     self.config.processes, self.config.threads)
         self._warn_about_eviction(broker)
-        for queue in self.config.queues:
-            broker.register_queue(queue)
         next_registry = 0.0
         while True:
             self._reap()
@@ -251,8 +249,11 @@ class Supervisor:
             "started": f"{self._started_at:.3f}", "in_flight": str(sum(self._busy)),
         }
         try:
+            for queue in self.config.queues:  # for the admin; a no-op once done
+                broker.register_queue(queue)
             broker.heartbeat_worker(self.worker_id, info, ttl=3 * REGISTRY_INTERVAL)
         except BgTasksError as exc:
+            # Informational only (Redis away, or full): the work goes on without it.
             logger.debug("could not announce the worker: %s", exc)
 
     def _unregister(self, broker) -> None:
