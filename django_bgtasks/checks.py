@@ -114,10 +114,13 @@ def check_redis_server(app_configs: Any = None, **kwargs: Any) -> list[Error | W
     from .broker import get_broker
     from .exceptions import BgTasksError
 
+    broker = get_broker()
     try:
-        broker = get_broker()
         broker.ping()
-        warning = eviction_warning(broker.eviction_policy())
     except BgTasksError as exc:
         return [Error(f"Redis for django-bgtasks is not reachable: {exc}", id="bgtasks.E010")]
+    try:
+        warning = eviction_warning(broker.eviction_policy())
+    except BgTasksError:
+        return []  # INFO denied (an ACL user without it): the policy cannot be judged
     return [warning] if warning else []

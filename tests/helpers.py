@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -68,13 +68,23 @@ class RedisServer:
     """
 
     def __init__(
-        self, data_dir: Path, port: int | None = None, startup_timeout: float = 5.0
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        startup_timeout: float = 5.0,
+        extra_args: Sequence[str] = (),
+        client_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
+        """`extra_args` go to redis-server after ours (a later option wins: `--port 0`
+        with `--tls-port` makes a TLS-only server); `client_kwargs` (password, ssl...) are
+        what client(), the start-up probe and stop() need to talk to such a server."""
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = port or 0
         self.host = "127.0.0.1"
         self.startup_timeout = startup_timeout
+        self.extra_args = list(extra_args)
+        self.client_kwargs = dict(client_kwargs or {})
         self.log_path = self.data_dir / "redis-server.log"
         self.process: subprocess.Popen | None = None
         self.executable = os.environ.get("BGTASKS_TEST_REDIS_SERVER") or shutil.which(
@@ -90,7 +100,7 @@ class RedisServer:
 
     def client(self, **kwargs) -> redis.Redis:
         """A new plain redis-py client for this server (db 0); kwargs go to redis.Redis."""
-        kwargs.setdefault("socket_timeout", 10)
+        kwargs = {"socket_timeout": 10, **self.client_kwargs, **kwargs}
         return redis.Redis(host=self.host, port=self.port, db=0, **kwargs)
 
     def is_running(self) -> bool:
@@ -122,6 +132,7 @@ class RedisServer:
             "--appendfsync", "everysec",
             "--daemonize", "no",
             "--logfile", "",
+            *self.extra_args,
         ]  # fmt: skip
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(

@@ -171,18 +171,20 @@ class RedisBroker:
 
     def _translated(self, exc: redis.RedisError) -> BgTasksError:
         """Our exception for a redis-py one, naming the target (never its credentials)."""
+        detail = str(exc).rstrip(".")  # messages go on with "; retrying in ..."
         if isinstance(exc, redis.AuthenticationError):
             # redis-py makes it a ConnectionError, but Redis was reached: say what is wrong
-            return BrokerUnavailable(f"authentication to Redis at {self.target} failed: {exc}")
+            return BrokerUnavailable(f"authentication to Redis at {self.target} failed: "
+                                     f"{detail}")
         if isinstance(exc, TRANSIENT_ERRORS):
-            return BrokerUnavailable(f"cannot reach Redis at {self.target}: {exc}")
+            return BrokerUnavailable(f"cannot reach Redis at {self.target}: {detail}")
         if isinstance(exc, redis.exceptions.OutOfMemoryError):
             return BgTasksError(
                 f"Redis at {self.target} is out of memory (used memory > maxmemory, policy "
-                f"noeviction) and refused the command; nothing was written: {exc}")
+                f"noeviction) and refused the command; nothing was written: {detail}")
         if isinstance(exc, redis.ResponseError):
-            return BgTasksError(f"Redis at {self.target} refused the command: {exc}")
-        return BgTasksError(f"Redis at {self.target}: {exc}")
+            return BgTasksError(f"Redis at {self.target} refused the command: {detail}")
+        return BgTasksError(f"Redis at {self.target}: {detail}")
 
     def queue_keys(self, queue: str) -> QueueKeys:
         keys = self._queue_keys.get(queue)
