@@ -10,6 +10,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from demo import recording, tasks
 from django_bgtasks import get_task_info
 from helpers import counts, free_port, state_of, wait_until
@@ -112,28 +114,36 @@ def test_sigkill_of_one_child_is_replaced_and_its_task_recovered(start_worker, r
     assert state_of(victim_id) is None  # done and gone
 
 
-def test_task_calling_os_exit_ends_dead_and_the_worker_goes_on(start_worker, redis_server):
+@pytest.mark.parametrize("poison, death", [
+    (tasks.exit_process, "died (exit code 1)"),  # os._exit(1): no cleanup at all
+    (tasks.segfault, "died (killed by SIGSEGV)"),  # a C-level crash
+])
+def test_task_killing_its_process_ends_dead_and_the_worker_goes_on(
+        start_worker, redis_server, poison, death):
     r = redis_server.client()
     worker = start_worker("--processes", "1", "--threads", "2", env=LEASE_ENV)
     tasks.record.enqueue("before-exit")
     wait_until(lambda: "before-exit" in recording.ran(r), timeout=10)
-    task_id = tasks.exit_process.enqueue("ex").id  # max_retries=1
+    poisons = [poison.enqueue(f"ex{i}").id for i in range(3)]  # max_retries=1 each
 
-    worker.wait_for_log("died (exit code 1)", timeout=5)
-    wait_until(lambda: state_of(task_id) == "dead", timeout=2 * (LEASE + 4),
-               message="the exiting task is dead")
-    info = get_task_info(task_id)
-    assert info.attempts == 2 and recording.attempts(r, "ex") == 2
-    assert info.last_error.startswith("WorkerLost: the lease expired"), info.last_error
+    wait_until(lambda: all(state_of(task_id) == "dead" for task_id in poisons),
+               timeout=6 * (LEASE + 4), message="every poison task is dead")
+    for i, task_id in enumerate(poisons):
+        info = get_task_info(task_id)
+        assert info.attempts == 2
+        assert info.last_error.startswith("WorkerLost: the lease expired"), info.last_error
+    # A crash also ends the tasks its process had claimed alongside (they count an
+    # attempt without having run), so some poison tasks ran fewer than twice.
+    runs = sum(recording.attempts(r, f"ex{i}") for i in range(3))
     log = worker.log_text()
-    assert log.count("died (exit code 1)") == 2
+    assert 1 <= log.count(death) <= runs <= 6
     assert "lost their worker on their last attempt and are dead" in log
 
     for i in range(5):
         tasks.record.enqueue(f"after-exit{i}")
     wait_until(lambda: {f"after-exit{i}" for i in range(5)} <= recording.ran(r), timeout=5)
     assert worker.is_running()
-    assert counts()["dead"] == 1 and counts()["active"] == 0
+    assert counts()["dead"] == 3 and counts()["active"] == 0
 
 
 # --- Redis outages ---------------------------------------------------------------------

@@ -50,6 +50,13 @@ def record_time(token: str) -> None:
     client().rpush(TIMES_KEY, json.dumps({"token": token, "t": time.time()}))
 
 
+def record_redis_time(token: str) -> None:
+    """Append {"token": token, "t": <the ledger Redis' clock>} to TIMES_KEY: comparable
+    with due times, which are judged on Redis' clock, whatever this host's clock says."""
+    seconds, micros = client().time()
+    client().rpush(TIMES_KEY, json.dumps({"token": token, "t": seconds + micros / 1e6}))
+
+
 def count_attempt(token: str) -> int:
     """Count one more attempt for `token`; returns the count including this one."""
     return int(client().incr(ATTEMPTS_PREFIX + token))

@@ -107,6 +107,15 @@ def record_time(token: str) -> str:
 
 
 @background_task
+def record_host_and_redis_time(token: str) -> str:
+    """Record `token` with Redis' clock (see recording.record_redis_time), and this host's
+    clock under bgtasks-test:host-time:<token> (for clock-skew tests)."""
+    recording.record_redis_time(token)
+    recording.client().set(f"bgtasks-test:host-time:{token}", repr(time.time()))
+    return token
+
+
+@background_task
 def retry_then_record(token: str, delay: float) -> str:
     """First attempt asks for `Retry(delay=delay)` (its time recorded); the next records `token`."""
     recording.record_time(token)
