@@ -19,7 +19,8 @@ DEFAULTS: dict[str, Any] = {
     "DEAD_MAX_TASKS": 10_000,
     "DEAD_MAX_AGE": 180 * 24 * 3600,
     "LEASE_SECONDS": 30,
-    # Not in the public contract yet; tuning knobs with safe defaults.
+    # Bounded waits on a Redis that stops answering: enqueue() raises EnqueueError after
+    # at most this long instead of hanging a request.
     "SOCKET_TIMEOUT": 10.0,
     "CONNECT_TIMEOUT": 5.0,
 }
