@@ -338,6 +338,14 @@ class RedisBroker:
         return DueResult([_text(i) for i in recovered], [_text(i) for i in killed],
                          len(recovered) + len(killed) >= limit, next_expiry, int(now))
 
+    def release_worker(self, queue: str, worker_id: str, error: str, dead_max_tasks: int,
+                       dead_max_age_ms: int) -> tuple[list[str], list[str]]:
+        """A worker process is known dead: return its active tasks now, as recover_expired
+        would once their leases expire. Returns (ids back to pending, ids now dead)."""
+        back, dead = self._run("release", queue,
+                               [worker_id, error, dead_max_tasks, dead_max_age_ms])
+        return [_text(i) for i in back], [_text(i) for i in dead]
+
     def clean(self, queue: str, dead_max_tasks: int, dead_max_age_ms: int,
               limit: int = 200) -> tuple[int, int, int, bool]:
         """Trim dead tasks, expired results and expired unique locks (one bounded batch)."""

@@ -7,7 +7,8 @@ from pathlib import Path
 
 LUA_DIR = Path(__file__).with_name("lua")
 SCRIPT_NAMES = (
-    "enqueue", "claim", "extend", "forward", "recover", "janitor", "requeue", "delete",
+    "enqueue", "claim", "extend", "forward", "recover", "release", "janitor", "requeue",
+    "delete",
 )
 # Only enqueue adds tasks. Under maxmemory with noeviction, Redis refuses it (the caller
 # gets a clear error, nothing is written), while every other transition keeps working:

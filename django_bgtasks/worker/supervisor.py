@@ -148,10 +148,37 @@ class Supervisor:
         signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
         random.seed()
         forget_brokers_after_fork()
-        runner = Runner(get_broker(), self.config, f"{self.worker_id}/{slot}:{os.getpid()}",
+        runner = Runner(get_broker(), self.config, self._child_worker_id(slot, os.getpid()),
                         maintenance=slot == self.config.processes,
                         alive=lambda busy: self._mark_alive(slot, busy), stop=stop)
         return runner.run()
+
+    def _child_worker_id(self, slot: int, pid: int) -> str:
+        """The id a child's claims carry (its tasks' `worker` field)."""
+        return f"{self.worker_id}/{slot}:{pid}"
+
+    def _release_tasks_of(self, slot: int, pid: int, how: str) -> None:
+        """A task process died: put its claimed tasks back now rather than when their
+        leases expire (the attempt counts, as with a lease). Best effort: if Redis is away
+        the leases still bring them back."""
+        if slot >= self.config.processes:
+            return  # the maintenance process claims no tasks
+        worker = self._child_worker_id(slot, pid)
+        error = (f"WorkerLost: worker process {pid} {how} while the task was running (or "
+                 f"waiting for a thread in that process)")
+        try:
+            broker = get_broker()
+            for queue in self.config.queues:
+                back, dead = broker.release_worker(queue, worker, error,
+                                                   self.config.dead_max_tasks,
+                                                   self.config.dead_max_age_ms)
+                if back or dead:
+                    logger.warning("queue %s: %d task(s) of worker process %d returned to "
+                                   "pending, %d dead (it was their last attempt)", queue,
+                                   len(back), pid, len(dead))
+        except BgTasksError as exc:
+            logger.warning("could not return the tasks of worker process %d at once (their "
+                           "leases will): %s", pid, exc)
 
     def _mark_alive(self, slot: int, busy: int) -> None:
         self._alive_at[slot] = time.monotonic()
@@ -181,9 +208,10 @@ class Supervisor:
             if clean_exit:
                 logger.info("worker process %d exited; starting a new one", child.pid)
             else:
-                logger.error("worker process %d died (%s) after %.1fs; starting a new one%s",
-                             child.pid, _describe_status(status), lived,
-                             f" in {delay:.1f}s" if delay else "")
+                how = f"died ({_describe_status(status)})"
+                logger.error("worker process %d %s after %.1fs; starting a new one%s",
+                             child.pid, how, lived, f" in {delay:.1f}s" if delay else "")
+                self._release_tasks_of(slot, child.pid, how)
 
     def _reap_all(self) -> None:
         for slot, child in self._children.items():

@@ -1,0 +1,29 @@
+-- release: the supervisor saw a worker process die; return the tasks it had claimed now,
+-- rather than when their leases expire (recover.lua's job, which stays the safety net).
+-- KEYS: the queue's keys.
+-- ARGV: worker_id (the dead process's), error, dead_max_tasks, dead_max_age_ms
+-- Returns: {returned_ids, killed_ids}
+-- Scans the active set (as large as the tasks running right now) for that worker's tasks.
+local worker, err = ARGV[1], ARGV[2]
+local dead_max, dead_age = tonumber(ARGV[3]), tonumber(ARGV[4])
+local now = now_ms()
+local returned, killed = {}, {}
+for _, id in ipairs(redis.call('ZRANGE', K_ACTIVE, 0, -1)) do
+  local info = get_info(id)
+  if info and info.worker == worker then
+    redis.call('ZREM', K_ACTIVE, id)
+    if (tonumber(info.attempts) or 0) > (tonumber(info.max_retries) or 0) then
+      kill(id, info, now, err, '', dead_max, dead_age)
+      table.insert(killed, id)
+    else
+      info.state = 'pending'
+      info.last_error = err
+      put_info(id, info)
+      append_error(id, error_entry(info, now, err, ''))
+      redis.call('ZADD', K_PENDING, pending_score(info.priority, true), id)
+      table.insert(returned, id)
+    end
+  end
+end
+notify(#returned)
+return {returned, killed}
