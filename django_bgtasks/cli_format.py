@@ -55,7 +55,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def to_json(value: Any) -> str:
     """Indented JSON; datetimes as ISO strings, dataclasses as objects."""
-    return json.dumps(value, indent=2, default=_json_default, ensure_ascii=False)
+    try:
+        return json.dumps(value, indent=2, default=_json_default, ensure_ascii=False)
+    except RecursionError:  # damaged data, nested deeper than the stack allows
+        return json.dumps(display.TOO_DEEP)
 
 
 # -- stats ------------------------------------------------------------------------------
@@ -97,7 +100,10 @@ def stats_text(stats: Sequence[QueueStats], workers: Sequence[WorkerInfo]) -> st
 
 def task_data(info: TaskInfo) -> dict[str, Any]:
     """Every TaskInfo field, JSON-ready (error times as ISO strings)."""
-    data = dataclasses.asdict(info)
+    # Not dataclasses.asdict: its deep copy fails on data nested as deep as damage allows.
+    data = {f.name: getattr(info, f.name) for f in dataclasses.fields(info)}
+    for key in ("args", "kwargs", "result"):
+        data[key] = _showable(data[key])
     data["errors"] = [_error_data(e) for e in info.errors]
     return data
 
@@ -152,6 +158,15 @@ def show_text(info: TaskInfo) -> str:
 
 
 # -- helpers ----------------------------------------------------------------------------
+
+
+def _showable(value: Any) -> Any:
+    """``value``, or a placeholder when it nests too deeply to be written out as JSON."""
+    try:
+        json.dumps(value, indent=2, default=_json_default)
+    except RecursionError:
+        return display.TOO_DEEP
+    return value
 
 
 def _cell(value: Any) -> str:

@@ -27,9 +27,25 @@ def relative(when: datetime | None, now: datetime | None = None) -> str:
     return _("%(delay)s ago") % {"delay": delay}
 
 
+# Data read back from Redis (damaged, or from another producer) can nest deeper than the
+# stack allows to write it out again: it reads as this instead of failing the page.
+TOO_DEEP = "<nested too deeply to show>"
+
+
 def json_value(value: Any) -> str:
     """One argument or result as compact JSON text."""
-    return json.dumps(value, ensure_ascii=False, default=str)
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except RecursionError:
+        return TOO_DEEP
+
+
+def pretty_json(value: Any) -> str:
+    """A value as indented JSON text, keys sorted."""
+    try:
+        return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+    except RecursionError:
+        return TOO_DEEP
 
 
 def call_args(info: TaskInfo) -> str:

@@ -16,10 +16,13 @@ __all__ = ["STATES", "TaskInfo", "ms_to_datetime"]
 
 
 def ms_to_datetime(value: Any) -> datetime | None:
-    """Redis milliseconds as an aware UTC datetime (None when unset)."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+    """Redis milliseconds as an aware UTC datetime (None when unset or not a time)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        return None  # `not >` also turns away NaN
+    try:
+        return datetime.fromtimestamp(value / 1000, tz=UTC)
+    except (OverflowError, ValueError, OSError):  # damaged data: beyond any calendar
         return None
-    return datetime.fromtimestamp(value / 1000, tz=UTC)
 
 
 @dataclass(frozen=True)
@@ -53,9 +56,8 @@ class TaskInfo:
             id=msg.id, name=msg.name, queue_name=msg.queue, state=state, args=msg.args,
             kwargs=msg.kwargs, priority=msg.priority, attempts=0,
             max_retries=msg.max_retries,
-            enqueued_at=datetime.fromtimestamp(msg.enqueued_at, tz=UTC),
-            run_after=(datetime.fromtimestamp(msg.run_after, tz=UTC)
-                       if msg.run_after is not None else None),
+            enqueued_at=ms_to_datetime(msg.enqueued_at * 1000),
+            run_after=ms_to_datetime((msg.run_after or 0) * 1000),
             started_at=None, finished_at=None, last_error="", traceback="", result=None,
         )
 
@@ -98,14 +100,23 @@ def _int(value: Any, default: int) -> int:
     """A number from a stored record; damaged data falls back instead of raising."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return default
-    return int(value)
+    try:
+        return int(value)
+    except (ValueError, OverflowError):  # NaN, infinity
+        return default
 
 
 def _load_json(raw: bytes | None, kind: type) -> Any:
     if raw is None:
         return None
+    # The scripts' cjson passes invalid UTF-8 through, and a \ud800 escape decodes to half a
+    # UTF-16 pair: read both as U+FFFD / '?', so that the record stays readable and every
+    # string in it can be written out again (a page, a log line).
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
     try:
-        value = json.loads(raw)
-    except ValueError:
+        value = json.loads(text)
+        if "\\u" in text:
+            value = json.loads(json.dumps(value, ensure_ascii=False).encode("utf-8", "replace"))
+    except (ValueError, RecursionError):
         return None if kind is not object else f"<undecodable: {shorten_raw(raw)}>"
     return value if isinstance(value, kind) else None

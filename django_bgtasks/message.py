@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,23 +101,71 @@ class TaskMessage:
         except (UnicodeDecodeError, ValueError) as exc:
             raise InvalidTaskMessage(f"the task's message is not JSON ({exc}): "
                                      f"{shorten_raw(raw)}") from None
+        except RecursionError:
+            raise InvalidTaskMessage(f"the task's message is nested too deeply to read: "
+                                     f"{shorten_raw(raw)}") from None
         if not isinstance(data, dict):
             raise InvalidTaskMessage(f"the task's message is not a JSON object: "
                                      f"{shorten_raw(raw)}")
-        expected = {
-            "id": str, "name": str, "queue": str, "args": list, "kwargs": dict,
-            "priority": int, "max_retries": int, "timeout": (int, float),
-        }
-        for key, kind in expected.items():
-            if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool):
+        for key, valid in _CHECKS.items():
+            if not valid(data.get(key, _ABSENT)):
                 raise InvalidTaskMessage(f"the task's message has no valid {key!r}: "
                                          f"{shorten_raw(raw)}")
+        if _has_lone_surrogate(raw, data):
+            raise InvalidTaskMessage(f"the task's message holds text that is not valid "
+                                     f"Unicode: {shorten_raw(raw)}")
         known = {f for f in cls.__dataclass_fields__}
         values = {k: v for k, v in data.items() if k in known}
         values.setdefault("result_ttl", None)
         values.setdefault("unique_key", None)
         values.setdefault("enqueued_at", 0.0)
         return cls(**values)
+
+
+def _is_number(value: Any, positive: bool = False) -> bool:
+    """A finite int or float (not a bool); above zero when ``positive``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value) and (value > 0 or not positive)
+    except OverflowError:  # an int beyond any float
+        return False
+
+
+def _is(kind: type) -> Callable[[Any], bool]:
+    return lambda value: isinstance(value, kind) and not isinstance(value, bool)
+
+
+_ABSENT = object()
+
+# What each field of a stored message must hold for the worker to run it. Anything else
+# is outside damage: the task goes dead at once rather than fail later in the worker (a
+# str result_ttl, a NaN timeout...).
+_CHECKS = {
+    "id": _is(str), "name": _is(str), "queue": _is(str), "args": _is(list),
+    "kwargs": _is(dict), "priority": _is(int), "max_retries": _is(int),
+    "timeout": lambda v: _is_number(v, positive=True),
+    "result_ttl": lambda v: v in (None, _ABSENT) or _is_number(v, positive=True),
+    "unique_key": lambda v: v in (None, _ABSENT) or isinstance(v, str),
+    "enqueued_at": lambda v: v is _ABSENT or _is_number(v),
+    "run_after": lambda v: v in (None, _ABSENT) or _is_number(v),
+}
+
+
+def _has_lone_surrogate(raw: bytes | str, data: Any) -> bool:
+    """True when the decoded text holds half a UTF-16 pair (from a \\ud800 escape, or its
+    bytes, which json.loads lets through): it cannot be written out as UTF-8 again, in a
+    log line or a page. Only text with an escape or such bytes pays for the full check."""
+    probe = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
+    if b"\\u" not in probe and b"\xed" not in probe:
+        return False
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    except RecursionError:
+        pass  # cannot tell; the readers of such data cope with it (display.json_value)
+    return False
 
 
 _FIELDS = tuple(TaskMessage.__dataclass_fields__)

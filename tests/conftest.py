@@ -66,6 +66,22 @@ def bgtasks_redis(redis_server: RedisServer, settings) -> RedisServer:
 
 
 @pytest.fixture
+def broker():
+    """The broker for the current settings."""
+    from django_bgtasks.broker import get_broker
+
+    return get_broker()
+
+
+@pytest.fixture
+def raw(bgtasks_redis):
+    """A plain redis-py client of the test server, to seed and inspect keys directly."""
+    client = bgtasks_redis.client()
+    yield client
+    client.close()
+
+
+@pytest.fixture
 def run_worker(redis_server: RedisServer, tmp_path):
     """Factory: run_worker("--processes", "1", env={"BGTASKS_LEASE_SECONDS": "2"}) starts
     `manage.py runbackground ...` and returns a started WorkerProcess. Every worker still

@@ -40,18 +40,6 @@ def short_unique_job(key: str) -> str:
 # -- helpers ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def broker():
-    return get_broker()
-
-
-@pytest.fixture
-def raw(bgtasks_redis):
-    client = bgtasks_redis.client()
-    yield client
-    client.close()
-
-
 def message(task_id: str, queue: str = Q, args: list | None = None, priority: int = 0,
             max_retries: int = 3) -> str:
     return TaskMessage(
@@ -642,6 +630,26 @@ def test_recover_leaves_live_leases_alone(broker, raw):
     assert (again.moved, again.killed) == ([], [])
 
 
+def test_release_returns_only_the_dead_workers_tasks_at_once(broker, raw):
+    put(broker, "mine1")
+    put(broker, "mine2", max_retries=0)  # its one attempt was this one
+    put(broker, "theirs")
+    claim(broker, limit=2, worker="host/0:111")
+    claim(broker, limit=1, worker="host/1:222")
+    error = "WorkerLost: worker process 111 died (killed by SIGSEGV)"
+
+    back, dead = broker.release_worker(Q, "host/0:111", error, DEAD_MAX, DEAD_AGE_MS)
+
+    assert (back, dead) == (["mine1"], ["mine2"])  # leases not expired: no waiting
+    assert state_sets(raw, broker, "mine1") == ["pending"]
+    assert state_sets(raw, broker, "mine2") == ["dead"]
+    assert state_sets(raw, broker, "theirs") == ["active"]
+    assert info_of(raw, broker, "mine1")["last_error"] == error
+    assert get_task_info("mine2").last_error == error
+    assert [(c.id, c.attempt) for c in claim(broker, limit=1).claimed] == [("mine1", 2)]
+    assert broker.release_worker(Q, "host/0:111", error, DEAD_MAX, DEAD_AGE_MS) == ([], [])
+
+
 def test_recover_batches_are_bounded(broker, raw):
     for i in range(3):
         put(broker, f"t{i}")
@@ -813,11 +821,14 @@ def test_claim_returns_garbage_message_bytes_and_worker_dead_letters_it(broker, 
     assert info.message_error
 
 
-def test_claim_of_task_with_missing_message(broker, raw):
+def test_claim_sends_a_task_with_no_message_dead_at_once(broker, raw):
     put(broker, "t1")
     raw.hdel(broker.queue_keys(Q).msg, "t1")
-    [task] = claim(broker).claimed
-    assert (task.id, task.raw_message) == ("t1", None)
+    result = claim(broker)
+    error = "InvalidTaskMessage: the task's message is missing from Redis"
+    assert (result.claimed, result.killed) == ([], [("t1", error)])
+    assert state_sets(raw, broker, "t1") == ["dead"]
+    assert get_task_info("t1").last_error == error
 
 
 @pytest.mark.parametrize("garbage", [b"not json {", b"\xff\xfe", b"[1, 2]", b"null", b"42",
@@ -828,15 +839,15 @@ def test_garbage_info_does_not_break_the_scripts(broker, raw, garbage):
         put(broker, task_id)
     raw.hset(keys.info, "a", garbage)
 
-    claimed = claim(broker, limit=1).claimed
-    assert [(c.id, c.attempt) for c in claimed] == [("a", 1)]
-    assert info_of(raw, broker, "a")["state"] == "active"  # rewritten as JSON
-    assert claim(broker, [Ack("a", 1, "done")], limit=0).ignored == []
+    result = claim(broker, limit=1)
+    assert result.claimed == [] and [i for i, _ in result.killed] == ["a"]
+    assert result.killed[0][1].startswith("InvalidTaskRecord: the task's record in Redis ")
+    assert info_of(raw, broker, "a")["state"] == "dead"  # rewritten as JSON, saying why
 
     # every other script survives a garbage record too
-    for task_id in ("b", "c", "d"):
+    for task_id in ("c", "d"):
         raw.hset(keys.info, task_id, garbage)
-    claim(broker, limit=1)  # b
+    assert claimed_ids(claim(broker, limit=1)) == ["b"]
     raw.hset(keys.info, "b", garbage)
     expire_lease(raw, broker, "b")
     recovered = broker.recover_expired(Q, DEAD_MAX, DEAD_AGE_MS)
@@ -846,8 +857,8 @@ def test_garbage_info_does_not_break_the_scripts(broker, raw, garbage):
     assert broker.delete(Q, ["c"]) == (["c"], [])
     assert broker.forward_due(Q).moved == 0
     broker.clean(Q, DEAD_MAX, DEAD_AGE_MS)
-    assert claim(broker, limit=10).claimed  # still claimable
-    assert info_of(raw, broker, "d")["state"] == "active"
+    assert [i for i, _ in claim(broker, limit=10).killed] == ["d"]  # not run on guesses
+    assert info_of(raw, broker, "d")["state"] == "dead"
 
 
 def test_task_info_survives_wrongly_typed_info_fields(broker, raw):

@@ -48,13 +48,6 @@ def echo(*args, **kwargs):
     return [list(args), kwargs]
 
 
-@pytest.fixture
-def raw(bgtasks_redis):
-    client = bgtasks_redis.client()
-    yield client
-    client.close()
-
-
 def bgtasks(settings, **values) -> None:
     settings.BGTASKS = {**settings.BGTASKS, **values}
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import messages
@@ -13,6 +12,7 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 
 from ..charts import history_chart
+from ..display import pretty_json
 from ..info import STATES, TaskInfo, ms_to_datetime
 from .common import (
     RUNNABLE,
@@ -130,8 +130,8 @@ def task_detail(model_admin: TaskAdmin, request: HttpRequest, object_id: str) ->
         crumbs=[(f"{info.state.capitalize()} tasks",
                  list_url(model_admin, info.state, info.queue_name)
                  if info.state in STATES else None), (info.id, None)],
-        info=info, args_json=_pretty(info.args), kwargs_json=_pretty(info.kwargs),
-        result_json=None if info.result is None else _pretty(info.result),
+        info=info, args_json=pretty_json(info.args), kwargs_json=pretty_json(info.kwargs),
+        result_json=None if info.result is None else pretty_json(info.result),
         attempts=_attempts(info),
         times=[("Enqueued", info.enqueued_at), ("Run after", info.run_after),
                ("Started", info.started_at), ("Finished", info.finished_at)],
@@ -142,10 +142,6 @@ def task_detail(model_admin: TaskAdmin, request: HttpRequest, object_id: str) ->
         after_delete=(list_url(model_admin, info.state, info.queue_name)
                       if info.state in STATES else url(model_admin, "changelist")))
     return TemplateResponse(request, f"{TEMPLATES}/detail.html", context)
-
-
-def _pretty(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
 
 
 def _attempts(info: TaskInfo) -> list[dict[str, Any]]:

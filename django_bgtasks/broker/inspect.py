@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from ..info import STATES, TaskInfo
+from ..info import STATES, TaskInfo, ms_to_datetime
 from .redis import RedisBroker, TaskRecord, _text
 
 BATCH = 500
@@ -63,13 +63,14 @@ class TaskRow:
 
     info: TaskInfo
     score_ms: float
+    state: str = ""  # the set it was listed from; its record may say otherwise if damaged
 
     @property
     def when(self) -> datetime | None:
         """The state's own time: run after, lease expiry, next retry, died at, expiry."""
-        if self.info.state == "pending" or self.score_ms <= 0:
-            return self.info.enqueued_at
-        return datetime.fromtimestamp(self.score_ms / 1000, tz=UTC)
+        if (self.state or self.info.state) == "pending":
+            return self.info.enqueued_at  # a pending score is an order, not a time
+        return ms_to_datetime(self.score_ms) or self.info.enqueued_at
 
 
 def validate_state(state: str) -> str:
@@ -227,9 +228,10 @@ class Inspector:
                 entries = self.client.zrevrange(zset, start, end, withscores=True)
             else:
                 entries = self.client.zrange(zset, start, end, withscores=True)
-        return self._rows(queue, [(_text(i), s) for i, s in entries])
+        return self._rows(queue, state, [(_text(i), s) for i, s in entries])
 
-    def _rows(self, queue: str, entries: list[tuple[str, float]]) -> list[TaskRow]:
+    def _rows(self, queue: str, state: str,
+              entries: list[tuple[str, float]]) -> list[TaskRow]:
         if not entries:
             return []
         ids = [task_id for task_id, _ in entries]
@@ -240,7 +242,7 @@ class Inspector:
                 pipe.hmget(name, ids)
             msgs, infos, errors, results = pipe.execute()
         return [
-            TaskRow(TaskInfo.from_record(TaskRecord(queue, task_id, m, i, e, r)), score)
+            TaskRow(TaskInfo.from_record(TaskRecord(queue, task_id, m, i, e, r)), score, state)
             for (task_id, score), m, i, e, r in zip(entries, msgs, infos, errors, results,
                                                      strict=True)
         ]

@@ -15,7 +15,7 @@ from ..backoff import decide_failure
 from ..broker.redis import Ack, ClaimedTask
 from ..exceptions import InvalidTaskMessage
 from ..info import TaskInfo
-from ..message import TaskMessage, dumps, validate_result
+from ..message import TaskMessage, dumps, shorten_raw, validate_result
 
 logger = logging.getLogger("django_bgtasks.worker")
 
@@ -32,7 +32,24 @@ def describe_error(exc: BaseException) -> str:
     kind = type(exc)
     module = "" if kind.__module__ == "builtins" else f"{kind.__module__}."
     text = " ".join(f"{module}{kind.__qualname__}: {exc}".split())
+    if not text.isprintable():
+        # Damaged or hostile data can put control characters (terminal escapes) in a
+        # message: they are shown as escapes, in the admin and on a terminal alike.
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     return text[:MAX_ERROR]
+
+
+def log_id(task_id: str) -> str:
+    """A task id as a log line shows it: an odd one (very long, control characters) is
+    quoted and cut, so that damaged data cannot flood or forge log lines."""
+    if task_id and len(task_id) <= 100 and task_id.isprintable():
+        return task_id
+    return shorten_raw(task_id, 100)
+
+
+def log_corrupt(task_id: str, reason: str) -> None:
+    """The one log line of a task that goes to the dead queue without running."""
+    logger.error("task [%s] is corrupt and goes to the dead queue: %s", log_id(task_id), reason)
 
 
 def _state_info(msg: TaskMessage, state: str, attempt: int) -> TaskInfo:
@@ -47,12 +64,18 @@ class TaskExecutor:
         self.log_arguments = log_arguments
 
     def decode(self, claimed: ClaimedTask) -> TaskMessage | Ack:
-        """The message, or a dead-letter Ack when it cannot be decoded."""
+        """The message, or a dead-letter Ack when it cannot be decoded or is another task's."""
         try:
-            return TaskMessage.decode(claimed.raw_message)
+            msg = TaskMessage.decode(claimed.raw_message)
+            if msg.id != claimed.id:
+                # Stored under another id (a copy, a foreign write): acked under its own id,
+                # its outcome would never reach this task, and could end another one.
+                raise InvalidTaskMessage(f"the task's message is that of another task, "
+                                         f"{shorten_raw(msg.id, 100)}")
+            return msg
         except InvalidTaskMessage as exc:
             error = f"InvalidTaskMessage: {exc}"
-            logger.error("task [%s] is corrupt and goes to the dead queue: %s", claimed.id, exc)
+            log_corrupt(claimed.id, error)
             return Ack(claimed.id, claimed.attempt, "dead", error=error[:MAX_ERROR])
 
     def run(self, claimed: ClaimedTask, msg: TaskMessage) -> Ack:
@@ -83,7 +106,7 @@ class TaskExecutor:
             signals.task_succeeded.send(sender=task, result=result,
                                         task_info=_state_info(msg, "completed", claimed.attempt))
         ttl_ms = int(msg.result_ttl * 1000) if msg.result_ttl else None
-        return Ack(msg.id, claimed.attempt, "done", result=dumps(result) if ttl_ms else "",
+        return Ack(claimed.id, claimed.attempt, "done", result=dumps(result) if ttl_ms else "",
                    result_ttl_ms=ttl_ms)
 
     def failure_ack(self, claimed: ClaimedTask, msg: TaskMessage, exc: BaseException,
@@ -94,8 +117,8 @@ class TaskExecutor:
                                   task.retry_backoff if task else None)
         error = describe_error(exc)
         tb = (tb or "".join(traceback.format_exception(exc)))[-MAX_TRACEBACK:]
-        ack = Ack(msg.id, claimed.attempt, decision.outcome, delay_ms=int(decision.delay * 1000),
-                  error=error, traceback=tb)
+        ack = Ack(claimed.id, claimed.attempt, decision.outcome,
+                  delay_ms=int(decision.delay * 1000), error=error, traceback=tb)
         return ack, decision
 
     def _failed(self, claimed: ClaimedTask, msg: TaskMessage, task: Any, exc: BaseException,

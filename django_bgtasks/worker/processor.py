@@ -13,7 +13,7 @@ from ..broker.redis import Ack, ClaimedTask, RedisBroker
 from ..exceptions import BgTasksError, TaskTimeout
 from .component import backoff_delay
 from .config import WorkerConfig
-from .execution import TaskExecutor
+from .execution import TaskExecutor, log_corrupt
 from .inflight import InFlight, Running
 
 logger = logging.getLogger("django_bgtasks.worker")
@@ -219,6 +219,8 @@ class Processor:
         for task_id in result.ignored:
             logger.warning("task [%s]: its lease was lost before its outcome was saved (it "
                            "was recovered and runs again)", task_id)
+        for task_id, error in result.killed:
+            log_corrupt(task_id, error)
         for item in result.claimed:
             self._dispatch(queue, item)
         return len(result.claimed)

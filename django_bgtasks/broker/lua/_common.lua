@@ -38,23 +38,123 @@ local function notify(n)
   redis.call('RPUSH', K_NOTIFY, unpack(tokens))
 end
 
--- A record that is missing or not JSON must not stop the script: the worker turns the
--- task into a readable error instead.
-local function get_info(id)
-  local raw = redis.call('HGET', K_INFO, id)
-  if raw then
-    local ok, info = pcall(cjson.decode, raw)
-    if ok and type(info) == 'table' then return info end
+-- A printable excerpt of stored bytes, for an error message: the bytes may be anything,
+-- and the message is stored as JSON, read by Python and shown in the admin.
+local function excerpt(raw)
+  local text = string.gsub(string.sub(raw, 1, 80), '[^\32-\126]', function(c)
+    return string.format('\\x%02x', string.byte(c))
+  end)
+  if #raw > 80 then text = text .. '...' end
+  return "'" .. text .. "'"
+end
+
+-- True when `s` is UTF-8 as Python decodes it (strictly: no surrogates, no overlongs).
+-- Workers and the admin hold task ids as text; an id that is not could never be acked.
+local function is_utf8(s)
+  if not string.find(s, '[\128-\255]') then return true end
+  local i, n = 1, #s
+  while i <= n do
+    local c, len, lo, hi = string.byte(s, i), 1, 0x80, 0xBF
+    if c >= 0xC2 and c <= 0xDF then len = 2
+    elseif c >= 0xE0 and c <= 0xEF then
+      len = 3
+      if c == 0xE0 then lo = 0xA0 elseif c == 0xED then hi = 0x9F end
+    elseif c >= 0xF0 and c <= 0xF4 then
+      len = 4
+      if c == 0xF0 then lo = 0x90 elseif c == 0xF4 then hi = 0x8F end
+    elseif c >= 0x80 then return false end
+    for j = 1, len - 1 do
+      local b = string.byte(s, i + j)
+      if not b or b < lo or b > hi then return false end
+      lo, hi = 0x80, 0xBF
+    end
+    i = i + len
   end
-  return nil
+  return true
 end
 
 local function blank_info()
   return {state = 'pending', attempts = 0, max_retries = 0, priority = 0}
 end
 
+local STATE_NAMES = {pending = true, active = true, scheduled = true, retry = true,
+                     dead = true, completed = true}
+local floor, huge = math.floor, math.huge
+
+local function is_finite(v)
+  return type(v) == 'number' and v == v and v > -huge and v < huge
+end
+
+local function is_whole(v)
+  return is_finite(v) and v >= 0 and v == floor(v)
+end
+
+-- The attempt count is the lease token an ack must match, so it must survive cjson's
+-- 14-digit numbers; no task is claimed a billion times.
+local function is_attempts(v) return is_whole(v) and v < 1e9 end
+local function is_priority(v) return is_finite(v) and v >= -100 and v <= 100 end
+local function is_state(v) return type(v) == 'string' and STATE_NAMES[v] == true end
+local function is_string(v) return type(v) == 'string' end
+
+-- Every field the scripts write to a record, its check, and whether a task can run
+-- without it (the first four).
+local INFO_FIELDS = {
+  {'state', is_state, true}, {'attempts', is_attempts, true},
+  {'max_retries', is_whole, true}, {'priority', is_priority, true},
+  {'enqueued_at', is_finite}, {'run_after', is_finite}, {'started_at', is_finite},
+  {'finished_at', is_finite}, {'worker', is_string}, {'last_error', is_string},
+  {'unique_key', is_string},
+}
+
+-- The fields of `stored` that pass their check, on a blank record, and the first
+-- required field that does not (nil when none). Anything else is outside damage, and is
+-- dropped: cjson cannot write back all it reads (NaN, 1e999).
+local function sanitize(stored)
+  local info, bad = blank_info(), nil
+  for _, field in ipairs(INFO_FIELDS) do
+    local name, valid, required = field[1], field[2], field[3]
+    if valid(stored[name]) then
+      info[name] = stored[name]
+    elseif required and not bad then
+      bad = name
+    end
+  end
+  return info, bad
+end
+
+-- The task's record, and why it cannot be trusted (nil when it can). A record damaged
+-- from outside (a foreign write, a bad restore) must never stop a script: callers get
+-- its sound fields on a blank record, plus the reason, and the claim sends such a task to
+-- the dead queue with that reason instead of running it on guessed attempts and retries.
+local function get_info(id)
+  local raw = redis.call('HGET', K_INFO, id)
+  if not raw then return blank_info(), 'is missing' end
+  local ok, info = pcall(cjson.decode, raw)
+  if not ok or type(info) ~= 'table' or info[1] ~= nil then
+    return blank_info(), 'is not a JSON object: ' .. excerpt(raw)
+  end
+  -- Runs twice per task (claim, ack): check in place what the scripts read, and copy
+  -- field by field only a record that fails.
+  local a, m, p = info.attempts, info.max_retries, info.priority
+  if STATE_NAMES[info.state] == true
+      and type(a) == 'number' and a >= 0 and a < 1e9 and a == floor(a)
+      and type(m) == 'number' and m >= 0 and m < huge and m == floor(m)
+      and type(p) == 'number' and p >= -100 and p <= 100
+      and (info.unique_key == nil or type(info.unique_key) == 'string')
+      and (info.worker == nil or type(info.worker) == 'string')
+      and (info.run_after == nil or is_finite(info.run_after)) then
+    return info, nil
+  end
+  local clean, bad = sanitize(info)
+  if bad then return clean, 'has no valid ' .. bad .. ': ' .. excerpt(raw) end
+  return clean, nil
+end
+
 local function put_info(id, info)
-  redis.call('HSET', K_INFO, id, cjson.encode(info))
+  local ok, text = pcall(cjson.encode, info)
+  -- A field left by outside damage that cjson cannot write back (NaN): keep the sound ones.
+  if not ok then text = cjson.encode((sanitize(info))) end
+  redis.call('HSET', K_INFO, id, text)
 end
 
 local function is_set(v)
@@ -65,12 +165,20 @@ local function append_error(id, entry)
   local list = {}
   local raw = redis.call('HGET', K_ERRORS, id)
   if raw then
-    local ok, decoded = pcall(cjson.decode, raw)
-    if ok and type(decoded) == 'table' then list = decoded end
+    local ok, stored = pcall(cjson.decode, raw)
+    -- Only a JSON array of entries is a history; anything else is damage and is replaced.
+    -- Copy just the entries that are kept: bounded work whatever the array holds.
+    if ok and type(stored) == 'table' then
+      for i = math.max(1, #stored - ERRORS_KEEP + 2), #stored do
+        if type(stored[i]) == 'table' then table.insert(list, stored[i]) end
+      end
+    end
   end
   table.insert(list, entry)
-  while #list > ERRORS_KEEP do table.remove(list, 1) end
-  redis.call('HSET', K_ERRORS, id, cjson.encode(list))
+  local ok, text = pcall(cjson.encode, list)
+  -- An old entry may hold what cjson cannot write back (NaN): keep the new one alone.
+  if not ok then text = cjson.encode({entry}) end
+  redis.call('HSET', K_ERRORS, id, text)
 end
 
 local function release_unique(id, info)
@@ -140,3 +248,26 @@ local function wake_if_earliest(zset, id, due, channel)
   if head[1] == id then redis.call('PUBLISH', channel, due) end
 end
 
+
+-- An active task whose worker is gone (its lease expired, or its process died): back to
+-- the head of pending with `err` in its history (its id added to `returned`), or dead
+-- when that attempt was its last or its record is too damaged to say (added to `killed`).
+-- The caller has removed it from the active set.
+local function return_lost(id, info, problem, now, err, dead_max, dead_age, returned, killed)
+  if problem then
+    -- Its attempts and retries are unknown: never run it again on guesses.
+    kill(id, info, now, "InvalidTaskRecord: the task's record in Redis " .. problem, '',
+         dead_max, dead_age)
+    table.insert(killed, id)
+  elseif info.attempts > info.max_retries then
+    kill(id, info, now, err, '', dead_max, dead_age)
+    table.insert(killed, id)
+  else
+    info.state = 'pending'
+    info.last_error = err
+    put_info(id, info)
+    append_error(id, error_entry(info, now, err, ''))
+    redis.call('ZADD', K_PENDING, pending_score(info.priority, true), id)
+    table.insert(returned, id)
+  end
+end

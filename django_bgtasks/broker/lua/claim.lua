@@ -8,7 +8,9 @@
 --         'retry'   a = delay_ms, b = error, c = traceback
 --         'dead'    b = error, c = traceback
 --         'requeue' (graceful shutdown: back to the head of pending, attempt not counted)
--- Returns: {ignored_ids, claimed} where claimed is a flat list id, msg|false, attempt.
+-- Returns: {ignored_ids, claimed, killed} where claimed is a flat list id, msg, attempt,
+--          and killed a flat list id, error for the tasks no worker could run (no message,
+--          a damaged record, an id that is not text): they went to the dead queue here.
 -- An ack applies only while the task is still active under the same attempt (its lease
 -- token), so a resent call, or a late ack after the lease was recovered, changes nothing.
 local worker, lease_ms, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -17,12 +19,25 @@ local n_acks = tonumber(ARGV[7])
 local now = now_ms()
 local ignored, processed, failed, requeued = {}, 0, 0, 0
 
+-- Why a popped task cannot be handed to a worker, or nil. A worker reports on a task by
+-- its id as text, and runs it from its message and record: without those it would run on
+-- guesses, or its outcome could never reach it (the task would loop through lease expiry).
+local function unusable(id, msg, problem)
+  if not is_utf8(id) then
+    return 'InvalidTaskId: the task id is not UTF-8 text, so no worker could report on it: '
+      .. excerpt(id)
+  end
+  if not msg then return "InvalidTaskMessage: the task's message is missing from Redis" end
+  if problem then return "InvalidTaskRecord: the task's record in Redis " .. problem end
+  return nil
+end
+
 for i = 0, n_acks - 1 do
   local base = 8 + i * 6
   local id, attempt, outcome = ARGV[base], tonumber(ARGV[base + 1]), ARGV[base + 2]
   local a, b, c = ARGV[base + 3], ARGV[base + 4], ARGV[base + 5]
-  local info = get_info(id)
-  if info == nil or info.state ~= 'active' or tonumber(info.attempts) ~= attempt
+  local info, problem = get_info(id)
+  if problem or info.state ~= 'active' or info.attempts ~= attempt
       or not redis.call('ZSCORE', K_ACTIVE, id) then
     table.insert(ignored, id)
   else
@@ -64,6 +79,37 @@ for i = 0, n_acks - 1 do
   end
 end
 
+notify(requeued)
+
+local claimed, killed = {}, {}
+if limit > 0 and redis.call('EXISTS', K_PAUSED) == 0 then
+  local popped = redis.call('ZPOPMIN', K_PENDING, limit)
+  for i = 1, #popped, 2 do
+    local id = popped[i]
+    local msg = redis.call('HGET', K_MSG, id)
+    local info, problem = get_info(id)
+    local why = unusable(id, msg, problem)
+    if why then
+      processed, failed = processed + 1, failed + 1
+      kill(id, info, now, why, '', dead_max, dead_age)
+      table.insert(killed, id)
+      table.insert(killed, why)
+    else
+      info.state = 'active'
+      info.attempts = info.attempts + 1
+      info.started_at = now
+      info.worker = worker
+      put_info(id, info)
+      redis.call('ZADD', K_ACTIVE, now + lease_ms, id)
+      table.insert(claimed, id)
+      table.insert(claimed, msg)
+      table.insert(claimed, info.attempts)
+    end
+  end
+  -- Another idle worker may take what this claim left behind.
+  if #popped > 0 and redis.call('ZCARD', K_PENDING) > 0 then notify(1) end
+end
+
 local ttl = 90 * 24 * 3600
 if processed > 0 then
   redis.call('INCRBY', KEYS[16], processed)
@@ -73,25 +119,4 @@ if failed > 0 then
   redis.call('INCRBY', KEYS[17], failed)
   redis.call('EXPIRE', KEYS[17], ttl)
 end
-notify(requeued)
-
-local claimed = {}
-if limit > 0 and redis.call('EXISTS', K_PAUSED) == 0 then
-  local popped = redis.call('ZPOPMIN', K_PENDING, limit)
-  for i = 1, #popped, 2 do
-    local id = popped[i]
-    local info = get_info(id) or blank_info()
-    info.state = 'active'
-    info.attempts = (tonumber(info.attempts) or 0) + 1
-    info.started_at = now
-    info.worker = worker
-    put_info(id, info)
-    redis.call('ZADD', K_ACTIVE, now + lease_ms, id)
-    table.insert(claimed, id)
-    table.insert(claimed, redis.call('HGET', K_MSG, id))
-    table.insert(claimed, info.attempts)
-  end
-  -- Another idle worker may take what this claim left behind.
-  if #popped > 0 and redis.call('ZCARD', K_PENDING) > 0 then notify(1) end
-end
-return {ignored, claimed}
+return {ignored, claimed, killed}

@@ -35,7 +35,7 @@ for base = 2, #ARGV, 8 do
     -- Already there: a resent call (same message) succeeded before; anything else is
     -- another task holding this id.
     if redis.call('HGET', K_MSG, id) == msg then
-      local info = get_info(id) or blank_info()
+      local info = get_info(id)
       reply('ok', info.state, tostring(info.run_after or ''))
     else
       reply('exists', id, '')

@@ -7,8 +7,8 @@ local now = now_ms()
 local lost = {}
 for i = 2, #ARGV, 2 do
   local id, attempt = ARGV[i], tonumber(ARGV[i + 1])
-  local info = get_info(id)
-  if info and info.state == 'active' and tonumber(info.attempts) == attempt
+  local info, problem = get_info(id)
+  if not problem and info.state == 'active' and info.attempts == attempt
       and redis.call('ZSCORE', K_ACTIVE, id) then
     redis.call('ZADD', K_ACTIVE, 'XX', now + lease_ms, id)
   else

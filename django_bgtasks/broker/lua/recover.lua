@@ -9,20 +9,10 @@ local recovered, killed = {}, {}
 local ids = redis.call('ZRANGEBYSCORE', K_ACTIVE, '-inf', now, 'LIMIT', 0, limit)
 for _, id in ipairs(ids) do
   redis.call('ZREM', K_ACTIVE, id)
-  local info = get_info(id) or blank_info()
+  local info, problem = get_info(id)
   local err = 'WorkerLost: the lease expired while the task was running (worker '
     .. tostring(info.worker) .. ' was killed or lost its connection)'
-  if (tonumber(info.attempts) or 0) > (tonumber(info.max_retries) or 0) then
-    kill(id, info, now, err, '', dead_max, dead_age)
-    table.insert(killed, id)
-  else
-    info.state = 'pending'
-    info.last_error = err
-    put_info(id, info)
-    append_error(id, error_entry(info, now, err, ''))
-    redis.call('ZADD', K_PENDING, pending_score(info.priority, true), id)
-    table.insert(recovered, id)
-  end
+  return_lost(id, info, problem, now, err, dead_max, dead_age, recovered, killed)
 end
 notify(#recovered)
 local head = redis.call('ZRANGE', K_ACTIVE, 0, 0, 'WITHSCORES')

@@ -9,20 +9,11 @@ local dead_max, dead_age = tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
 local returned, killed = {}, {}
 for _, id in ipairs(redis.call('ZRANGE', K_ACTIVE, 0, -1)) do
-  local info = get_info(id)
-  if info and info.worker == worker then
+  local info, problem = get_info(id)
+  -- A record too damaged to name its worker is left to recover.lua (its lease expires).
+  if info.worker == worker then
     redis.call('ZREM', K_ACTIVE, id)
-    if (tonumber(info.attempts) or 0) > (tonumber(info.max_retries) or 0) then
-      kill(id, info, now, err, '', dead_max, dead_age)
-      table.insert(killed, id)
-    else
-      info.state = 'pending'
-      info.last_error = err
-      put_info(id, info)
-      append_error(id, error_entry(info, now, err, ''))
-      redis.call('ZADD', K_PENDING, pending_score(info.priority, true), id)
-      table.insert(returned, id)
-    end
+    return_lost(id, info, problem, now, err, dead_max, dead_age, returned, killed)
   end
 end
 notify(#returned)
