@@ -13,9 +13,23 @@ from .exceptions import InvalidTaskMessage
 MESSAGE_VERSION = 1
 
 
+def _is_utf8(text: str) -> bool:
+    # Redis stores bytes: a lone surrogate ('\ud800') has no UTF-8 form.
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _json_problem(value: Any, path: str) -> str | None:
     """Describe why ``value`` would not round-trip through JSON, or None if it would."""
-    if value is None or isinstance(value, (bool, str, int)):
+    if isinstance(value, str):
+        return None if _is_utf8(value) else (
+            f"{path} holds a lone surrogate ({value!r}), which is not UTF-8 text")
+    if value is None or isinstance(value, (bool, int)):
         return None
     if isinstance(value, float):
         return None if math.isfinite(value) else f"{path} is {value!r}, which JSON cannot hold"
@@ -30,6 +44,8 @@ def _json_problem(value: Any, path: str) -> str | None:
             if not isinstance(key, str):
                 return (f"{path} has the key {key!r} of type {type(key).__name__}; JSON object "
                         f"keys must be str")
+            if not _is_utf8(key):
+                return f"{path} has the key {key!r}, a lone surrogate, which is not UTF-8 text"
             problem = _json_problem(item, f"{path}[{key!r}]")
             if problem:
                 return problem

@@ -266,8 +266,10 @@ class Thing:
     ((1, [2, {"a": [3, b"x"]}]), {}, "argument 1[1]['a'][1] is of type bytes"),
     ((), {"opts": {"when": {"at": datetime(2024, 1, 1)}}},
      "keyword argument 'opts'['when']['at'] is of type datetime"),
+    (("ok", ["\ud800"]), {}, "argument 1[0] holds a lone surrogate"),
+    (({"\udfff": 1},), {}, "argument 0 has the key '\\udfff', a lone surrogate"),
 ], ids=["datetime", "set", "object", "bytes", "decimal", "nan", "inf", "int-key", "nested",
-        "nested-kwarg"])
+        "nested-kwarg", "surrogate", "surrogate-key"])
 def test_non_json_arguments_raise_type_error_and_write_nothing(raw, args, kwargs, expected):
     with pytest.raises(TypeError) as caught:
         echo.enqueue(*args, **kwargs)

@@ -91,6 +91,9 @@ class Processor:
             except TaskTimeout:
                 # The watchdog's interruption landed just after its task had returned.
                 logger.debug("a timeout interruption arrived after its task ended")
+            except Exception:
+                # Never lose a thread: the process would run with fewer than it says.
+                logger.exception("worker thread: unexpected error; the thread goes on")
 
     def _run_entry(self, entry: Running) -> None:
         if self._stopping.is_set() or self._retiring.is_set():
