@@ -107,11 +107,9 @@ def record_time(token: str) -> str:
 
 
 @background_task
-def record_host_and_redis_time(token: str) -> str:
-    """Record `token` with Redis' clock (see recording.record_redis_time), and this host's
-    clock under bgtasks-test:host-time:<token> (for clock-skew tests)."""
+def record_redis_time(token: str) -> str:
+    """Record `token` with Redis' clock (see recording.record_redis_time)."""
     recording.record_redis_time(token)
-    recording.client().set(f"bgtasks-test:host-time:{token}", repr(time.time()))
     return token
 
 
