@@ -355,7 +355,7 @@ def judge(plan: list[Planned], ledger, kills: list[Kill], retried: set[str]) -> 
                 f"{item.token} ({item.kind}): executions "
                 + ", ".join(f"pid {r.pid} at {clock(r.at)}" for r in runs))
 
-    recoveries = []
+    recoveries: dict[str, list[float]] = defaultdict(list)
     for kill in kills:
         if not kill.pids or kill.kind == "host_term":
             continue
@@ -364,14 +364,15 @@ def judge(plan: list[Planned], ledger, kills: list[Kill], retried: set[str]) -> 
             for i, run in enumerate(runs):
                 if run.pid in killed and run.at <= kill.at and i + 1 < len(runs) and (
                         runs[i + 1].at > kill.at):
-                    recoveries.append(runs[i + 1].at - kill.at)
+                    recoveries[kill.kind].append(runs[i + 1].at - kill.at)
     return {
         "lost": lost, "never_started": never_started, "duplicates": duplicates,
         "duplicates_from_retried_enqueue": from_retried_enqueue,
         "unexplained_duplicates": unexplained, "unexplained_tokens": unexplained_tokens[:20],
         "executions": len(starts), "completed": len(completed),
-        "max_recovery_s": round(max(recoveries), 3) if recoveries else None,
-        "recoveries_measured": len(recoveries),
+        # from a kill to the next start of each task it interrupted, per kind of kill
+        "max_recovery_s": {kind: round(max(times), 3) for kind, times in recoveries.items()},
+        "recoveries_measured": {kind: len(times) for kind, times in recoveries.items()},
     }
 
 
