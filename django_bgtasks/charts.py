@@ -36,10 +36,11 @@ def history_chart(days: Sequence[DayStats]) -> SafeString:
     top = nice_ceiling(max((max(d.processed, d.failed) for d in days), default=0))
     base = TOP + plot_h
     parts = [format_html(
+        # no inline style (a strict CSP drops it): admin.css caps the width
         '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {} {}" width="100%" '
-        'style="max-width:{}px" role="img" aria-label="{}" class="bgtasks-chart">'
+        'role="img" aria-label="{}" class="bgtasks-chart">'
         "<title>{}</title>",
-        WIDTH, HEIGHT, WIDTH, "Processed and failed tasks per day",
+        WIDTH, HEIGHT, "Processed and failed tasks per day",
         "Processed and failed tasks per day (UTC)")]
     for fraction in (0, 0.5, 1):  # gridlines with their value
         y = base - fraction * plot_h

@@ -33,6 +33,21 @@ class InvalidTaskMessage(BgTasksError):
     """A message read from Redis is not a valid task (corrupt or foreign data)."""
 
 
+class InvalidTaskRecord(InvalidTaskMessage):
+    """Names the error of a task whose record in Redis is damaged (written by the scripts;
+    never raised): the task went to the dead queue without running."""
+
+
+class InvalidTaskId(InvalidTaskMessage):
+    """Names the error of a task whose id is not UTF-8 text (written by the scripts; never
+    raised): no worker could report on it, so it went to the dead queue."""
+
+
+class WorkerLost(BgTasksError):
+    """Names the error of an attempt whose worker died or lost its lease (written by the
+    recovery; never raised). The attempt counts."""
+
+
 class TaskTimeout(BgTasksError):
     """Raised inside a task's thread when it runs past its ``timeout``."""
 

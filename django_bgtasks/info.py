@@ -46,6 +46,8 @@ class TaskInfo:
     traceback: str
     result: Any
     errors: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+    # The worker of the latest attempt (its id; "" before the first).
+    worker: str = field(default="", repr=False)
     # Set when the stored message could not be decoded: why, and the raw bytes.
     message_error: str = field(default="", repr=False)
 
@@ -92,6 +94,7 @@ class TaskInfo:
             traceback=str(last.get("traceback") or ""),
             result=result,
             errors=errors,
+            worker=meta["worker"] if isinstance(meta.get("worker"), str) else "",
             message_error=message_error,
         )
 

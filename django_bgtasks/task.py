@@ -25,6 +25,9 @@ from .message import TaskMessage, dumps, validate_arguments, validate_result
 
 Seconds = float | int | timedelta
 
+# The worker id an EAGER run reports (no worker runs it).
+EAGER_WORKER_ID = "eager"
+
 
 def _seconds(value: Seconds | None, what: str, allow_zero: bool = False) -> float | None:
     if value is None:
@@ -190,18 +193,29 @@ class BackgroundTask:
                     f"{outcome.holder_id!r} holds the lock in queue {req.queue!r}",
                     outcome.holder_id)
             infos.append(TaskInfo.from_message(msg, outcome.state))
+        self._announce_enqueued(infos)
+        return infos
+
+    def _announce_enqueued(self, infos: list[TaskInfo]) -> None:
+        """Send task_enqueued for tasks now written (a subclass may announce more)."""
         if signals.task_enqueued.has_listeners():
             for info in infos:
                 signals.task_enqueued.send(sender=self, task_info=info)
-        return infos
+
+    def _run_attempt(self, msg: TaskMessage, attempt: int, worker_id: str) -> Any:
+        """Call the function for attempt ``attempt`` of ``msg``: the one call the worker
+        and EAGER make (a subclass may wrap it, as the Django Tasks adapter does)."""
+        return self.func(*msg.args, **msg.kwargs)
 
     def _run_eagerly(self, msg: TaskMessage) -> TaskInfo:
         # Arguments go through JSON as they would through Redis (tuples become lists).
         args, kwargs = json.loads(dumps([msg.args, msg.kwargs]))
-        info = dataclasses.replace(TaskInfo.from_message(msg, "active"), attempts=1)
-        signals.task_enqueued.send(sender=self, task_info=info)
+        msg = dataclasses.replace(msg, args=args, kwargs=kwargs)
+        self._announce_enqueued([TaskInfo.from_message(msg, "pending")])
+        info = dataclasses.replace(TaskInfo.from_message(msg, "active"), attempts=1,
+                                   worker=EAGER_WORKER_ID)
         signals.task_started.send(sender=self, task_info=info)
-        result = self.func(*args, **kwargs)
+        result = self._run_attempt(msg, 1, EAGER_WORKER_ID)
         validate_result(self.name, result)
         info = dataclasses.replace(info, state="completed", result=result)
         signals.task_succeeded.send(sender=self, task_info=info, result=result)

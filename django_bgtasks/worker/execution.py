@@ -13,6 +13,7 @@ from django.db import close_old_connections
 from .. import registry, signals
 from ..backoff import decide_failure
 from ..broker.redis import Ack, ClaimedTask
+from ..django_tasks.resolve import worker_task
 from ..exceptions import InvalidTaskMessage
 from ..info import TaskInfo
 from ..message import TaskMessage, dumps, shorten_raw, validate_result
@@ -52,6 +53,16 @@ def log_corrupt(task_id: str, reason: str) -> None:
     logger.error("task [%s] is corrupt and goes to the dead queue: %s", log_id(task_id), reason)
 
 
+def _send_robustly(signal: Any, **kwargs: Any) -> None:
+    """Send a signal about an outcome already decided: a receiver that raises is logged,
+    and must not keep that outcome from being written (the task would stay active)."""
+    for receiver, response in signal.send_robust(**kwargs):
+        if isinstance(response, Exception):
+            logger.error("a receiver of django_bgtasks.signals (%s) raised; the task's "
+                         "outcome is kept", getattr(receiver, "__qualname__", receiver),
+                         exc_info=response)
+
+
 def _state_info(msg: TaskMessage, state: str, attempt: int) -> TaskInfo:
     return replace(TaskInfo.from_message(msg, state), attempts=attempt)
 
@@ -87,6 +98,9 @@ class TaskExecutor:
             label += f" args={dumps(msg.args)} kwargs={dumps(msg.kwargs)}"
         try:
             if task is None:
+                # A Django task (a "django:" name), found safely, or None for other names.
+                task = worker_task(msg.name)
+            if task is None:
                 raise UnknownTask(
                     f"no task named {msg.name!r} is registered in this worker (is its module "
                     f"a 'tasks' module of an installed app, or imported by one?)")
@@ -94,7 +108,7 @@ class TaskExecutor:
             if signals.task_started.has_listeners():
                 signals.task_started.send(sender=task,
                                           task_info=_state_info(msg, "active", claimed.attempt))
-            result = task.func(*msg.args, **msg.kwargs)
+            result = task._run_attempt(msg, claimed.attempt, self.worker_id)
             validate_result(msg.name, result)
         except BaseException as exc:  # noqa: BLE001  (a task's failure must never kill the thread)
             return self._failed(claimed, msg, task, exc, label, time.monotonic() - started)
@@ -103,8 +117,8 @@ class TaskExecutor:
         elapsed = time.monotonic() - started
         logger.info("task %s succeeded in %.3fs (attempt %d)", label, elapsed, claimed.attempt)
         if signals.task_succeeded.has_listeners():
-            signals.task_succeeded.send(sender=task, result=result,
-                                        task_info=_state_info(msg, "completed", claimed.attempt))
+            _send_robustly(signals.task_succeeded, sender=task, result=result,
+                           task_info=_state_info(msg, "completed", claimed.attempt))
         ttl_ms = int(msg.result_ttl * 1000) if msg.result_ttl else None
         return Ack(claimed.id, claimed.attempt, "done", result=dumps(result) if ttl_ms else "",
                    result_ttl_ms=ttl_ms)
@@ -134,6 +148,6 @@ class TaskExecutor:
                          label, elapsed, claimed.attempt, total, decision.reason, ack.error)
             signal, state = signals.task_dead, "dead"
         if signal.has_listeners():
-            signal.send(sender=task, exception=exc,
-                        task_info=_state_info(msg, state, claimed.attempt))
+            _send_robustly(signal, sender=task, exception=exc,
+                           task_info=_state_info(msg, state, claimed.attempt))
         return ack

@@ -9,6 +9,8 @@ Environment:
 import os
 from pathlib import Path
 
+import django
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 SECRET_KEY = "django-insecure-bgtasks-testproject-dev-key-do-not-use-in-production"
@@ -83,6 +85,19 @@ BGTASKS = {
     "QUEUES": {"default": 1, "mail": 2},
     "LEASE_SECONDS": float(os.environ.get("BGTASKS_LEASE_SECONDS", "30")),
 }
+
+if django.VERSION >= (6, 0):
+    # Django's Tasks framework on our worker (demo.django_tasks), and another backend for
+    # the tests of tasks the worker must refuse.
+    TASKS = {
+        "default": {
+            "BACKEND": "django_bgtasks.backends.BackgroundTaskBackend",
+            "QUEUES": ["default", "mail"],
+            # quick retries, so that the tests see a failing task reach the dead queue
+            "OPTIONS": {"max_retries": 2, "retry_backoff": lambda attempt: 0.2},
+        },
+        "immediate": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"},
+    }
 
 CACHES = {
     "default": {

@@ -1,0 +1,73 @@
+"""DjangoTaskAdapter: one of our tasks standing for a Django task.
+
+It goes through the same enqueue, EAGER and worker paths as any BackgroundTask, and adds
+what ``django.tasks`` promises: the TaskContext, coroutine functions, and Django's
+``task_enqueued`` / ``task_started`` / ``task_finished`` signals.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from django.tasks import Task, TaskContext
+from django.tasks.signals import task_enqueued, task_finished, task_started
+from django.utils import timezone
+
+from ..backoff import decide_failure
+from ..info import TaskInfo
+from ..message import TaskMessage, validate_result
+from ..task import BackgroundTask
+from .results import as_enqueued, task_result
+
+
+@dataclass(frozen=True)
+class DjangoTaskAdapter(BackgroundTask):
+    """A BackgroundTask that runs ``django_task`` the way django.tasks expects."""
+
+    django_task: Task | None = field(default=None, compare=False, repr=False)
+
+    def _sender(self) -> type:
+        # Django's backends send their signals with the backend class as sender.
+        return type(self.django_task.get_backend())
+
+    def _announce_enqueued(self, infos: list[TaskInfo]) -> None:
+        """Ours, then Django's task_enqueued: after the write (after the commit, when the
+        enqueue waited for one)."""
+        super()._announce_enqueued(infos)
+        for info in infos:
+            task_enqueued.send(self._sender(), task_result=task_result(info, self.django_task))
+
+    def _run_attempt(self, msg: TaskMessage, attempt: int, worker_id: str) -> Any:
+        """Run the Django task as ``Task.call`` does (a coroutine function to completion,
+        through async_to_sync, before this returns), with its context if it takes one;
+        send task_started, and task_finished once the run is over: it succeeded, or
+        failed for good."""
+        info = replace(TaskInfo.from_message(msg, "active"), attempts=attempt,
+                       worker=worker_id, started_at=timezone.now())
+        task = as_enqueued(self.django_task, info)
+        sender = type(task.get_backend())
+        running = task_result(info, task)
+        task_started.send(sender, task_result=running)
+        try:
+            if task.takes_context:
+                value = task.call(TaskContext(task_result=running), *msg.args, **msg.kwargs)
+            else:
+                value = task.call(*msg.args, **msg.kwargs)
+            validate_result(self.name, value)
+        except BaseException as exc:
+            # The worker makes the same decision right after: only a task that will not
+            # run again has finished.
+            if decide_failure(exc, attempt, msg.max_retries, self.retry_backoff).outcome == "dead":
+                kind = type(exc)
+                error = {"error": f"{kind.__module__}.{kind.__qualname__}: {exc}",
+                         "traceback": "".join(traceback.format_exception(exc)),
+                         "worker": worker_id}
+                failed = replace(info, state="dead", finished_at=timezone.now(),
+                                 errors=(error,))
+                task_finished.send(sender, task_result=task_result(failed, task))
+            raise
+        done = replace(info, state="completed", finished_at=timezone.now(), result=value)
+        task_finished.send(sender, task_result=task_result(done, task))
+        return value
