@@ -68,6 +68,16 @@ class QueueKeys:
         """Daily counter ``kind`` ('processed' or 'failed') for ``day`` (YYYY-MM-DD, UTC)."""
         return self._key(f"stats:{kind}:{day}")
 
+    @property
+    def cron(self) -> str:
+        """HASH periodic entry name -> JSON state (last tick mark, spec id, enabled, task);
+        never expires: the mark is what makes each tick fire once."""
+        return self._key("cron")
+
+    def cron_history(self, name: str) -> str:
+        """LIST of the entry's last 100 tick outcomes, newest first."""
+        return self._key(f"cron-history:{name}")
+
 
 @dataclass(frozen=True)
 class GlobalKeys:

@@ -7,6 +7,7 @@ BrokerUnavailable; callers decide whether to retry.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -112,6 +113,24 @@ class TaskRecord:
     raw_result: bytes | None
 
 
+@dataclass(frozen=True)
+class PeriodicTick:
+    """One tick a scheduler proposes: its time, and the task it would enqueue."""
+
+    tick_ms: int
+    id: str
+    message: str
+
+
+@dataclass(frozen=True)
+class FireOutcome:
+    """What cron_fire did: 'fired', 'nothing due', 'disabled', 'started' or 'skipped'."""
+
+    outcome: str
+    fired: list[str]
+    last_ms: int
+
+
 ENQUEUE_BATCH = 1000  # tasks per enqueue call: bounded work inside Redis (~10 ms)
 
 
@@ -141,6 +160,15 @@ def _encode_arg(value: Any) -> bytes:
     if isinstance(value, float):
         return repr(value).encode()
     return str(value).encode()
+
+
+def _json_object(raw: bytes | str) -> dict[str, Any]:
+    """A stored JSON object; anything else (damage from outside) reads as empty."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _text(value: bytes | str) -> str:
@@ -345,6 +373,41 @@ class RedisBroker:
         back, dead = self._run("release", queue,
                                [worker_id, error, dead_max_tasks, dead_max_age_ms])
         return [_text(i) for i in back], [_text(i) for i in dead]
+
+    # -- periodic tasks ---------------------------------------------------------------
+
+    def fire_periodic(self, queue: str, name: str, spec_id: str, mark_ms: int, policy: str,
+                      max_lateness_ms: int | None, overlap: str, priority: int,
+                      max_retries: int, ticks: Sequence[PeriodicTick]) -> FireOutcome:
+        """Offer ``ticks`` (ascending) of entry ``name``; Redis admits each due tick newer
+        than the entry's mark exactly once, whichever host offers it (cron_fire.lua)."""
+        keys = self.queue_keys(queue)
+        args: list[Any] = [name, spec_id, mark_ms, policy,
+                           "" if max_lateness_ms is None else max_lateness_ms, overlap,
+                           priority, max_retries]
+        for tick in ticks:
+            args += [tick.tick_ms, tick.id, tick.message]
+        outcome, fired, last = self._run("cron_fire", queue, args,
+                                         [keys.cron, keys.cron_history(name)])
+        return FireOutcome(_text(outcome), [_text(i) for i in fired], int(last))
+
+    def enable_periodic(self, queue: str, name: str, enabled: bool, mark_ms: int) -> bool:
+        """Switch entry ``name`` on or off; True when that changed something."""
+        keys = self.queue_keys(queue)
+        return bool(self._run("cron_enable", queue, [name, "1" if enabled else "0", mark_ms],
+                              [keys.cron, keys.cron_history(name)]))
+
+    def periodic_states(self, queue: str) -> dict[str, dict[str, Any]]:
+        """Every entry's stored state in ``queue`` (last tick mark, enabled, last task)."""
+        with self.translate_errors():
+            raw = self.client.hgetall(self.queue_keys(queue).cron)
+        return {_text(name): _json_object(value) for name, value in raw.items()}
+
+    def periodic_history(self, queue: str, name: str) -> list[dict[str, Any]]:
+        """The entry's last 100 tick outcomes, newest first."""
+        with self.translate_errors():
+            raw = self.client.lrange(self.queue_keys(queue).cron_history(name), 0, -1)
+        return [_json_object(item) for item in raw]
 
     def clean(self, queue: str, dead_max_tasks: int, dead_max_age_ms: int,
               limit: int = 200) -> tuple[int, int, int, bool]:

@@ -21,48 +21,16 @@ for base = 2, #ARGV, 8 do
   local id, msg, priority = ARGV[base], ARGV[base + 1], tonumber(ARGV[base + 2])
   local run_at, delay, lock = ARGV[base + 3], ARGV[base + 4], ARGV[base + 5]
   local lock_ttl, max_retries = tonumber(ARGV[base + 6]), tonumber(ARGV[base + 7])
-  local holder = false
-  if lock ~= '' then
-    local expiry = redis.call('ZSCORE', K_UNIQUE_EXP, lock)
-    local current = redis.call('HGET', K_UNIQUE, lock)
-    if expiry and tonumber(expiry) > now and current and current ~= id then
-      holder = current
-    end
+  local due = now
+  if run_at ~= '' then due = tonumber(run_at) elseif delay ~= '' then due = now + tonumber(delay) end
+  local status, value, added_due, added = add_task(id, msg, priority, due, lock, lock_ttl,
+                                                   max_retries, now)
+  if added and value == 'pending' then
+    pushed = pushed + 1
+  elseif added and (not earliest_scheduled or due < earliest_scheduled) then
+    earliest_scheduled = due
   end
-  if holder then
-    reply('locked', holder, '')
-  elseif redis.call('HSETNX', K_MSG, id, msg) == 0 then
-    -- Already there: a resent call (same message) succeeded before; anything else is
-    -- another task holding this id.
-    if redis.call('HGET', K_MSG, id) == msg then
-      local info = get_info(id)
-      reply('ok', info.state, tostring(info.run_after or ''))
-    else
-      reply('exists', id, '')
-    end
-  else
-    if lock ~= '' then
-      redis.call('HSET', K_UNIQUE, lock, id)
-      redis.call('ZADD', K_UNIQUE_EXP, now + lock_ttl, lock)
-    end
-    local due = now
-    if run_at ~= '' then due = tonumber(run_at) elseif delay ~= '' then due = now + tonumber(delay) end
-    local state = 'pending'
-    if due > now then state = 'scheduled' end
-    -- Built by hand: cjson.encode of a fresh record was a measurable share of the call.
-    local info = '{"state":"' .. state .. '","attempts":0,"max_retries":' .. max_retries
-      .. ',"priority":' .. priority .. ',"enqueued_at":' .. now .. ',"run_after":' .. due
-    if lock ~= '' then info = info .. ',"unique_key":' .. cjson.encode(lock) end
-    redis.call('HSET', K_INFO, id, info .. '}')
-    if state == 'scheduled' then
-      redis.call('ZADD', K_SCHEDULED, due, id)
-      if not earliest_scheduled or due < earliest_scheduled then earliest_scheduled = due end
-    else
-      redis.call('ZADD', K_PENDING, pending_score(priority, false), id)
-      pushed = pushed + 1
-    end
-    reply('ok', state, tostring(due))
-  end
+  reply(status, value, added_due and tostring(added_due) or '')
 end
 
 if pushed > 0 then notify(pushed) end

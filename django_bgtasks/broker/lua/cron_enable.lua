@@ -1,0 +1,22 @@
+-- cron_enable: switch a periodic entry on or off (every host sees it at its next tick).
+-- Switching on restarts counting from now, so the ticks missed while off never fire.
+-- KEYS: the queue's keys, then KEYS[16] = the queue's cron state hash, KEYS[17] = the
+--       entry's history list.
+-- ARGV: name, '1' (on) or '0' (off), mark_ms (the newest tick at or before now)
+-- Returns: 1 when the entry changed, 0 when it already was so.
+local name, on, mark = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3])
+local now = now_ms()
+local state = {last = math.min(mark, now), spec = '', enabled = on, task = ''}
+local raw = redis.call('HGET', KEYS[16], name)
+if raw then
+  local ok, decoded = pcall(cjson.decode, raw)
+  if ok and type(decoded) == 'table' and tonumber(decoded.last) then state = decoded end
+end
+if (state.enabled ~= false) == on and raw then return 0 end
+state.enabled = on
+if on then state.last = math.max(tonumber(state.last), math.min(mark, now)) end
+redis.call('HSET', KEYS[16], name, cjson.encode(state))
+redis.call('LPUSH', KEYS[17], cjson.encode({tick = state.last, at = now,
+                                            outcome = on and 'enabled' or 'disabled', id = ''}))
+redis.call('LTRIM', KEYS[17], 0, 99)
+return 1
