@@ -11,10 +11,11 @@ from .exceptions import (
     TaskTimeout,
 )
 from .info import TaskInfo
+from .periodic import periodic_task
 from .task import BackgroundTask, background_task, get_task_info
 
 __all__ = [
     "BackgroundTask", "BgTasksError", "BrokerUnavailable", "EnqueueError", "Retry",
     "SkipRetry", "TaskAlreadyExists", "TaskInfo", "TaskNotFound", "TaskTimeout",
-    "background_task", "get_task_info",
+    "background_task", "get_task_info", "periodic_task",
 ]

@@ -86,6 +86,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
     for key in ("STRICT_PRIORITY", "EAGER", "ENQUEUE_ON_COMMIT"):
         if not isinstance(cfg[key], bool):
             found.append(Error(f"BGTASKS[{key!r}] must be True or False.", id="bgtasks.E009"))
+    if not isinstance(cfg["PERIODIC"], (list, tuple)):
+        found.append(Error("BGTASKS['PERIODIC'] must be a list of periodic entries (dicts).",
+                           id="bgtasks.E013"))
     return found
 
 
@@ -104,6 +107,17 @@ def eviction_warning(policy: str) -> Warning | None:
              "instead) or a volatile-* policy, or give django-bgtasks a Redis of its own "
              "rather than sharing a cache's.",
         id="bgtasks.W002")
+
+
+@register(Tags.compatibility)
+def check_periodic(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """Every periodic entry (decorated or in BGTASKS['PERIODIC']) is valid: its spec, time
+    zone, task, JSON arguments and options; names are unique."""
+    if any(isinstance(problem, Error) for problem in check_settings()):
+        return []
+    from .periodic import entries
+
+    return [Error(problem, id="bgtasks.E013") for problem in entries()[1]]
 
 
 @register(Tags.database, deploy=True)

@@ -19,6 +19,7 @@ DEFAULTS: dict[str, Any] = {
     "DEAD_MAX_TASKS": 10_000,
     "DEAD_MAX_AGE": 180 * 24 * 3600,
     "LEASE_SECONDS": 30,
+    "PERIODIC": [],
     # Bounded waits on a Redis that stops answering: enqueue() raises EnqueueError after
     # at most this long instead of hanging a request.
     "SOCKET_TIMEOUT": 10.0,
@@ -40,6 +41,7 @@ class Settings:
     DEAD_MAX_TASKS: int
     DEAD_MAX_AGE: float
     LEASE_SECONDS: float
+    PERIODIC: list
     SOCKET_TIMEOUT: float
     CONNECT_TIMEOUT: float
     unknown: tuple[str, ...] = field(default=())

@@ -44,6 +44,7 @@ class WorkerConfig:
     dead_max_tasks: int = 10_000
     dead_max_age: float = 180 * 24 * 3600
     log_arguments: bool = False
+    cron: bool = True  # fire periodic entries from this host
 
     @property
     def lease_ms(self) -> int:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from ..broker.redis import RedisBroker
 from .component import Component
 from .config import WorkerConfig
+from .cron import CronScheduler
 from .execution import TaskExecutor
 from .heartbeat import Heartbeat
 from .inflight import InFlight
@@ -29,6 +30,19 @@ from .recoverer import Recoverer
 from .timeouts import TimeoutWatchdog
 
 logger = logging.getLogger("django_bgtasks.worker")
+
+
+def periodic_entries(config: WorkerConfig) -> list:
+    """The valid periodic entries this host fires (none with --no-cron); problems are the
+    system checks' to report (bgtasks.E013), here only logged."""
+    if not config.cron:
+        return []
+    from ..periodic import entries
+
+    found, problems = entries()
+    for problem in problems:
+        logger.error("%s; this entry does not fire", problem)
+    return found
 
 
 class Runner:
@@ -52,6 +66,9 @@ class Runner:
             queues = list(config.queues)
             self.components = [Poller(broker, queues), Recoverer(broker, config),
                                Janitor(broker, config)]
+            periodic = periodic_entries(config)
+            if periodic:
+                self.components.append(CronScheduler(broker, periodic))
         else:
             executor = TaskExecutor(worker_id, config.log_arguments)
             self.processor = Processor(broker, config, worker_id, executor, self.inflight)

@@ -85,6 +85,9 @@ BGTASKS = {
     "QUEUES": {"default": 1, "mail": 2},
     "LEASE_SECONDS": float(os.environ.get("BGTASKS_LEASE_SECONDS", "30")),
 }
+if os.environ.get("BGTASKS_TEST_PERIODIC"):  # only the periodic tests' workers fire it
+    BGTASKS["PERIODIC"] = [{"name": "every-second", "task": "demo.tasks.record_redis_time",
+                            "every": 1, "args": ["tick"]}]
 
 if django.VERSION >= (6, 0):
     # Django's Tasks framework on our worker (demo.django_tasks), and another backend for

@@ -30,6 +30,9 @@ class Command(BaseCommand):
         parser.add_argument("--max-tasks-per-child", type=int, default=0,
                             help="Replace a worker process after it ran this many tasks "
                                  "(default: 0, never).")
+        parser.add_argument("--no-cron", action="store_true",
+                            help="Do not fire periodic tasks from this host (every host "
+                                 "fires them by default; each tick runs once either way).")
 
     def handle(self, *args: Any, **options: Any) -> None:
         cfg = get_settings()
@@ -50,7 +53,7 @@ class Command(BaseCommand):
             max_tasks_per_child=options["max_tasks_per_child"],
             strict_priority=cfg.STRICT_PRIORITY, lease_seconds=float(cfg.LEASE_SECONDS),
             dead_max_tasks=cfg.DEAD_MAX_TASKS, dead_max_age=float(cfg.DEAD_MAX_AGE),
-            log_arguments=verbosity >= 2,
+            log_arguments=verbosity >= 2, cron=not options["no_cron"],
         )
         code = Supervisor(config).run()
         if code:

@@ -1,0 +1,65 @@
+"""Fires periodic entries: on every host, with no leader. Each host proposes the ticks due
+by Redis' clock; cron_fire.lua admits each tick once, whichever host comes first."""
+
+from __future__ import annotations
+
+import logging
+
+from ..broker.redis import PeriodicTick, RedisBroker
+from ..periodic import MAX_CATCH_UP, PeriodicEntry
+from .component import Component
+
+logger = logging.getLogger("django_bgtasks.worker")
+
+MAX_SLEEP = 1.0  # re-reads enable switches and Redis' clock at least this often
+SETTLE_MS = 2  # wake just after a tick, so it is due on Redis' clock when proposed
+
+
+class CronScheduler(Component):
+    name = "scheduler"
+
+    def __init__(self, broker: RedisBroker, entries: list[PeriodicEntry]) -> None:
+        super().__init__()
+        self._broker = broker
+        self._entries = entries
+
+    def tick(self) -> float:
+        now = self._broker.server_time_ms()
+        states: dict[str, dict] = {}
+        soonest = now + int(MAX_SLEEP * 1000)
+        for entry in self._entries:
+            task = entry.task()
+            if task.queue_name not in states:
+                states[task.queue_name] = self._broker.periodic_states(task.queue_name)
+            self._offer(entry, task, states[task.queue_name].get(entry.name), now)
+            soonest = min(soonest, entry.schedule.next_after(now))
+        return max(0.0, (soonest - now + SETTLE_MS) / 1000)
+
+    def _offer(self, entry: PeriodicEntry, task, state: dict | None, now: int) -> None:
+        known = state is not None and state.get("spec") == entry.spec_id
+        ticks = due_ticks(entry, int(state["last"]), now) if known else []
+        if known and not ticks:
+            return  # nothing new: no call
+        mark = entry.schedule.previous_at_or_before(now) or 0
+        late_ms = None if entry.max_lateness is None else int(entry.max_lateness * 1000)
+        offered = [PeriodicTick(t, f"cron:{entry.name}:{t}", entry.message(t, now / 1000)
+                                .encode()) for t in ticks]
+        result = self._broker.fire_periodic(task.queue_name, entry.name, entry.spec_id, mark,
+                                            entry.catch_up, late_ms, entry.overlap,
+                                            task.priority, task.max_retries, offered)
+        if result.fired:
+            logger.info("periodic %s: enqueued %s", entry.name, ", ".join(result.fired))
+        elif result.outcome in ("started", "skipped"):
+            logger.info("periodic %s: %s (next tick after %d)", entry.name, result.outcome,
+                        result.last_ms)
+
+
+def due_ticks(entry: PeriodicEntry, last_ms: int, now_ms: int) -> list[int]:
+    """The newest ticks after ``last_ms`` up to ``now_ms`` (at most MAX_CATCH_UP),
+    ascending: the script picks among them by the entry's catch-up policy."""
+    ticks: list[int] = []
+    tick = entry.schedule.previous_at_or_before(now_ms)
+    while tick is not None and tick > last_ms and len(ticks) < MAX_CATCH_UP:
+        ticks.append(tick)
+        tick = entry.schedule.previous_at_or_before(tick - 1)
+    return ticks[::-1]
