@@ -311,3 +311,23 @@ local function add_task(id, msg, priority, due, lock, lock_ttl, max_retries, now
   end
   return 'ok', state, due, true
 end
+
+-- Periodic entries (cron_fire.lua, cron_enable.lua) keep a state per entry in the queue's
+-- cron hash, and a history list per entry.
+local CRON_HISTORY_KEEP = 100
+
+-- The entry's stored state ({last, spec, enabled, task}), or nil when missing or damaged;
+-- and whether anything at all is stored under its name.
+local function cron_state(hash, name)
+  local raw = redis.call('HGET', hash, name)
+  if not raw then return nil, false end
+  local ok, decoded = pcall(cjson.decode, raw)
+  if ok and type(decoded) == 'table' and tonumber(decoded.last) then return decoded, true end
+  return nil, true
+end
+
+local function cron_note(history, tick, now, outcome, id)
+  redis.call('LPUSH', history, cjson.encode({tick = tick, at = now, outcome = outcome,
+                                            id = id or ''}))
+  redis.call('LTRIM', history, 0, CRON_HISTORY_KEEP - 1)
+end

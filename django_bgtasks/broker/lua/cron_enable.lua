@@ -6,17 +6,11 @@
 -- Returns: 1 when the entry changed, 0 when it already was so.
 local name, on, mark = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3])
 local now = now_ms()
-local state = {last = math.min(mark, now), spec = '', enabled = on, task = ''}
-local raw = redis.call('HGET', KEYS[16], name)
-if raw then
-  local ok, decoded = pcall(cjson.decode, raw)
-  if ok and type(decoded) == 'table' and tonumber(decoded.last) then state = decoded end
-end
-if (state.enabled ~= false) == on and raw then return 0 end
+local stored, present = cron_state(KEYS[16], name)
+local state = stored or {last = math.min(mark, now), spec = '', enabled = on, task = ''}
+if present and (state.enabled ~= false) == on then return 0 end
 state.enabled = on
 if on then state.last = math.max(tonumber(state.last), math.min(mark, now)) end
 redis.call('HSET', KEYS[16], name, cjson.encode(state))
-redis.call('LPUSH', KEYS[17], cjson.encode({tick = state.last, at = now,
-                                            outcome = on and 'enabled' or 'disabled', id = ''}))
-redis.call('LTRIM', KEYS[17], 0, 99)
+cron_note(KEYS[17], state.last, now, on and 'enabled' or 'disabled')
 return 1

@@ -16,7 +16,6 @@ local name, spec, mark = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local policy, max_late, overlap = ARGV[4], tonumber(ARGV[5]), ARGV[6]
 local priority, max_retries = tonumber(ARGV[7]), tonumber(ARGV[8])
 local K_CRON, K_HISTORY = KEYS[16], KEYS[17]
-local HISTORY_KEEP = 100
 local now = now_ms()
 
 local function remember(state)
@@ -24,17 +23,10 @@ local function remember(state)
 end
 
 local function note(tick, outcome, id)
-  redis.call('LPUSH', K_HISTORY, cjson.encode({tick = tick, at = now, outcome = outcome,
-                                              id = id or ''}))
-  redis.call('LTRIM', K_HISTORY, 0, HISTORY_KEEP - 1)
+  cron_note(K_HISTORY, tick, now, outcome, id)
 end
 
-local state = nil
-local raw = redis.call('HGET', K_CRON, name)
-if raw then
-  local ok, decoded = pcall(cjson.decode, raw)
-  if ok and type(decoded) == 'table' and tonumber(decoded.last) then state = decoded end
-end
+local state = cron_state(K_CRON, name)
 
 -- A new entry, or one whose schedule changed, starts from now: no backlog fires at once.
 if not state or state.spec ~= spec then
