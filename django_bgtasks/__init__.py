@@ -1,5 +1,6 @@
 """django-bgtasks: Redis-backed background tasks for Django."""
 
+from .context import TaskRun, current_task
 from .exceptions import (
     BgTasksError,
     BrokerUnavailable,
@@ -16,6 +17,6 @@ from .task import BackgroundTask, background_task, get_task_info
 
 __all__ = [
     "BackgroundTask", "BgTasksError", "BrokerUnavailable", "EnqueueError", "Retry",
-    "SkipRetry", "TaskAlreadyExists", "TaskInfo", "TaskNotFound", "TaskTimeout",
-    "background_task", "get_task_info", "periodic_task",
+    "SkipRetry", "TaskAlreadyExists", "TaskInfo", "TaskNotFound", "TaskRun", "TaskTimeout",
+    "background_task", "current_task", "get_task_info", "periodic_task",
 ]

@@ -100,12 +100,18 @@ class TaskMessage:
     enqueued_at: float  # the producer's clock (epoch seconds): informational only
     run_after: float | None = None  # the requested due time (epoch seconds), if any
     v: int = field(default=MESSAGE_VERSION)
+    # The periodic entry that fired this task (its run_after is then the tick it stands
+    # for); only written when set, so ordinary messages do not grow.
+    periodic: str | None = None
 
     def encode(self) -> str:
         """The message as JSON text."""
         # Field by field: dataclasses.asdict deep-copies every argument (a third of the
         # cost of an enqueue, measured).
-        return dumps({name: getattr(self, name) for name in _FIELDS})
+        data = {name: getattr(self, name) for name in _FIELDS}
+        if self.periodic is not None:
+            data["periodic"] = self.periodic
+        return dumps(data)
 
     @classmethod
     def decode(cls, raw: bytes | str | None) -> TaskMessage:
@@ -165,6 +171,7 @@ _CHECKS = {
     "unique_key": lambda v: v in (None, _ABSENT) or isinstance(v, str),
     "enqueued_at": lambda v: v is _ABSENT or _is_number(v),
     "run_after": lambda v: v in (None, _ABSENT) or _is_number(v),
+    "periodic": lambda v: v in (None, _ABSENT) or isinstance(v, str),
 }
 
 
@@ -184,7 +191,7 @@ def _has_lone_surrogate(raw: bytes | str, data: Any) -> bool:
     return False
 
 
-_FIELDS = tuple(TaskMessage.__dataclass_fields__)
+_FIELDS = tuple(f for f in TaskMessage.__dataclass_fields__ if f != "periodic")
 
 
 def shorten_raw(raw: bytes | str, limit: int = 200) -> str:

@@ -53,7 +53,7 @@ class PeriodicEntry:
             id=f"cron:{self.name}:{tick_ms}", name=task.name, queue=task.queue_name,
             args=list(self.args), kwargs=dict(self.kwargs), priority=task.priority,
             max_retries=task.max_retries, timeout=task.timeout, result_ttl=task.result_ttl,
-            unique_key=None, enqueued_at=now_s, run_after=tick_ms / 1000)
+            unique_key=None, enqueued_at=now_s, run_after=tick_ms / 1000, periodic=self.name)
 
 
 _declared: dict[str, PeriodicEntry] = {}

@@ -19,6 +19,7 @@ from .broker import get_broker
 from .broker.keys import validate_queue_name
 from .broker.redis import EnqueueRequest
 from .conf import get_settings
+from .context import running
 from .exceptions import BgTasksError, EnqueueError, TaskAlreadyExists, TaskNotFound
 from .info import TaskInfo
 from .message import TaskMessage, dumps, validate_arguments, validate_result
@@ -215,7 +216,8 @@ class BackgroundTask:
         info = dataclasses.replace(TaskInfo.from_message(msg, "active"), attempts=1,
                                    worker=EAGER_WORKER_ID)
         signals.task_started.send(sender=self, task_info=info)
-        result = self._run_attempt(msg, 1, EAGER_WORKER_ID)
+        with running(msg, 1, EAGER_WORKER_ID):
+            result = self._run_attempt(msg, 1, EAGER_WORKER_ID)
         validate_result(self.name, result)
         info = dataclasses.replace(info, state="completed", result=result)
         signals.task_succeeded.send(sender=self, task_info=info, result=result)

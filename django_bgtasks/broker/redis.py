@@ -397,6 +397,17 @@ class RedisBroker:
         return bool(self._run("cron_enable", queue, [name, "1" if enabled else "0", mark_ms],
                               [keys.cron, keys.cron_history(name)]))
 
+    def run_periodic_now(self, queue: str, name: str, task_id: str, message: str,
+                         priority: int, max_retries: int) -> str:
+        """Enqueue entry ``name``'s task now, outside its schedule, and note it in the
+        entry's history (cron_run.lua). Returns 'ok', or 'exists' when ``task_id`` holds
+        another message (the same request, sent again, returns 'ok')."""
+        keys = self.queue_keys(queue)
+        status, _state = self._run("cron_run", queue,
+                                   [name, task_id, message, priority, max_retries],
+                                   [keys.cron, keys.cron_history(name)])
+        return _text(status)
+
     def periodic_states(self, queue: str) -> dict[str, dict[str, Any]]:
         """Every entry's stored state in ``queue`` (last tick mark, enabled, last task)."""
         with self.translate_errors():

@@ -8,13 +8,14 @@ from pathlib import Path
 LUA_DIR = Path(__file__).with_name("lua")
 SCRIPT_NAMES = (
     "enqueue", "claim", "extend", "forward", "recover", "release", "janitor", "requeue",
-    "delete", "cron_fire", "cron_enable",
+    "delete", "cron_fire", "cron_enable", "cron_run",
 )
-# Only enqueue and cron_fire add tasks. Under maxmemory with noeviction, Redis refuses them
-# (the caller gets a clear error, nothing is written), while every other transition works:
+# Only enqueue, cron_fire and cron_run add tasks. Under maxmemory with noeviction, Redis
+# refuses them (the caller gets a clear error, nothing is written), while every other
+# transition works:
 # a full Redis can only be emptied by workers claiming, finishing and trimming tasks.
 # (Without the flag, Redis 7 refuses a script whose first write needs memory.)
-GROWS_MEMORY = frozenset({"enqueue", "cron_fire"})
+GROWS_MEMORY = frozenset({"enqueue", "cron_fire", "cron_run"})
 
 
 @cache

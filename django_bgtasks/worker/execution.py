@@ -13,6 +13,7 @@ from django.db import close_old_connections
 from .. import registry, signals
 from ..backoff import decide_failure
 from ..broker.redis import Ack, ClaimedTask
+from ..context import running
 from ..django_tasks.resolve import worker_task
 from ..exceptions import InvalidTaskMessage
 from ..info import TaskInfo
@@ -108,7 +109,8 @@ class TaskExecutor:
             if signals.task_started.has_listeners():
                 signals.task_started.send(sender=task,
                                           task_info=_state_info(msg, "active", claimed.attempt))
-            result = task._run_attempt(msg, claimed.attempt, self.worker_id)
+            with running(msg, claimed.attempt, self.worker_id):
+                result = task._run_attempt(msg, claimed.attempt, self.worker_id)
             validate_result(msg.name, result)
         except BaseException as exc:  # noqa: BLE001  (a task's failure must never kill the thread)
             return self._failed(claimed, msg, task, exc, label, time.monotonic() - started)

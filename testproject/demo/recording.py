@@ -57,6 +57,25 @@ def record_redis_time(token: str) -> None:
     client().rpush(TIMES_KEY, json.dumps({"token": token, "t": seconds + micros / 1e6}))
 
 
+TICKS_KEY = "bgtasks-test:ticks"  # LIST of JSON runs of periodic tasks (record_tick)
+
+
+def record_tick(label: str, phase: str = "run") -> None:
+    """Append a periodic run to TICKS_KEY: {"label", "phase", "id", "entry",
+    "tick" (ms, the tick the run stands for: current_task().scheduled_for), "t" (ms, the
+    ledger Redis' clock), "attempt"}."""
+    from django_bgtasks import current_task
+
+    run = current_task()
+    seconds, micros = client().time()
+    tick = run.scheduled_for.timestamp() * 1000 if run and run.scheduled_for else None
+    client().rpush(TICKS_KEY, json.dumps({
+        "label": label, "phase": phase, "id": run.id if run else None,
+        "entry": run.periodic_entry if run else None,
+        "tick": None if tick is None else round(tick), "t": seconds * 1000 + micros / 1000,
+        "attempt": run.attempt if run else None}))
+
+
 def count_attempt(token: str) -> int:
     """Count one more attempt for `token`; returns the count including this one."""
     return int(client().incr(ATTEMPTS_PREFIX + token))
@@ -87,3 +106,9 @@ def times(r: redis.Redis) -> list[dict]:
 def attempts(r: redis.Redis, token: str) -> int:
     """How many attempts fail_then_succeed (or count_attempt) counted for `token`."""
     return int(r.get(ATTEMPTS_PREFIX + token) or 0)
+
+
+def ticks(r: redis.Redis, label: str | None = None) -> list[dict]:
+    """The runs record_tick saw, in order (of one label, or all)."""
+    runs = [json.loads(raw) for raw in r.lrange(TICKS_KEY, 0, -1)]
+    return [run for run in runs if label is None or run["label"] == label]

@@ -114,6 +114,22 @@ def record_redis_time(token: str) -> str:
 
 
 @background_task
+def record_tick(label: str) -> str:
+    """Record the run of a periodic task with the tick it stands for (recording.ticks)."""
+    recording.record_tick(label)
+    return label
+
+
+@background_task(timeout=60)
+def slow_tick(label: str, seconds: float) -> str:
+    """Record a start, sleep ``seconds``, record an end (for overlap tests)."""
+    recording.record_tick(label, "start")
+    time.sleep(seconds)
+    recording.record_tick(label, "end")
+    return label
+
+
+@background_task
 def retry_then_record(token: str, delay: float) -> str:
     """First attempt asks for `Retry(delay=delay)` (its time recorded); the next records `token`."""
     recording.record_time(token)

@@ -85,9 +85,26 @@ BGTASKS = {
     "QUEUES": {"default": 1, "mail": 2},
     "LEASE_SECONDS": float(os.environ.get("BGTASKS_LEASE_SECONDS", "30")),
 }
-if os.environ.get("BGTASKS_TEST_PERIODIC"):  # only the periodic tests' workers fire it
-    BGTASKS["PERIODIC"] = [{"name": "every-second", "task": "demo.tasks.record_redis_time",
-                            "every": 1, "args": ["tick"]}]
+# Periodic entries for the tests' workers only: BGTASKS_TEST_PERIODIC names the entries
+# to declare, comma-separated ("1" means every-second).
+TEST_PERIODIC_ENTRIES = {
+    "every-second": {"task": "demo.tasks.record_redis_time", "every": 1, "args": ["tick"]},
+    "soak": {"task": "demo.tasks.record_tick", "every": 1, "args": ["soak"]},
+    "latest-2s": {"task": "demo.tasks.record_tick", "every": 2, "args": ["latest-2s"]},
+    "all-2s": {"task": "demo.tasks.record_tick", "every": 2, "args": ["all-2s"],
+               "catch_up": "all"},
+    "skip-2s": {"task": "demo.tasks.record_tick", "every": 2, "args": ["skip-2s"],
+                "catch_up": "skip"},
+    "all-late-2s": {"task": "demo.tasks.record_tick", "every": 2, "args": ["all-late-2s"],
+                    "catch_up": "all", "max_lateness": 5},
+    "overlap-skip": {"task": "demo.tasks.slow_tick", "every": 1,
+                     "args": ["overlap-skip", 3], "overlap": "skip"},
+}
+_test_periodic = os.environ.get("BGTASKS_TEST_PERIODIC", "")
+if _test_periodic:
+    BGTASKS["PERIODIC"] = [
+        {"name": name, **TEST_PERIODIC_ENTRIES[name]}
+        for name in ("every-second" if _test_periodic == "1" else _test_periodic).split(",")]
 
 if django.VERSION >= (6, 0):
     # Django's Tasks framework on our worker (demo.django_tasks), and another backend for

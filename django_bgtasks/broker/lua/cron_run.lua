@@ -1,0 +1,23 @@
+-- cron_run: "run now" for a periodic entry: enqueue its task with the entry's arguments,
+-- outside its schedule, and note the run in the entry's history, in one call. The
+-- schedule's mark is left alone (the next tick still fires); the task becomes the entry's
+-- latest, so overlap="skip" waits for it too.
+-- KEYS: the queue's keys, then KEYS[16] = the queue's cron state hash, KEYS[17] = the
+--       entry's history list.
+-- ARGV: name, task id (one per request: a resent request finds its task), message JSON,
+--       priority, max_retries
+-- Returns: {status, state}: 'ok' and 'pending', or 'exists' (another message holds the id)
+local name, id, msg = ARGV[1], ARGV[2], ARGV[3]
+local now = now_ms()
+local status, state, _, created = add_task(id, msg, tonumber(ARGV[4]), now, '', 0,
+                                           tonumber(ARGV[5]), now)
+if created then
+  local entry = cron_state(KEYS[16], name)
+  if entry then
+    entry.task = id
+    redis.call('HSET', KEYS[16], name, cjson.encode(entry))
+  end
+  cron_note(KEYS[17], now, now, 'run now', id)
+  notify(1)
+end
+return {status, state}
