@@ -36,6 +36,8 @@ class CronScheduler(Component):
         return max(0.0, (soonest - now + SETTLE_MS) / 1000)
 
     def _offer(self, entry: PeriodicEntry, task, state: dict | None, now: int) -> None:
+        if state is not None and state.get("enabled") is False:
+            return  # switched off: nothing to propose (switching on resets the mark)
         known = state is not None and state.get("spec") == entry.spec_id
         ticks = due_ticks(entry, int(state["last"]), now) if known else []
         if known and not ticks:
