@@ -4,6 +4,8 @@ Environment:
     BGTASKS_REDIS_URL       Redis for the tasks and the cache (the tests and scripts/demo set it)
     BGTASKS_DEMO_DB         sqlite file (default: testproject/db.sqlite3)
     BGTASKS_LEASE_SECONDS   BGTASKS["LEASE_SECONDS"] (tests shorten it)
+    BGTASKS_TEST_PERIODIC   periodic entries for the tests' workers (TEST_PERIODIC_ENTRIES)
+    BGTASKS_DEMO_PERIODIC   the demo's periodic entries (scripts/demo sets it)
 """
 
 import os
@@ -106,6 +108,13 @@ if _test_periodic:
     BGTASKS["PERIODIC"] = [
         {"name": name, **TEST_PERIODIC_ENTRIES[name]}
         for name in ("every-second" if _test_periodic == "1" else _test_periodic).split(",")]
+elif os.environ.get("BGTASKS_DEMO_PERIODIC"):  # scripts/demo: entries to look at
+    BGTASKS["PERIODIC"] = [
+        {"name": "demo-heartbeat", "task": "demo.tasks.reminder", "every": 15,
+         "args": ["periodic heartbeat (every 15 s)"]},
+        {"name": "nightly-report", "task": "demo.tasks.reminder", "cron": "30 2 * * *",
+         "tz": "Europe/Paris", "args": ["nightly report (02:30 Paris time)"]},
+    ]
 
 if django.VERSION >= (6, 0):
     # Django's Tasks framework on our worker (demo.django_tasks), and another backend for
