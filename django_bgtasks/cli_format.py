@@ -1,4 +1,5 @@
-"""Text and JSON renderings of what the Inspector reads, for ``manage.py bgtasks``."""
+"""Text and JSON renderings of what the Inspector and PeriodicEntries read, for
+``manage.py bgtasks``."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from . import display
 from .broker.inspect import QueueStats, TaskRow, WorkerInfo
 from .display import relative, shorten
 from .info import STATES, TaskInfo, ms_to_datetime
+from .periodic import PeriodicEntry
+from .periodic_status import EntryStatus, LastRun
 
 ARGS_WIDTH = 50
 ERROR_WIDTH = 70
@@ -25,9 +29,9 @@ def iso(when: datetime | None) -> str:
         if when else ""
 
 
-def when_text(when: datetime | None) -> str:
+def when_text(when: datetime | None, now: datetime | None = None) -> str:
     """ISO time and how far it is from now: '2024-05-01T10:00:00Z (2 hours ago)'."""
-    return f"{iso(when)} ({relative(when)})" if when else "-"
+    return f"{iso(when)} ({relative(when, now)})" if when else "-"
 
 
 def call_args(info: TaskInfo, limit: int = ARGS_WIDTH) -> str:
@@ -157,6 +161,110 @@ def show_text(info: TaskInfo) -> str:
     return "\n".join(lines)
 
 
+# -- periodic entries -------------------------------------------------------------------
+
+HEALTH_TEXT = {"ok": "ok", "new": "NEW: not yet seen by a scheduler",
+               "changed": "CHANGED: the schedulers last ran another spec of it"}
+
+
+def schedule_text(entry: PeriodicEntry) -> str:
+    """'At 02:30 every day (30 2 * * *)'; an interval is its own words: 'every minute'."""
+    words, spec = entry.schedule.describe(), entry.schedule.spec
+    return words if words == spec else f"{words} ({spec})"
+
+
+def health_text(status: EntryStatus) -> str:
+    if status.health == "overdue":
+        return f"OVERDUE since {iso(status.overdue_tick)}"
+    return HEALTH_TEXT.get(status.health, status.health.upper())
+
+
+def last_run_text(last: LastRun | None) -> str:
+    """'2024-05-01T06:30:00Z completed, started 0.4s late', or '-' before any run."""
+    if last is None:
+        return "-"
+    item = last.item
+    if item.outcome == "run now":
+        return f"{iso(item.tick)} {last.outcome} (run now)"
+    if last.start_lateness is not None:
+        return f"{iso(item.tick)} {last.outcome}, started {_lateness(last.start_lateness)}"
+    if item.lateness is not None:
+        return f"{iso(item.tick)} {last.outcome}, enqueued {_lateness(item.lateness)}"
+    return f"{iso(item.tick)} {last.outcome}"
+
+
+def cron_ls_text(statuses: Sequence[EntryStatus]) -> str:
+    """One row per entry: switch, schedule, next and last run, health; then a count."""
+    if not statuses:
+        return "No periodic entries are declared (@periodic_task or BGTASKS['PERIODIC'])."
+    rows = [[s.name, "enabled" if s.enabled else "DISABLED", schedule_text(s.entry),
+             s.entry.schedule.tz, when_text(s.next_runs[0], s.now) if s.enabled else "-",
+             last_run_text(s.last_run), health_text(s)] for s in statuses]
+    disabled = sum(not s.enabled for s in statuses)
+    notable = [f"{n} {word}" for n, word in (
+        (disabled, "disabled"), (sum(s.health == "overdue" for s in statuses), "overdue"),
+        (sum(s.health == "new" for s in statuses), "new"),
+        (sum(s.health == "changed" for s in statuses), "changed")) if n]
+    footer = f"{len(statuses)} periodic entr{'y' if len(statuses) == 1 else 'ies'}"
+    footer += f" ({', '.join(notable)})." if notable else "."
+    return table(["name", "state", "schedule", "tz", "next run", "last run", "health"],
+                 rows) + "\n" + footer
+
+
+def entry_data(entry: PeriodicEntry) -> dict[str, Any]:
+    """The entry as declared, JSON-ready."""
+    return {"name": entry.name, "task": entry.task_name, "schedule": entry.schedule.spec,
+            "description": entry.schedule.describe(), "tz": entry.schedule.tz,
+            "args": entry.args, "kwargs": entry.kwargs, "catch_up": entry.catch_up,
+            "max_lateness": entry.max_lateness, "overlap": entry.overlap}
+
+
+def status_data(status: EntryStatus) -> dict[str, Any]:
+    """The entry, its switch, health, next runs and last run, JSON-ready."""
+    last = status.last_run
+    return {**entry_data(status.entry), "queue": status.queue, "enabled": status.enabled,
+            "health": status.health, "overdue_since": status.overdue_tick,
+            "mark": status.mark, "next_runs": status.next_runs,
+            "last_run": None if last is None else {
+                "tick": last.item.tick, "at": last.item.at, "kind": last.item.outcome,
+                "task_id": last.item.task_id, "outcome": last.outcome,
+                "enqueue_lateness": last.item.lateness,
+                "start_lateness": last.start_lateness}}
+
+
+def local_time(when: datetime, tz: str) -> str:
+    """'Sun 2025-03-09 03:00:00 EDT': the time as the entry's zone reads it."""
+    return when.astimezone(ZoneInfo(tz)).strftime("%a %Y-%m-%d %H:%M:%S %Z")
+
+
+def cron_next_text(plans: Sequence[tuple[EntryStatus, list[datetime]]],
+                   now: datetime) -> str:
+    """Per entry: a heading, then its next runs in its zone, in UTC and from now."""
+    if not plans:
+        return "No periodic entries are declared (@periodic_task or BGTASKS['PERIODIC'])."
+    parts = []
+    for status, runs in plans:
+        tz = status.entry.schedule.tz
+        heading = f"{status.name}: {schedule_text(status.entry)}, {tz}"
+        if not status.enabled:
+            heading += f" (DISABLED: none of these fire until `bgtasks cron enable {status.name}`)"
+        parts.append(heading + "\n" + table(
+            ["#", f"time in {tz}", "UTC", "from now"],
+            [[n, local_time(run, tz), iso(run), relative(run, now)]
+             for n, run in enumerate(runs, 1)]))
+    return "\n\n".join(parts)
+
+
+def cron_next_data(plans: Sequence[tuple[EntryStatus, list[datetime]]]) -> dict[str, Any]:
+    """{"entries": [{name, schedule..., enabled, runs: [{utc, local}]}]}."""
+    return {"entries": [
+        {**entry_data(status.entry), "enabled": status.enabled,
+         "runs": [{"utc": iso(run),
+                   "local": run.astimezone(ZoneInfo(status.entry.schedule.tz)).isoformat()}
+                  for run in runs]}
+        for status, runs in plans]}
+
+
 # -- helpers ----------------------------------------------------------------------------
 
 
@@ -171,6 +279,18 @@ def _showable(value: Any) -> Any:
 
 def _cell(value: Any) -> str:
     return "" if value is None else str(value)
+
+
+def _lateness(seconds: float) -> str:
+    """'0.4s late', '3m 5s late'; a start before its tick (clock skew) reads 'early'."""
+    word = "late" if seconds >= 0 else "early"
+    seconds = abs(seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s {word}"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    text = f"{hours}h {minutes}m" if hours else f"{minutes}m {secs}s"
+    return f"{text} {word}"
 
 
 def _indent(text: str) -> str:

@@ -89,6 +89,15 @@ def _history_item(raw: dict[str, Any]) -> HistoryItem:
                        str(raw.get("outcome") or "?"), task_id if isinstance(task_id, str) else "")
 
 
+def upcoming(entry: PeriodicEntry, after_ms: int, count: int) -> list[datetime]:
+    """The entry's next ``count`` ticks after ``after_ms``, ascending."""
+    runs, tick = [], after_ms
+    for _ in range(count):
+        tick = entry.schedule.next_after(tick)
+        runs.append(ms_to_datetime(tick))
+    return runs
+
+
 class PeriodicEntries:
     """Every declared entry with its state in Redis; switching, running now."""
 
@@ -139,14 +148,10 @@ class PeriodicEntries:
         last_ms = state.get("last") if state else None
         mark = last_ms if isinstance(last_ms, (int, float)) and not isinstance(last_ms, bool) \
             else None
-        next_runs: list[datetime] = []
-        tick = now
-        for _ in range(NEXT_RUNS):
-            tick = schedule.next_after(tick)
-            next_runs.append(ms_to_datetime(tick))
+        next_runs = upcoming(entry, now, NEXT_RUNS)
         overdue_tick = None
-        if state is None or mark is None:
-            health = "new"
+        if state is None or mark is None or not state.get("spec"):
+            health = "new"  # (switched off before any scheduler saw it: no spec yet)
         elif state.get("spec") != entry.spec_id:
             health = "changed"
         else:
@@ -185,6 +190,7 @@ class PeriodicEntries:
         task_id = f"cron:{name}:now:{request_id or uuid.uuid4().hex}"
         now_s = time.time()
         message = replace(entry.message(0, now_s), id=task_id, run_after=now_s)
+        self.broker.register_queue(task.queue_name)  # so that the task can be looked up
         status = self.broker.run_periodic_now(task.queue_name, name, task_id,
                                               message.encode(), task.priority,
                                               task.max_retries)

@@ -123,3 +123,23 @@ def test_current_task_tells_a_periodic_run_its_tick():
     assert '"periodic"' not in plain.encode()
     with running(plain, 1, "w1") as run:
         assert run.scheduled_for is None and run.periodic_entry is None
+
+
+def test_switching_an_entry_no_scheduler_has_seen(declared, broker):
+    assert declared.set_enabled("nightly", True) is False  # it is on already
+    assert declared.status("nightly").health == "new"
+    assert declared.set_enabled("nightly", False) is True
+    status = declared.status("nightly")
+    assert (status.health, status.enabled) == ("new", False)
+    assert declared.set_enabled("nightly", True) is True
+    scheduler_pass(broker)
+    status = declared.status("nightly")
+    assert (status.health, status.enabled) == ("ok", True)
+    assert status.history[0].outcome == "started"
+
+
+def test_a_run_now_task_can_be_looked_up_on_a_fresh_redis(declared, raw):
+    from django_bgtasks import get_task_info
+
+    task_id, _ = declared.run_now("minutely")
+    assert get_task_info(task_id).state == "pending"

@@ -7,6 +7,8 @@
 local name, on, mark = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3])
 local now = now_ms()
 local stored, present = cron_state(KEYS[16], name)
+-- An entry no scheduler has seen yet is on: switching it on changes nothing.
+if not present and on then return 0 end
 local state = stored or {last = math.min(mark, now), spec = '', enabled = on, task = ''}
 if present and (state.enabled ~= false) == on then return 0 end
 state.enabled = on

@@ -1,10 +1,12 @@
 """``manage.py bgtasks``: see and act on the queues from the command line.
 
-Every read and action goes through broker.inspect.Inspector, as the admin pages do.
+Every read and action goes through broker.inspect.Inspector, as the admin pages do; the
+``cron`` subcommands go through periodic_status.PeriodicEntries.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -15,15 +17,18 @@ from django_bgtasks.broker.inspect import Inspector
 from django_bgtasks.broker.keys import validate_queue_name
 from django_bgtasks.conf import get_settings
 from django_bgtasks.exceptions import BgTasksError
-from django_bgtasks.info import STATES, TaskInfo
+from django_bgtasks.info import STATES, TaskInfo, ms_to_datetime
+from django_bgtasks.periodic import PeriodicEntry
+from django_bgtasks.periodic_status import PeriodicEntries, upcoming
 
 RUNNABLE = ("scheduled", "retry", "dead")  # states "run now" applies to
 DELETABLE = tuple(s for s in STATES if s != "active")
+MAX_NEXT = 100  # `cron next -n` at most
 
 
 class Command(BaseCommand):
     help = ("Inspect and manage django-bgtasks queues: counts and workers, task lists and "
-            "details, run now, delete, pause and resume.")
+            "details, run now, delete, pause and resume; and the periodic entries.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -81,6 +86,39 @@ class Command(BaseCommand):
         p.add_argument("queue", metavar="Q", help="The queue name.")
         p = add("resume", "Resume a paused queue: workers take its tasks again.")
         p.add_argument("queue", metavar="Q", help="The queue name.")
+
+        p = add("cron", "Periodic entries: list them with their health, show their next "
+                        "runs, run one now, switch one off or on.")
+        self.add_cron_arguments(p, json_option)
+
+    def add_cron_arguments(self, parser: CommandParser,
+                           json_option: Callable[[CommandParser], None]) -> None:
+        sub = parser.add_subparsers(dest="cron_action", required=True, metavar="CRON_ACTION",
+                                    help="ls, next, run, enable or disable.")
+
+        def add(name: str, text: str) -> CommandParser:
+            return sub.add_parser(name, help=text, description=text)
+
+        def name_argument(p: CommandParser, **kwargs: Any) -> None:
+            p.add_argument("name", metavar="NAME", help="The entry's name.", **kwargs)
+
+        p = add("ls", "List every periodic entry: on or off, schedule, time zone, next run, "
+                      "last run and health (OVERDUE, NEW, CHANGED).")
+        json_option(p)
+        p = add("next", "Show the next runs of one entry (or every entry), in the entry's "
+                        "time zone and in UTC.")
+        name_argument(p, nargs="?")
+        p.add_argument("--count", "-n", type=int, default=5,
+                       help=f"How many runs per entry (default: 5, at most {MAX_NEXT}).")
+        json_option(p)
+        p = add("run", "Enqueue the entry's task now, with its configured arguments, outside "
+                       "its schedule (the next tick still fires).")
+        name_argument(p)
+        p = add("enable", "Switch an entry on, on every host. Ticks missed while it was off "
+                          "do not run.")
+        name_argument(p)
+        p = add("disable", "Switch an entry off, on every host, until `cron enable`.")
+        name_argument(p)
 
     def handle(self, *args: Any, action: str, **options: Any) -> None:
         if options.get("queue") is not None:
@@ -181,6 +219,70 @@ class Command(BaseCommand):
         inspector.resume(existing_queue(inspector, queue))
         self.stdout.write(f"Resumed queue {queue!r}.")
 
+    # -- periodic entries -----------------------------------------------------------------
+
+    def do_cron(self, inspector: Inspector, *, cron_action: str, **options: Any) -> None:
+        getattr(self, f"cron_{cron_action}")(PeriodicEntries(inspector.broker), **options)
+
+    def cron_ls(self, periodic: PeriodicEntries, *, json: bool, **_: Any) -> None:
+        statuses = periodic.statuses()
+        if json:
+            self.stdout.write(fmt.to_json({"entries": [fmt.status_data(s) for s in statuses],
+                                           "problems": periodic.problems}))
+        else:
+            self.stdout.write(fmt.cron_ls_text(statuses))
+        self.warn_problems(periodic)
+
+    def cron_next(self, periodic: PeriodicEntries, *, name: str | None, count: int,
+                  json: bool, **_: Any) -> None:
+        if not 1 <= count <= MAX_NEXT:
+            raise CommandError(f"--count must be between 1 and {MAX_NEXT}")
+        statuses = [periodic.status(self.entry(periodic, name).name)] if name \
+            else periodic.statuses()
+        now = periodic.broker.server_time_ms()
+        plans = [(s, upcoming(s.entry, now, count)) for s in statuses]
+        if json:
+            self.stdout.write(fmt.to_json(fmt.cron_next_data(plans)))
+        else:
+            self.stdout.write(fmt.cron_next_text(plans, ms_to_datetime(now)))
+
+    def cron_run(self, periodic: PeriodicEntries, *, name: str, **_: Any) -> None:
+        entry = self.entry(periodic, name)
+        task_id, _status = periodic.run_now(entry.name)
+        self.stdout.write(f"Enqueued periodic entry {entry.name!r} now ({entry.task_name} on "
+                          f"queue {entry.task().queue_name!r}); its schedule is unchanged.")
+        self.stdout.write(task_id)
+
+    def cron_enable(self, periodic: PeriodicEntries, *, name: str, **_: Any) -> None:
+        self.switch(periodic, name, True)
+
+    def cron_disable(self, periodic: PeriodicEntries, *, name: str, **_: Any) -> None:
+        self.switch(periodic, name, False)
+
+    def switch(self, periodic: PeriodicEntries, name: str, on: bool) -> None:
+        entry = self.entry(periodic, name)
+        word = "enabled" if on else "disabled"
+        if not periodic.set_enabled(entry.name, on):
+            self.stdout.write(f"Periodic entry {entry.name!r} was already {word}; nothing "
+                              "changed.")
+            return
+        after = ("its next tick fires; ticks missed while it was off do not run" if on
+                 else f"it fires no more until `bgtasks cron enable {entry.name}`")
+        self.stdout.write(f"{word.capitalize()} periodic entry {entry.name!r}: every host sees "
+                          f"it at its next tick (within about a second), and {after}.")
+
+    def entry(self, periodic: PeriodicEntries, name: str) -> PeriodicEntry:
+        """The declared entry, or a CommandError naming the known ones."""
+        try:
+            return periodic.get(name)
+        except LookupError as exc:
+            self.warn_problems(periodic)  # the entry may be declared, but invalid
+            raise CommandError(str(exc)) from None
+
+    def warn_problems(self, periodic: PeriodicEntries) -> None:
+        for problem in periodic.problems:
+            self.stderr.write(f"warning: {problem}", self.style.WARNING)
+
 
 def all_queues(inspector: Inspector) -> list[str]:
     """Queues seen in Redis plus the configured ones (which may still be empty)."""
@@ -227,3 +329,4 @@ def breakdown(counts: dict[str, int]) -> str:
     """' (default: 3, mail: 1)' when more than one queue had any."""
     busy = {q: n for q, n in counts.items() if n}
     return f" ({', '.join(f'{q}: {n}' for q, n in busy.items())})" if len(busy) > 1 else ""
+
