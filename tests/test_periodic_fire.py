@@ -24,9 +24,9 @@ def ticks(*times: int, name: str = "job") -> list[PeriodicTick]:
 
 
 def fire(broker, offered, *, name="job", spec="s1", mark=0, policy="all", late=None,
-         overlap="allow"):
+         overlap="allow", omitted="0"):
     return broker.fire_periodic(Q, name, spec, mark, policy, late, overlap, 0, 3,
-                                sorted(offered, key=lambda t: t.tick_ms))
+                                sorted(offered, key=lambda t: t.tick_ms), omitted)
 
 
 def pending(raw) -> list[str]:
@@ -137,3 +137,24 @@ def test_every_due_tick_offered_is_enqueued_exactly_once(broker, raw, calls):
         highest = max([highest, *newer])
     assert len(fired) == len(set(fired))  # never twice
     assert sorted(pending(raw)) == sorted(fired)
+
+
+@pytest.mark.parametrize(("policy", "omitted", "note"), [
+    ("all", "50", "missed 50"), ("latest", "50", "missed 51"), ("skip", "50", "missed 52"),
+    ("all", "10000+", "missed 10000+")])
+def test_ticks_beyond_the_offered_ones_are_noted_as_missed(broker, raw, started, policy,
+                                                           omitted, note):
+    result = fire(broker, ticks(started + SECOND, started + 2 * SECOND), policy=policy,
+                  omitted=omitted)
+    history = broker.periodic_history(Q, "job")
+    assert history[0]["outcome"] == note
+    assert len(result.fired) == {"all": 2, "latest": 1, "skip": 0}[policy]
+
+
+def test_a_count_of_omitted_ticks_from_a_host_behind_the_mark_is_ignored(broker, raw, started):
+    fire(broker, ticks(started + 2 * SECOND))
+    # This host read an older mark: its first offered tick is stale, so its count of even
+    # older ticks is too.
+    fire(broker, ticks(started + SECOND, started + 2 * SECOND, started + 3 * SECOND),
+         omitted="40")
+    assert [h["outcome"] for h in broker.periodic_history(Q, "job")][:2] == ["fired", "fired"]

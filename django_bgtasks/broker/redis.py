@@ -378,13 +378,15 @@ class RedisBroker:
 
     def fire_periodic(self, queue: str, name: str, spec_id: str, mark_ms: int, policy: str,
                       max_lateness_ms: int | None, overlap: str, priority: int,
-                      max_retries: int, ticks: Sequence[PeriodicTick]) -> FireOutcome:
+                      max_retries: int, ticks: Sequence[PeriodicTick],
+                      omitted: str = "0") -> FireOutcome:
         """Offer ``ticks`` (ascending) of entry ``name``; Redis admits each due tick newer
-        than the entry's mark exactly once, whichever host offers it (cron_fire.lua)."""
+        than the entry's mark exactly once, whichever host offers it (cron_fire.lua).
+        ``omitted`` counts the older due ticks not offered ("50", or "10000+")."""
         keys = self.queue_keys(queue)
         args: list[Any] = [name, spec_id, mark_ms, policy,
                            "" if max_lateness_ms is None else max_lateness_ms, overlap,
-                           priority, max_retries]
+                           priority, max_retries, omitted]
         for tick in ticks:
             args += [tick.tick_ms, tick.id, tick.message]
         outcome, fired, last = self._run("cron_fire", queue, args,

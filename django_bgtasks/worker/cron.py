@@ -13,6 +13,9 @@ logger = logging.getLogger("django_bgtasks.worker")
 
 MAX_SLEEP = 1.0  # re-reads enable switches and Redis' clock at least this often
 SETTLE_MS = 2  # wake just after a tick, so it is due on Redis' clock when proposed
+# Missed ticks beyond the ones offered are counted up to this many (for the history's
+# "missed N" note; a count costs one schedule step each, once per catch-up).
+MAX_COUNTED = 10_000
 
 
 class CronScheduler(Component):
@@ -39,7 +42,7 @@ class CronScheduler(Component):
         if state is not None and state.get("enabled") is False:
             return  # switched off: nothing to propose (switching on resets the mark)
         known = state is not None and state.get("spec") == entry.spec_id
-        ticks = due_ticks(entry, int(state["last"]), now) if known else []
+        ticks, omitted = due_ticks(entry, int(state["last"]), now) if known else ([], "0")
         if known and not ticks:
             return  # nothing new: no call
         mark = entry.schedule.previous_at_or_before(now) or 0
@@ -48,7 +51,8 @@ class CronScheduler(Component):
                                 .encode()) for t in ticks]
         result = self._broker.fire_periodic(task.queue_name, entry.name, entry.spec_id, mark,
                                             entry.catch_up, late_ms, entry.overlap,
-                                            task.priority, task.max_retries, offered)
+                                            task.priority, task.max_retries, offered,
+                                            omitted)
         if result.fired:
             logger.info("periodic %s: enqueued %s", entry.name, ", ".join(result.fired))
         elif result.outcome in ("started", "skipped"):
@@ -56,12 +60,19 @@ class CronScheduler(Component):
                         result.last_ms)
 
 
-def due_ticks(entry: PeriodicEntry, last_ms: int, now_ms: int) -> list[int]:
+def due_ticks(entry: PeriodicEntry, last_ms: int, now_ms: int) -> tuple[list[int], str]:
     """The newest ticks after ``last_ms`` up to ``now_ms`` (at most MAX_CATCH_UP),
-    ascending: the script picks among them by the entry's catch-up policy."""
+    ascending: the script picks among them by the entry's catch-up policy. Also how many
+    older due ticks were left out ("0", or e.g. "50"; counted up to MAX_COUNTED, then
+    "10000+"), so that the entry's history accounts for every missed tick."""
     ticks: list[int] = []
     tick = entry.schedule.previous_at_or_before(now_ms)
     while tick is not None and tick > last_ms and len(ticks) < MAX_CATCH_UP:
         ticks.append(tick)
         tick = entry.schedule.previous_at_or_before(tick - 1)
-    return ticks[::-1]
+    omitted = 0
+    while tick is not None and tick > last_ms and omitted < MAX_COUNTED:
+        omitted += 1
+        tick = entry.schedule.previous_at_or_before(tick - 1)
+    more = "+" if tick is not None and tick > last_ms else ""
+    return ticks[::-1], f"{omitted}{more}"

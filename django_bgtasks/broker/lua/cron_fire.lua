@@ -7,14 +7,17 @@
 -- ARGV: name, spec_id (changes when the schedule or its options change), mark_ms (the
 --       newest tick at or before now: where a new or changed entry starts counting),
 --       policy ('latest' | 'all' | 'skip'), max_lateness_ms ('' = none), overlap
---       ('allow' | 'skip'), priority, max_retries, then 3 fields per proposed tick, in
---       ascending order: tick_ms, task id, message JSON.
+--       ('allow' | 'skip'), priority, max_retries, omitted (how many older due ticks
+--       the host left out, e.g. '0', '50' or '10000+'), then 3 fields per proposed
+--       tick, in ascending order: tick_ms, task id, message JSON.
 -- Returns: {outcome, fired_ids, last_ms} where outcome is 'fired', 'nothing due',
 --          'disabled', 'started' (a new or changed entry: mark set, nothing fired),
 --          'skipped' (missed ticks under policy skip, too late, or overlapping).
 local name, spec, mark = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local policy, max_late, overlap = ARGV[4], tonumber(ARGV[5]), ARGV[6]
 local priority, max_retries = tonumber(ARGV[7]), tonumber(ARGV[8])
+local omitted_text = ARGV[9]
+local omitted = tonumber(string.match(omitted_text, '^%d+')) or 0
 local K_CRON, K_HISTORY = KEYS[16], KEYS[17]
 local now = now_ms()
 
@@ -42,13 +45,17 @@ if state.enabled == false then return {'disabled', {}, state.last} end
 -- The proposed ticks that are due and newer than the mark (stale or early ones are
 -- dropped: a host with a slow clock, or one paused mid-call, cannot fire twice).
 local due = {}
-for base = 9, #ARGV, 3 do
+for base = 10, #ARGV, 3 do
   local tick = tonumber(ARGV[base])
   if tick and tick > state.last and tick <= now then
     due[#due + 1] = {tick = tick, id = ARGV[base + 1], msg = ARGV[base + 2]}
   end
 end
 if #due == 0 then return {'nothing due', {}, state.last} end
+-- The host's count of older ticks holds only if it knew the mark: every offered tick due.
+if #due < (#ARGV - 9) / 3 then omitted, omitted_text = 0, '0' end
+local more = ''
+if string.sub(omitted_text, -1) == '+' then more = '+' end
 
 local newest = due[#due].tick
 local chosen = {}
@@ -56,7 +63,7 @@ if policy == 'all' then
   chosen = due
 elseif policy == 'skip' then
   -- Only a tick right after the mark (nothing missed in between) fires.
-  if #due == 1 then chosen = due end
+  if #due == 1 and omitted == 0 then chosen = due end
 else
   chosen = {due[#due]}
 end
@@ -81,7 +88,8 @@ for _, candidate in ipairs(chosen) do
     end
   end
 end
-if #chosen < #due then note(newest, 'missed ' .. (#due - #chosen)) end
+local missed = #due - #chosen + omitted
+if missed > 0 then note(newest, 'missed ' .. missed .. more) end
 state.last = newest
 remember(state)
 notify(#fired)
