@@ -1,5 +1,6 @@
-"""The task admin: a dashboard, lists per state, task detail and actions, all read from
-Redis. The Task model has no table; it carries the permissions and the LogEntry type."""
+"""The task admin (a dashboard, lists per state, task detail and actions) and the periodic
+task admin (the declared entries, one entry's page, switch and run-now), all read from
+Redis. Their models have no table; they carry the permissions and the LogEntry type."""
 
 from __future__ import annotations
 
@@ -11,31 +12,62 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path
 
 from . import admin_views as views
-from .models import Task
+from .models import PeriodicTask, Task
 
 
-@admin.register(Task)
-class TaskAdmin(admin.ModelAdmin):
-    """Replaces the ModelAdmin pages (there are no rows to edit) with the task pages,
-    under the model's own URL prefix so that the admin index links to the dashboard."""
+class RedisPagesAdmin(admin.ModelAdmin):
+    """Replaces the ModelAdmin pages (there are no rows to add) with pages of our own,
+    under the model's own URL prefix so that the admin index links to them."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def get_urls(self) -> list[URLPattern]:
-        def wrap(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-            def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-                return view(self, request, *args, **kwargs)
-            return self.admin_site.admin_view(update_wrapper(wrapper, view))
+    def page_view(self, view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        """``view(model_admin, request, ...)`` as an admin view (login, staff, CSRF)."""
+        def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            return view(self, request, *args, **kwargs)
+        return self.admin_site.admin_view(update_wrapper(wrapper, view))
 
-        prefix = f"{self.opts.app_label}_{self.opts.model_name}"
+    @property
+    def url_prefix(self) -> str:
+        return f"{self.opts.app_label}_{self.opts.model_name}"
+
+
+@admin.register(Task)
+class TaskAdmin(RedisPagesAdmin):
+    """The dashboard, the lists per state, a task's page and the actions on tasks."""
+
+    def get_urls(self) -> list[URLPattern]:
+        prefix = self.url_prefix
         return [
-            path("", wrap(views.dashboard), name=f"{prefix}_changelist"),
-            path("action/", wrap(views.task_action), name=f"{prefix}_action"),
+            path("", self.page_view(views.dashboard), name=f"{prefix}_changelist"),
+            path("action/", self.page_view(views.task_action), name=f"{prefix}_action"),
             # "change" keeps the admin's URL name, so LogEntry links open the task.
-            path("<path:object_id>/change/", wrap(views.task_detail), name=f"{prefix}_change"),
-            path("<str:state>/", wrap(views.task_list), name=f"{prefix}_list"),
+            path("<path:object_id>/change/", self.page_view(views.task_detail),
+                 name=f"{prefix}_change"),
+            path("<str:state>/", self.page_view(views.task_list), name=f"{prefix}_list"),
         ]
 
     def changelist_view(self, request: HttpRequest, extra_context=None) -> HttpResponse:
         return views.dashboard(self, request)
+
+
+@admin.register(PeriodicTask)
+class PeriodicTaskAdmin(RedisPagesAdmin):
+    """The declared periodic entries, one entry's page, and switching and running them."""
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # entries are declared in code: removed there, not here
+
+    def get_urls(self) -> list[URLPattern]:
+        prefix = self.url_prefix
+        return [
+            path("", self.page_view(views.periodic_list), name=f"{prefix}_changelist"),
+            path("action/", self.page_view(views.periodic_action), name=f"{prefix}_action"),
+            # "change" keeps the admin's URL name, so LogEntry links open the entry.
+            path("<path:object_id>/change/", self.page_view(views.periodic_detail),
+                 name=f"{prefix}_change"),
+        ]
+
+    def changelist_view(self, request: HttpRequest, extra_context=None) -> HttpResponse:
+        return views.periodic_list(self, request)

@@ -6,7 +6,6 @@ Reads only; the two writes (switch on/off, run now) are one Lua script each.
 
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -188,7 +187,7 @@ class PeriodicEntries:
         entry = self.get(name)
         task = entry.task()
         task_id = f"cron:{name}:now:{request_id or uuid.uuid4().hex}"
-        now_s = time.time()
+        now_s = self.broker.server_time_ms() / 1000  # as every other time: Redis' clock
         message = replace(entry.message(0, now_s), id=task_id, run_after=now_s)
         self.broker.register_queue(task.queue_name)  # so that the task can be looked up
         status = self.broker.run_periodic_now(task.queue_name, name, task_id,

@@ -154,7 +154,8 @@ def entries(**filters) -> list[LogEntry]:
 def test_permissions_exist_and_admin_index_lists_the_app(admin_client_):
     codenames = set(Permission.objects.filter(content_type__app_label="django_bgtasks")
                     .values_list("codename", flat=True))
-    assert codenames == {"view_task", "change_task", "delete_task"}
+    assert codenames == {"view_task", "change_task", "delete_task", "view_periodictask",
+                         "change_periodictask"}
     html = admin_client_.get("/admin/").content.decode()
     assert "Background tasks" in html
     assert f'href="{DASHBOARD}"' in html

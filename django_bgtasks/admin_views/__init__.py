@@ -1,6 +1,9 @@
-"""The task admin's views; TaskAdmin.get_urls (admin.py) routes to them."""
+"""The app's admin views; TaskAdmin.get_urls and PeriodicTaskAdmin.get_urls (admin.py)
+route to them."""
 
 from .actions import task_action
 from .pages import dashboard, task_detail, task_list
+from .periodic import periodic_action, periodic_detail, periodic_list
 
-__all__ = ["dashboard", "task_action", "task_detail", "task_list"]
+__all__ = ["dashboard", "periodic_action", "periodic_detail", "periodic_list", "task_action",
+           "task_detail", "task_list"]

@@ -10,18 +10,27 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django.contrib import messages
-from django.contrib.admin.models import CHANGE, DELETION, LogEntry
+from django.contrib.admin.models import CHANGE, DELETION
 from django.core.exceptions import BadRequest, PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import ngettext
 
 from ..broker.inspect import Inspector
 from ..info import STATES, TaskInfo
 from ..models import Task
-from .common import RUNNABLE, TEMPLATES, admin_page, inspector, page_context, queue_param, url
+from .common import (
+    RUNNABLE,
+    TEMPLATES,
+    admin_page,
+    back_url,
+    inspector,
+    log_change,
+    page_context,
+    queue_param,
+    url,
+)
 
 if TYPE_CHECKING:
     from ..admin import TaskAdmin
@@ -62,7 +71,7 @@ def task_action(model_admin: TaskAdmin, request: HttpRequest) -> HttpResponse:
                else model_admin.has_delete_permission(request))
     if not allowed:
         raise PermissionDenied
-    back = _back_url(model_admin, request)
+    back = back_url(model_admin, request)
     insp = inspector()
     if action.scope == "queue":
         return _pause(request, insp, name, back)
@@ -80,7 +89,7 @@ def _pause(request: HttpRequest, insp: Inspector, name: str, back: str) -> HttpR
     else:
         insp.resume(queue)
         messages.success(request, f"Queue {queue} resumed.")
-    _log(request, [_queue_object(queue)], CHANGE, f"{name.capitalize()}d queue {queue}")
+    log_change(request, [_queue_object(queue)], CHANGE, f"{name.capitalize()}d queue {queue}")
     return redirect(back)
 
 
@@ -100,7 +109,7 @@ def _all(model_admin: TaskAdmin, request: HttpRequest, insp: Inspector, name: st
         done = insp.delete_all(queue, state)
         what = f"Deleted all {done:,} {state} tasks of queue {queue}"
         note = ngettext("%(n)s task deleted", "%(n)s tasks deleted", done)
-    _log(request, [_queue_object(queue)], CHANGE, what)
+    log_change(request, [_queue_object(queue)], CHANGE, what)
     messages.success(request, note % {"n": f"{done:,}"})
     return redirect(back)
 
@@ -128,8 +137,8 @@ def _selected(model_admin: TaskAdmin, request: HttpRequest, insp: Inspector, nam
                  for i in insp.requeue(queue, [t.id for t in group])}
         done = [i for i in infos if i.id in moved]
         for state in RUNNABLE:
-            _log(request, [_task_object(i) for i in done if i.state == state], CHANGE,
-                 f"Ran now from {state}")
+            log_change(request, [_task_object(i) for i in done if i.state == state], CHANGE,
+                       f"Ran now from {state}")
         _report(request, len(done), len(infos), "%(n)s task moved to pending",
                 "%(n)s tasks moved to pending",
                 "not scheduled, retry or dead any more, so not moved")
@@ -137,7 +146,7 @@ def _selected(model_admin: TaskAdmin, request: HttpRequest, insp: Inspector, nam
         deleted = {i for queue, group in by_queue.items()
                    for i in insp.delete(queue, [t.id for t in group])[0]}
         done = [i for i in infos if i.id in deleted]
-        _log(request, [_task_object(i) for i in done], DELETION, "Deleted")
+        log_change(request, [_task_object(i) for i in done], DELETION, "Deleted")
         _report(request, len(done), len(infos), "%(n)s task deleted", "%(n)s tasks deleted",
                 "running, so not deleted")
     return redirect(back)
@@ -184,18 +193,3 @@ def _task_object(info: TaskInfo) -> Task:
 
 def _queue_object(queue: str) -> Task:
     return Task(id=queue, name="queue")
-
-
-def _log(request: HttpRequest, objects: list[Task], flag: int, message: str) -> None:
-    """One LogEntry per object: who (the user), what (message), which (id), when."""
-    if objects:
-        LogEntry.objects.log_actions(request.user.pk, objects, flag, message)
-
-
-def _back_url(model_admin: TaskAdmin, request: HttpRequest) -> str:
-    """Where to go after the action: the posted ``next`` if it is ours, else the dashboard."""
-    target = request.POST.get("next", "")
-    if url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
-        return target
-    return url(model_admin, "changelist")
-

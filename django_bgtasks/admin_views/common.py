@@ -1,5 +1,7 @@
-"""What every task admin page shares: context, URLs, parameters, permission and error
-handling. Views read and act on tasks only through broker.inspect.Inspector."""
+"""What every page of the app's admins (tasks, periodic tasks) shares: context, URLs,
+parameters, permission and error handling, the way back after an action, the action log.
+Views read and act on tasks only through broker.inspect.Inspector, and on periodic
+entries only through periodic_status.PeriodicEntries."""
 
 from __future__ import annotations
 
@@ -9,11 +11,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import django
+from django.contrib.admin.models import LogEntry
 from django.contrib.admin.utils import quote
 from django.core.exceptions import BadRequest, PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 
 from ..broker import get_broker
 from ..broker.inspect import Inspector
@@ -22,6 +26,9 @@ from ..exceptions import BgTasksError
 from ..info import TaskInfo
 
 if TYPE_CHECKING:
+    from django.contrib.admin import ModelAdmin
+    from django.db.models import Model
+
     from ..admin import TaskAdmin
 
 RUNNABLE = ("scheduled", "retry", "dead")  # the states "run now" applies to
@@ -32,7 +39,7 @@ def inspector() -> Inspector:
     return Inspector(get_broker())
 
 
-def url(model_admin: TaskAdmin, name: str, *args: Any, **params: Any) -> str:
+def url(model_admin: ModelAdmin, name: str, *args: Any, **params: Any) -> str:
     """The URL of one of this admin's pages, with query parameters (empty ones dropped)."""
     opts = model_admin.opts
     path = reverse(f"admin:{opts.app_label}_{opts.model_name}_{name}", args=args,
@@ -62,9 +69,9 @@ def queue_param(data: Any, required: bool = False) -> str:
     return queue
 
 
-def page_context(model_admin: TaskAdmin, request: HttpRequest, title: str,
+def page_context(model_admin: ModelAdmin, request: HttpRequest, title: str,
                  crumbs: Sequence[tuple[str, str | None]] = (), **extra: Any) -> dict[str, Any]:
-    """The admin's own context plus what every task page uses."""
+    """The admin's own context plus what every page of the app uses."""
     return {
         **model_admin.admin_site.each_context(request),
         "opts": model_admin.opts,
@@ -83,7 +90,7 @@ def page_context(model_admin: TaskAdmin, request: HttpRequest, title: str,
 def admin_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     """Require the view (or change) permission; show Redis errors as a page, not a 500."""
     @wraps(view)
-    def wrapper(model_admin: TaskAdmin, request: HttpRequest, *args: Any,
+    def wrapper(model_admin: ModelAdmin, request: HttpRequest, *args: Any,
                 **kwargs: Any) -> HttpResponse:
         if not model_admin.has_view_permission(request):
             raise PermissionDenied
@@ -94,3 +101,29 @@ def admin_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]
                                    error=str(exc))
             return TemplateResponse(request, f"{TEMPLATES}/error.html", context, status=503)
     return wrapper
+
+
+def sibling_admin(model_admin: ModelAdmin, request: HttpRequest,
+                  model: type[Model]) -> ModelAdmin | None:
+    """The same site's admin of ``model``, if it is registered there and the user may see
+    its pages (a link to it would otherwise end in a 404 or a 403)."""
+    site = model_admin.admin_site
+    if not site.is_registered(model):
+        return None
+    other = site.get_model_admin(model)
+    return other if other.has_view_permission(request) else None
+
+
+def back_url(model_admin: ModelAdmin, request: HttpRequest) -> str:
+    """Where to go after an action: the posted ``next`` if it is ours, else the admin's
+    first page."""
+    target = request.POST.get("next", "")
+    if url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
+        return target
+    return url(model_admin, "changelist")
+
+
+def log_change(request: HttpRequest, objects: Sequence[Model], flag: int, message: str) -> None:
+    """One LogEntry per object: who (the user), what (message), which (id), when."""
+    if objects:
+        LogEntry.objects.log_actions(request.user.pk, objects, flag, message)

@@ -14,6 +14,7 @@ from django.template.response import TemplateResponse
 from ..charts import history_chart
 from ..display import pretty_json
 from ..info import STATES, TaskInfo, ms_to_datetime
+from ..models import PeriodicTask
 from .common import (
     RUNNABLE,
     TEMPLATES,
@@ -23,6 +24,7 @@ from .common import (
     list_url,
     page_context,
     queue_param,
+    sibling_admin,
     url,
 )
 
@@ -45,13 +47,15 @@ def dashboard(model_admin: TaskAdmin, request: HttpRequest) -> HttpResponse:
                                    for state in STATES]} for s in stats]
     totals = [(sum(s.counts[state] for s in stats), list_url(model_admin, state))
               for state in STATES]
+    periodic_admin = sibling_admin(model_admin, request, PeriodicTask)
     context = page_context(
         model_admin, request, "Background tasks", states=STATES, rows=rows, totals=totals,
         processed_today=sum(s.processed_today for s in stats),
         failed_today=sum(s.failed_today for s in stats),
         chart=history_chart(insp.history(HISTORY_DAYS)), history_days=HISTORY_DAYS,
         workers=insp.workers(), action_url=url(model_admin, "action"),
-        here=request.get_full_path())
+        here=request.get_full_path(),
+        periodic_url=url(periodic_admin, "changelist") if periodic_admin else None)
     return TemplateResponse(request, f"{TEMPLATES}/dashboard.html", context)
 
 

@@ -78,6 +78,11 @@ class QueueKeys:
         """LIST of the entry's last 100 tick outcomes, newest first."""
         return self._key(f"cron-history:{name}")
 
+    def cron_request(self, task_id: str) -> str:
+        """STRING set for a day by a "run now" request: a resent request finds it, even
+        once the task it made has finished and been forgotten."""
+        return self._key(f"cron-request:{task_id}")
+
 
 @dataclass(frozen=True)
 class GlobalKeys:

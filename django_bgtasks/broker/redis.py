@@ -407,7 +407,8 @@ class RedisBroker:
         keys = self.queue_keys(queue)
         status, _state = self._run("cron_run", queue,
                                    [name, task_id, message, priority, max_retries],
-                                   [keys.cron, keys.cron_history(name)])
+                                   [keys.cron, keys.cron_history(name),
+                                    keys.cron_request(task_id)])
         return _text(status)
 
     def periodic_states(self, queue: str) -> dict[str, dict[str, Any]]:
