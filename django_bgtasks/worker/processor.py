@@ -169,6 +169,12 @@ class Processor:
 
     def _wait(self) -> None:
         busy = self.inflight.busy_threads()
+        # A task reports its outcome before it frees its thread: read after `busy`, this
+        # sees every outcome of a task that `busy` no longer counts. Without it, a task
+        # finishing during the last exchange left its outcome unsent through a whole idle
+        # wait (up to IDLE_WAIT, its lease held, and a re-run if the process died then).
+        if not self._finished.empty():
+            return
         if self._stopping.is_set() or self._retiring.is_set() or busy >= self._capacity():
             try:  # wake as soon as a task finishes
                 queue, ack = self._finished.get(timeout=BUSY_WAIT)
