@@ -10,7 +10,7 @@ from django.core.checks import Error, Tags, Warning, register
 
 from .conf import DEFAULTS
 
-URL_SCHEMES = ("redis", "rediss", "unix")
+URL_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 
 
 def _positive_number(value: Any) -> bool:
@@ -68,8 +68,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
                      "OPTIONS (BGTASKS' own REDIS_URL client sets both).",
                 id="bgtasks.W003"))
     elif not isinstance(url, str) or urlsplit(url).scheme not in URL_SCHEMES:
-        found.append(Error("BGTASKS['REDIS_URL'] must be a redis://, rediss:// or unix:// URL.",
-                           id="bgtasks.E003"))
+        found.append(Error("BGTASKS['REDIS_URL'] must be a redis://, rediss://, unix://, "
+                           "redis+cluster:// or rediss+cluster:// URL.", id="bgtasks.E003"))
+    found += _check_topology(cfg)
     found += _check_queues(cfg["QUEUES"])
     prefix = cfg["PREFIX"]
     if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "{} "):
@@ -90,6 +91,50 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
         found.append(Error("BGTASKS['PERIODIC'] must be a list of periodic entries (dicts).",
                            id="bgtasks.E013"))
     return found
+
+
+def _check_topology(cfg: dict[str, Any]) -> list[Error]:
+    """Cluster, Sentinel and the failover options (bgtasks.E014)."""
+    from .broker.connection import CLUSTER_SCHEMES, parse_node, split_cluster_url
+
+    problems: list[str] = []
+    url = cfg["REDIS_URL"] if isinstance(cfg["REDIS_URL"], str) else ""
+    cluster_url = urlsplit(url).scheme in CLUSTER_SCHEMES
+    nodes, sentinels = cfg["CLUSTER_NODES"], cfg["SENTINELS"]
+    if cluster_url:
+        try:
+            split_cluster_url(url)
+        except ValueError as exc:
+            problems.append(f"BGTASKS['REDIS_URL']: {exc}.")
+    for key, value in (("CLUSTER_NODES", nodes), ("SENTINELS", sentinels)):
+        if value is None:
+            continue
+        if not isinstance(value, (list, tuple)) or not value:
+            problems.append(f"BGTASKS[{key!r}] must be a non-empty list of 'host:port'.")
+            continue
+        for item in value:
+            try:
+                parse_node(item)
+            except ValueError as exc:
+                problems.append(f"BGTASKS[{key!r}]: {exc}.")
+    if sentinels and not (isinstance(cfg["MASTER_NAME"], str) and cfg["MASTER_NAME"]):
+        problems.append("BGTASKS['SENTINELS'] needs BGTASKS['MASTER_NAME'], the name the "
+                        "sentinels monitor the master under.")
+    if sum(bool(x) for x in (cluster_url or nodes, sentinels, cfg["CACHE_ALIAS"])) > 1:
+        problems.append("Set one of a cluster (redis+cluster:// or CLUSTER_NODES), SENTINELS "
+                        "and CACHE_ALIAS, not several.")
+    if not isinstance(cfg["SENTINEL_KWARGS"], dict):
+        problems.append("BGTASKS['SENTINEL_KWARGS'] must be a dict.")
+    retry_for = cfg["RETRY_FOR"]
+    if retry_for is not None and (not isinstance(retry_for, (int, float))
+                                  or isinstance(retry_for, bool) or retry_for < 0):
+        problems.append("BGTASKS['RETRY_FOR'] must be None or a number of seconds >= 0.")
+    replicas = cfg["WAIT_REPLICAS"]
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+        problems.append("BGTASKS['WAIT_REPLICAS'] must be an integer >= 0.")
+    if not _positive_number(cfg["WAIT_TIMEOUT"]):
+        problems.append("BGTASKS['WAIT_TIMEOUT'] must be a positive number of seconds.")
+    return [Error(problem, id="bgtasks.E014") for problem in problems]
 
 
 def eviction_warning(policy: str) -> Warning | None:

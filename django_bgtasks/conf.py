@@ -24,6 +24,21 @@ DEFAULTS: dict[str, Any] = {
     # at most this long instead of hanging a request.
     "SOCKET_TIMEOUT": 10.0,
     "CONNECT_TIMEOUT": 5.0,
+    # Redis Cluster: its nodes as "host:port" (or a redis+cluster:// REDIS_URL).
+    "CLUSTER_NODES": None,
+    # Sentinel: [(host, port), ...] and the monitored master's name; REDIS_URL then gives
+    # only the master's credentials, db and TLS options. SENTINEL_KWARGS: for connecting to
+    # the sentinels themselves (e.g. their password).
+    "SENTINELS": None,
+    "MASTER_NAME": None,
+    "SENTINEL_KWARGS": {},
+    # How long enqueue() keeps retrying a Redis that cannot be reached or is failing over
+    # before it raises EnqueueError. None: 0 on one Redis (fail fast), 10 s on a cluster or
+    # behind Sentinel, where a failover takes seconds.
+    "RETRY_FOR": None,
+    # enqueue() returns only once this many replicas hold the task (WAIT), or raises.
+    "WAIT_REPLICAS": 0,
+    "WAIT_TIMEOUT": 0.5,
 }
 
 
@@ -44,6 +59,13 @@ class Settings:
     PERIODIC: list
     SOCKET_TIMEOUT: float
     CONNECT_TIMEOUT: float
+    CLUSTER_NODES: list[str] | None
+    SENTINELS: list | None
+    MASTER_NAME: str | None
+    SENTINEL_KWARGS: dict[str, Any]
+    RETRY_FOR: float | None
+    WAIT_REPLICAS: int
+    WAIT_TIMEOUT: float
     unknown: tuple[str, ...] = field(default=())
 
 

@@ -10,6 +10,10 @@ from django.core.signals import setting_changed
 from ..conf import get_settings
 from .redis import RedisBroker
 
+# The settings a broker is built from: a change to any of them makes a new one.
+CONNECTION_SETTINGS = ("REDIS_URL", "CACHE_ALIAS", "PREFIX", "SOCKET_TIMEOUT", "CONNECT_TIMEOUT",
+                       "CLUSTER_NODES", "SENTINELS", "MASTER_NAME", "SENTINEL_KWARGS",
+                       "RETRY_FOR", "WAIT_REPLICAS", "WAIT_TIMEOUT")
 _lock = threading.Lock()
 _cache: dict[tuple, RedisBroker] = {}
 
@@ -17,8 +21,7 @@ _cache: dict[tuple, RedisBroker] = {}
 def get_broker() -> RedisBroker:
     """The broker for the current BGTASKS settings, created on first use."""
     cfg = get_settings()
-    key = (os.getpid(), cfg.REDIS_URL, cfg.CACHE_ALIAS, cfg.PREFIX, cfg.SOCKET_TIMEOUT,
-           cfg.CONNECT_TIMEOUT)
+    key = (os.getpid(), *(repr(getattr(cfg, name)) for name in CONNECTION_SETTINGS))
     broker = _cache.get(key)
     if broker is None:
         with _lock:
@@ -26,8 +29,8 @@ def get_broker() -> RedisBroker:
             if broker is None:
                 from .connection import make_client
 
-                client, target = make_client(cfg)
-                broker = _cache[key] = RedisBroker(client, cfg.PREFIX, target)
+                broker = _cache[key] = RedisBroker(make_client(cfg), cfg.PREFIX,
+                                                   cfg.WAIT_REPLICAS, cfg.WAIT_TIMEOUT)
     return broker
 
 
@@ -42,7 +45,7 @@ def reset_brokers(**kwargs) -> None:
 
 def broker_owns_client(broker: RedisBroker) -> bool:
     # A django-redis client belongs to the cache framework, which closes it itself.
-    return not broker.target.startswith("cache alias")
+    return broker.kind != "cache"
 
 
 setting_changed.connect(reset_brokers, dispatch_uid="django_bgtasks.reset_brokers")

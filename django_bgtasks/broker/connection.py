@@ -1,12 +1,35 @@
-"""Builds the redis-py client from BGTASKS: REDIS_URL, or a django-redis CACHE_ALIAS."""
+"""Builds the redis-py client from BGTASKS: one Redis (REDIS_URL), a Redis Cluster
+(a redis+cluster:// URL or CLUSTER_NODES), a master behind Sentinel (SENTINELS and
+MASTER_NAME), or a django-redis CACHE_ALIAS."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis
+from redis.cluster import ClusterNode, RedisCluster
+from redis.sentinel import Sentinel
 
 from ..conf import Settings
+
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+CLUSTER_RETRY_FOR = 10.0  # seconds; a failover takes 2-3 s with node-timeout 1 s, 18 s at 15 s
+SINGLE_RETRY_FOR = 0.0
+
+
+@dataclass(frozen=True)
+class Client:
+    """The client, what to call its target in messages (never with credentials), what
+    kind of deployment it talks to, and how long enqueue() rides out a failover."""
+
+    redis: Any  # redis.Redis, or redis.cluster.RedisCluster
+    target: str
+    kind: str  # 'single', 'cluster', 'sentinel' or 'cache'
+    retry_for: float
+    sentinel: Sentinel | None = None
+    master_name: str | None = None
 
 
 def describe_target(url: str) -> str:
@@ -14,25 +37,101 @@ def describe_target(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme == "unix":
         return f"unix://{parts.path}"
+    if parts.scheme in CLUSTER_SCHEMES:
+        _, nodes = split_cluster_url(url)
+        return f"{parts.scheme}://{','.join(f'{h}:{p}' for h, p in nodes)}"
     host = parts.hostname or "localhost"
     port = parts.port or 6379
     db = parts.path.lstrip("/") or "0"
     return f"{parts.scheme}://{host}:{port}/{db}"
 
 
-def make_client(cfg: Settings) -> tuple[redis.Redis, str]:
-    """A client and a printable description of its target."""
+def split_cluster_url(url: str) -> tuple[str, list[tuple[str, int]]]:
+    """``redis+cluster://[user:pass@]h1:p1,h2:p2[/0][?options]`` as a plain URL to the
+    first node (carrying the credentials and options for every node) and all the nodes."""
+    parts = urlsplit(url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    nodes = [parse_node(item) for item in hosts.split(",") if item.strip()]
+    if not nodes:
+        raise ValueError("a redis+cluster:// URL names at least one host:port")
+    scheme = CLUSTER_SCHEMES[parts.scheme]
+    auth = f"{userinfo}@" if userinfo else ""
+    query = f"?{parts.query}" if parts.query else ""
+    first = f"{scheme}://{auth}{nodes[0][0]}:{nodes[0][1]}{parts.path}{query}"
+    return first, nodes
+
+
+def parse_node(text: Any) -> tuple[str, int]:
+    """``"host:port"`` or ``(host, port)`` as (host, port); ValueError otherwise."""
+    if isinstance(text, (list, tuple)) and len(text) == 2:
+        host, port = text
+    elif isinstance(text, str) and ":" in text:
+        host, _, port = text.strip().rpartition(":")
+    else:
+        raise ValueError(f"{text!r} is not host:port")
+    try:
+        port = int(port)
+    except (TypeError, ValueError):
+        raise ValueError(f"{text!r} is not host:port") from None
+    if not host or not 0 < port < 65536:
+        raise ValueError(f"{text!r} is not host:port")
+    return str(host), port
+
+
+def _timeouts(cfg: Settings) -> dict[str, Any]:
+    return {"socket_timeout": cfg.SOCKET_TIMEOUT, "socket_connect_timeout": cfg.CONNECT_TIMEOUT}
+
+
+def make_client(cfg: Settings) -> Client:
+    """The client for the configured deployment."""
+    retry_for = cfg.RETRY_FOR
     if cfg.CACHE_ALIAS:
         from django_redis import get_redis_connection
 
         client = get_redis_connection(cfg.CACHE_ALIAS)
-        kwargs = client.connection_pool.connection_kwargs
+        pool = client.connection_pool
+        kwargs = pool.connection_kwargs
         where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
-        return client, f"cache alias {cfg.CACHE_ALIAS!r} ({where})"
-    client = redis.Redis.from_url(
-        cfg.REDIS_URL,
-        socket_timeout=cfg.SOCKET_TIMEOUT,
-        socket_connect_timeout=cfg.CONNECT_TIMEOUT,
-        health_check_interval=30,
-    )
-    return client, describe_target(cfg.REDIS_URL)
+        behind_sentinel = hasattr(pool, "get_master_address")
+        default = CLUSTER_RETRY_FOR if behind_sentinel else SINGLE_RETRY_FOR
+        return Client(client, f"cache alias {cfg.CACHE_ALIAS!r} ({where})", "cache",
+                      default if retry_for is None else retry_for)
+    if cfg.CLUSTER_NODES or urlsplit(cfg.REDIS_URL).scheme in CLUSTER_SCHEMES:
+        return _cluster_client(cfg, CLUSTER_RETRY_FOR if retry_for is None else retry_for)
+    if cfg.SENTINELS:
+        return _sentinel_client(cfg, CLUSTER_RETRY_FOR if retry_for is None else retry_for)
+    client = redis.Redis.from_url(cfg.REDIS_URL, health_check_interval=30, **_timeouts(cfg))
+    return Client(client, describe_target(cfg.REDIS_URL), "single",
+                  SINGLE_RETRY_FOR if retry_for is None else retry_for)
+
+
+def _cluster_client(cfg: Settings, retry_for: float) -> Client:
+    if urlsplit(cfg.REDIS_URL).scheme in CLUSTER_SCHEMES:
+        first, nodes = split_cluster_url(cfg.REDIS_URL)
+    else:  # CLUSTER_NODES, with REDIS_URL's credentials and options (its host unused)
+        nodes = [parse_node(node) for node in cfg.CLUSTER_NODES or ()]
+        parts = urlsplit(cfg.REDIS_URL)
+        auth = parts.netloc.rpartition("@")[0]
+        query = f"?{parts.query}" if parts.query else ""
+        first = (f"{parts.scheme}://{auth + '@' if auth else ''}{nodes[0][0]}:{nodes[0][1]}"
+                 f"{query}")
+    client = RedisCluster(url=first, startup_nodes=[ClusterNode(h, p) for h, p in nodes[1:]],
+                          **_timeouts(cfg))
+    target = f"Redis Cluster {','.join(f'{h}:{p}' for h, p in nodes)}"
+    return Client(client, target, "cluster", retry_for)
+
+
+def _sentinel_client(cfg: Settings, retry_for: float) -> Client:
+    sentinels = [parse_node(node) for node in cfg.SENTINELS or ()]
+    url = redis.connection.parse_url(cfg.REDIS_URL)
+    master_options = {k: v for k, v in url.items()
+                      if k not in ("host", "port", "path", "connection_class")}
+    if urlsplit(cfg.REDIS_URL).scheme == "rediss":
+        master_options.setdefault("ssl", True)
+    sentinel = Sentinel(sentinels, sentinel_kwargs={**_timeouts(cfg), **cfg.SENTINEL_KWARGS},
+                        **_timeouts(cfg))
+    client = sentinel.master_for(cfg.MASTER_NAME, health_check_interval=30, **_timeouts(cfg),
+                                 **master_options)
+    where = ",".join(f"{h}:{p}" for h, p in sentinels)
+    return Client(client, f"Sentinel master {cfg.MASTER_NAME!r} (sentinels {where})",
+                  "sentinel", retry_for, sentinel, cfg.MASTER_NAME)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,11 +17,27 @@ from typing import Any
 import redis
 
 from ..exceptions import BgTasksError, BrokerUnavailable
+from .connection import Client
 from .keys import STATES, GlobalKeys, QueueKeys
+from .queue_waiter import QueueWaiter
 from .scripts import register_scripts
+from .sentinel_watch import watch_master_switches
 
-# Redis errors that mean "not now", not "never": retry later.
-TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError)
+# Redis errors that mean "not now", not "never": retry later. A failover shows as any of
+# these (a cluster: CLUSTERDOWN, TRYAGAIN; Sentinel: the master unknown for a moment).
+TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError,
+                    redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError,
+                    redis.exceptions.MasterDownError, redis.exceptions.SlotNotCoveredError)
+# Replies of a server that is changing roles or starting: the same command succeeds later.
+TRANSIENT_REPLIES = ("NOREPLICAS", "READONLY", "LOADING", "UNBLOCKED", "TRYAGAIN",
+                     "CLUSTERDOWN", "MASTERDOWN")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when ``exc`` means "Redis is away or failing over", not "refused"."""
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return True
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith(TRANSIENT_REPLIES)
 
 
 @dataclass(frozen=True)
@@ -178,14 +194,22 @@ def _text(value: bytes | str) -> str:
 class RedisBroker:
     """Named operations over one Redis client, for one key prefix."""
 
-    def __init__(self, client: redis.Redis, prefix: str, target: str) -> None:
-        self.client = client
-        self.target = target
+    def __init__(self, connection: Client, prefix: str, wait_replicas: int = 0,
+                 wait_timeout: float = 0.5) -> None:
+        self.client = connection.redis
+        self.target = connection.target
+        self.kind = connection.kind
+        self.retry_for = connection.retry_for
+        self._cluster = connection.kind == "cluster"
+        self._wait_replicas = wait_replicas
+        self._wait_timeout_ms = max(1, int(wait_timeout * 1000))
+        self._queue_waiter: QueueWaiter | None = None
+        self._master_watch = watch_master_switches(self.client)
         self.keys = GlobalKeys(prefix)
         self._prefix = prefix
         self._queue_keys: dict[str, QueueKeys] = {}
         self._registered_queues: set[str] = set()
-        self._scripts = register_scripts(client)
+        self._scripts = register_scripts(self.client)
         self._packed_heads: dict[tuple[str, str, int], bytes] = {}
 
     # -- plumbing ---------------------------------------------------------------------
@@ -204,7 +228,7 @@ class RedisBroker:
             # redis-py makes it a ConnectionError, but Redis was reached: say what is wrong
             return BrokerUnavailable(f"authentication to Redis at {self.target} failed: "
                                      f"{detail}")
-        if isinstance(exc, TRANSIENT_ERRORS):
+        if is_transient(exc):
             return BrokerUnavailable(f"cannot reach Redis at {self.target}: {detail}")
         if isinstance(exc, redis.exceptions.OutOfMemoryError):
             return BgTasksError(
@@ -231,6 +255,8 @@ class RedisBroker:
         three times the socket time per call (measured); anything unusual (NOSCRIPT after
         a restart, a dropped connection) falls back to the ordinary, retrying path, which
         is safe because every script may be applied twice."""
+        if self._cluster:
+            return self._run(name, queue, args)  # routed by slot, redirects followed
         head = self._packed_heads.get((name, queue, len(args)))
         if head is None:
             keys = self.queue_keys(queue).all
@@ -256,7 +282,8 @@ class RedisBroker:
         except (redis.exceptions.NoScriptError, *TRANSIENT_ERRORS):
             conn.disconnect()
         except redis.ResponseError as exc:  # a refusal (out of memory...) is the answer
-            raise self._translated(exc) from exc
+            if not is_transient(exc):
+                raise self._translated(exc) from exc
         finally:
             pool.release(conn)
         return self._run(name, queue, args)
@@ -267,7 +294,59 @@ class RedisBroker:
             self.client.ping()
 
     def close(self) -> None:
+        if self._master_watch is not None:
+            self._master_watch.stop()
+        if self._queue_waiter is not None:
+            self._queue_waiter.close()
         self.client.close()
+
+    def _riding_out_failover(self, call: Callable[[], Any]) -> Any:
+        """``call()``, retried with backoff for up to ``retry_for`` seconds while Redis is
+        away or failing over. Safe for enqueue: a script applied twice finds its task."""
+        deadline = time.monotonic() + self.retry_for
+        attempt = 0
+        while True:
+            try:
+                return call()
+            except BgTasksError as exc:
+                cause = exc.__cause__
+                transient = isinstance(exc, BrokerUnavailable) or (
+                    cause is not None and is_transient(cause))
+                delay = min(0.25, 0.05 * 2 ** attempt)
+                if not transient or time.monotonic() + delay > deadline:
+                    raise
+                attempt += 1
+                time.sleep(delay)
+
+    def _run_confirmed(self, name: str, queue: str, args: Sequence[Any]):
+        """Run a script, then WAIT for WAIT_REPLICAS replicas to hold what it wrote, on the
+        same connection (WAIT counts that connection's writes): one pipeline to the node
+        that serves ``queue``. Too few replicas in time is "not now" (BrokerUnavailable):
+        the caller retries, and the script applied again finds its task."""
+        keys = self.queue_keys(queue)
+        node = (self.client.get_node_from_key(keys.pending).redis_connection
+                if self._cluster else self.client)
+        with self.translate_errors():
+            pipe = node.pipeline(transaction=False)
+            self._scripts[name](keys=keys.all, args=list(args), client=pipe)
+            pipe.wait(self._wait_replicas, self._wait_timeout_ms)
+            reply, confirmed = pipe.execute()
+        if confirmed < self._wait_replicas:
+            raise BrokerUnavailable(
+                f"Redis at {self.target} wrote the task, but {confirmed} of "
+                f"{self._wait_replicas} replicas confirmed it within "
+                f"{self._wait_timeout_ms} ms (WAIT_REPLICAS)")
+        return reply
+
+    def _write_tasks(self, queue: str, args: Sequence[Any]):
+        """One enqueue script call, confirmed by replicas if so configured, riding out a
+        failover for up to retry_for seconds."""
+        if self._wait_replicas:
+            return self._riding_out_failover(
+                lambda: self._run_confirmed("enqueue", queue, args))
+        if self.retry_for:
+            return self._riding_out_failover(lambda: self._run_packed("enqueue", queue, args))
+        return self._run_packed("enqueue", queue, args)
 
     def eviction_policy(self) -> str:
         """Redis' maxmemory-policy, read from INFO (allowed where CONFIG GET is not)."""
@@ -307,8 +386,7 @@ class RedisBroker:
     def enqueue(self, req: EnqueueRequest) -> EnqueueOutcome:
         """Write a new task (pending, or scheduled when due later)."""
         self.register_queue(req.queue)
-        reply = self._run_packed("enqueue", req.queue, [self.keys.wake_channel,
-                                                        *_enqueue_fields(req)])
+        reply = self._write_tasks(req.queue, [self.keys.wake_channel, *_enqueue_fields(req)])
         return _enqueue_outcomes(reply)[0]
 
     def enqueue_many(self, reqs: Sequence[EnqueueRequest]) -> list[EnqueueOutcome]:
@@ -324,7 +402,7 @@ class RedisBroker:
                 args: list[Any] = [self.keys.wake_channel]
                 for index in chunk:
                     args += _enqueue_fields(reqs[index])
-                replies = _enqueue_outcomes(self._run_packed("enqueue", queue, args))
+                replies = _enqueue_outcomes(self._write_tasks(queue, args))
                 outcomes.update(zip(chunk, replies, strict=True))
         return [outcomes[index] for index in range(len(reqs))]
 
@@ -446,6 +524,12 @@ class RedisBroker:
     def wait_for_work(self, queues: Sequence[str], timeout: float) -> str | None:
         """Block until a task is announced on one of ``queues`` (or timeout): no polling."""
         names = [self.queue_keys(q).notify for q in queues]
+        if self._cluster and len(names) > 1:
+            # A cluster refuses BLPOP over keys in different slots: one blocking
+            # connection per queue instead.
+            if self._queue_waiter is None:
+                self._queue_waiter = QueueWaiter(self.client, self.translate_errors)
+            return self._queue_waiter.wait(dict(zip(queues, names, strict=True)), timeout)
         with self.translate_errors():
             reply = self.client.blpop(names, timeout=timeout)
         if reply is None:

