@@ -121,8 +121,8 @@ def _check_topology(cfg: dict[str, Any]) -> list[Error]:
         problems.append("BGTASKS['SENTINELS'] needs BGTASKS['MASTER_NAME'], the name the "
                         "sentinels monitor the master under.")
     if sum(bool(x) for x in (cluster_url or nodes, sentinels, cfg["CACHE_ALIAS"])) > 1:
-        problems.append("Set one of a cluster (redis+cluster:// or CLUSTER_NODES), SENTINELS "
-                        "and CACHE_ALIAS, not several.")
+        problems.append("BGTASKS sets more than one of a cluster (redis+cluster:// or "
+                        "CLUSTER_NODES), SENTINELS and CACHE_ALIAS: set one.")
     if not isinstance(cfg["SENTINEL_KWARGS"], dict):
         problems.append("BGTASKS['SENTINEL_KWARGS'] must be a dict.")
     retry_for = cfg["RETRY_FOR"]

@@ -80,6 +80,17 @@ def test_setting_not_a_dict(settings):
     ({"EAGER": "yes"}, "bgtasks.E009"),
     ({"STRICT_PRIORITY": 1}, "bgtasks.E009"),
     ({"ENQUEUE_ON_COMMIT": None}, "bgtasks.E009"),
+    ({"REDIS_URL": "redis+cluster:///0"}, "bgtasks.E014"),
+    ({"CLUSTER_NODES": ["h1:7000", "h2"]}, "bgtasks.E014"),
+    ({"CLUSTER_NODES": []}, "bgtasks.E014"),
+    ({"SENTINELS": ["h1:26379"]}, "bgtasks.E014"),  # no MASTER_NAME
+    ({"SENTINELS": [("h1", "x")], "MASTER_NAME": "m"}, "bgtasks.E014"),
+    ({"SENTINELS": ["h1:26379"], "MASTER_NAME": "m", "CACHE_ALIAS": "default"},
+     "bgtasks.E014"),
+    ({"RETRY_FOR": -1}, "bgtasks.E014"),
+    ({"WAIT_REPLICAS": 1.5}, "bgtasks.E014"),
+    ({"WAIT_TIMEOUT": 0}, "bgtasks.E014"),
+    ({"SENTINEL_KWARGS": ["password"]}, "bgtasks.E014"),
 ])
 def test_invalid_values(settings, values, expected):
     bgtasks(settings, **values)

@@ -341,12 +341,13 @@ class RedisBroker:
     def _write_tasks(self, queue: str, args: Sequence[Any]):
         """One enqueue script call, confirmed by replicas if so configured, riding out a
         failover for up to retry_for seconds."""
-        if self._wait_replicas:
-            return self._riding_out_failover(
-                lambda: self._run_confirmed("enqueue", queue, args))
-        if self.retry_for:
-            return self._riding_out_failover(lambda: self._run_packed("enqueue", queue, args))
-        return self._run_packed("enqueue", queue, args)
+        run = self._run_confirmed if self._wait_replicas else self._run_packed
+
+        def write() -> Any:
+            self.register_queue(queue)
+            return run("enqueue", queue, args)
+
+        return self._riding_out_failover(write)
 
     def eviction_policy(self) -> str:
         """Redis' maxmemory-policy, read from INFO (allowed where CONFIG GET is not)."""
@@ -385,7 +386,6 @@ class RedisBroker:
 
     def enqueue(self, req: EnqueueRequest) -> EnqueueOutcome:
         """Write a new task (pending, or scheduled when due later)."""
-        self.register_queue(req.queue)
         reply = self._write_tasks(req.queue, [self.keys.wake_channel, *_enqueue_fields(req)])
         return _enqueue_outcomes(reply)[0]
 
@@ -396,7 +396,6 @@ class RedisBroker:
         for index, req in enumerate(reqs):
             by_queue.setdefault(req.queue, []).append(index)
         for queue, indexes in by_queue.items():
-            self.register_queue(queue)
             for start in range(0, len(indexes), ENQUEUE_BATCH):
                 chunk = indexes[start:start + ENQUEUE_BATCH]
                 args: list[Any] = [self.keys.wake_channel]
