@@ -204,6 +204,7 @@ class RedisBroker:
         self._wait_replicas = wait_replicas
         self._wait_timeout_ms = max(1, int(wait_timeout * 1000))
         self._queue_waiter: QueueWaiter | None = None
+        self._node_pools: dict[str, Any] = {}  # cluster: queue -> its master's pool
         self._master_watch = watch_master_switches(self.client)
         self.keys = GlobalKeys(prefix)
         self._prefix = prefix
@@ -255,8 +256,6 @@ class RedisBroker:
         three times the socket time per call (measured); anything unusual (NOSCRIPT after
         a restart, a dropped connection) falls back to the ordinary, retrying path, which
         is safe because every script may be applied twice."""
-        if self._cluster:
-            return self._run(name, queue, args)  # routed by slot, redirects followed
         head = self._packed_heads.get((name, queue, len(args)))
         if head is None:
             keys = self.queue_keys(queue).all
@@ -266,10 +265,10 @@ class RedisBroker:
                 b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
             self._packed_heads[(name, queue, len(args))] = head
         body = b"".join(b"$%d\r\n%s\r\n" % (len(v), v) for v in map(_encode_arg, args))
-        pool = self.client.connection_pool
         try:
+            pool = self._pool_for(queue)
             conn = pool.get_connection()
-        except TRANSIENT_ERRORS:
+        except (redis.exceptions.RedisClusterException, *TRANSIENT_ERRORS):
             return self._run(name, queue, args)
         try:
             conn.send_packed_command([head + body])
@@ -281,12 +280,29 @@ class RedisBroker:
             raise self._translated(exc) from exc
         except (redis.exceptions.NoScriptError, *TRANSIENT_ERRORS):
             conn.disconnect()
+            self._node_pools.pop(queue, None)
+        except (redis.exceptions.MovedError, redis.exceptions.AskError):
+            # The slot moved (a failover, a resharding): the cluster client follows it
+            # and learns the new layout; this queue's node is looked up again.
+            self._node_pools.pop(queue, None)
         except redis.ResponseError as exc:  # a refusal (out of memory...) is the answer
             if not is_transient(exc):
                 raise self._translated(exc) from exc
+            self._node_pools.pop(queue, None)
         finally:
             pool.release(conn)
         return self._run(name, queue, args)
+
+    def _pool_for(self, queue: str) -> Any:
+        """The connection pool of the server holding ``queue``'s keys: on a cluster, that
+        of the master serving the queue's slot (as the cluster client last saw it)."""
+        if not self._cluster:
+            return self.client.connection_pool
+        pool = self._node_pools.get(queue)
+        if pool is None:
+            node = self.client.get_node_from_key(self.queue_keys(queue).pending)
+            pool = self._node_pools[queue] = node.redis_connection.connection_pool
+        return pool
 
     def ping(self) -> None:
         """Raise BrokerUnavailable unless Redis answers."""
