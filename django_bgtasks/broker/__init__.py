@@ -38,8 +38,7 @@ def reset_brokers(**kwargs) -> None:
     """Forget cached brokers (settings changed, or a process was forked)."""
     with _lock:
         for broker in _cache.values():
-            if broker_owns_client(broker):
-                broker.close()
+            broker.close(close_client=broker_owns_client(broker))
         _cache.clear()
 
 

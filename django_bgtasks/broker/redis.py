@@ -229,8 +229,11 @@ class RedisBroker:
             # redis-py makes it a ConnectionError, but Redis was reached: say what is wrong
             return BrokerUnavailable(f"authentication to Redis at {self.target} failed: "
                                      f"{detail}")
-        if is_transient(exc):
+        if isinstance(exc, TRANSIENT_ERRORS):
             return BrokerUnavailable(f"cannot reach Redis at {self.target}: {detail}")
+        if is_transient(exc):  # reached, but changing roles or starting (NOREPLICAS...)
+            return BrokerUnavailable(f"Redis at {self.target} cannot take this now (a "
+                                     f"failover or a restart): {detail}")
         if isinstance(exc, redis.exceptions.OutOfMemoryError):
             return BgTasksError(
                 f"Redis at {self.target} is out of memory (used memory > maxmemory, policy "
@@ -269,14 +272,20 @@ class RedisBroker:
             pool = self._pool_for(queue)
             conn = pool.get_connection()
         except (redis.exceptions.RedisClusterException, *TRANSIENT_ERRORS):
+            self._node_pools.pop(queue, None)
             return self._run(name, queue, args)
         try:
             conn.send_packed_command([head + body])
             return conn.read_response()
         except redis.TimeoutError as exc:
-            # Redis took the whole socket timeout: asking again would double the wait of
-            # a caller who is owed a prompt error.
             conn.disconnect()
+            if self._cluster:
+                # A hung master: the cluster client finds out whether its replica took
+                # over (and relearns the slots) instead of this cached node.
+                self._node_pools.pop(queue, None)
+                return self._run(name, queue, args)
+            # One Redis took the whole socket timeout: asking again would double the wait
+            # of a caller who is owed a prompt error.
             raise self._translated(exc) from exc
         except (redis.exceptions.NoScriptError, *TRANSIENT_ERRORS):
             conn.disconnect()
@@ -309,12 +318,15 @@ class RedisBroker:
         with self.translate_errors():
             self.client.ping()
 
-    def close(self) -> None:
+    def close(self, close_client: bool = True) -> None:
+        """Stop this broker's threads; close the client unless it is shared (a
+        django-redis cache's client belongs to the cache framework)."""
         if self._master_watch is not None:
             self._master_watch.stop()
         if self._queue_waiter is not None:
             self._queue_waiter.close()
-        self.client.close()
+        if close_client:
+            self.client.close()
 
     def _riding_out_failover(self, call: Callable[[], Any]) -> Any:
         """``call()``, retried with backoff for up to ``retry_for`` seconds while Redis is

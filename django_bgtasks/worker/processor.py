@@ -20,6 +20,7 @@ logger = logging.getLogger("django_bgtasks.worker")
 
 IDLE_WAIT = 1.0  # blocking wait for work when nothing runs (bounds shutdown latency)
 BUSY_WAIT = 0.1  # blocking wait for work while tasks run (bounds the ack delay)
+QUEUE_RETRY_CAP = 0.5  # seconds: the longest pause of a queue whose Redis is away
 PREFETCH_BELOW = 0.05  # seconds: tasks shorter than this on average get prefetched
 
 
@@ -36,6 +37,10 @@ class Processor:
         self._work: queue_module.SimpleQueue[Running | None] = queue_module.SimpleQueue()
         self._finished: queue_module.SimpleQueue[tuple[str, Ack]] = queue_module.SimpleQueue()
         self._outbox: dict[str, list[Ack]] = defaultdict(list)
+        # A queue whose Redis is away (its cluster master failing over) waits for its own
+        # retry time; the other queues are served meanwhile.
+        self._queue_failures: dict[str, int] = {}
+        self._queue_retry_at: dict[str, float] = {}
         self._stopping = threading.Event()
         self._retiring = threading.Event()
         self._stop_deadline = float("inf")
@@ -134,7 +139,8 @@ class Processor:
                     if not claimed:
                         self._wait()
                 except BgTasksError as exc:
-                    delay = backoff_delay(failures)
+                    self._queue_retry_at.clear()  # the loop's backoff is the wait now
+                    delay = backoff_delay(failures, cap=QUEUE_RETRY_CAP)
                     failures += 1
                     logger.warning("fetcher: %s; retrying in %.1fs (outcomes are kept)", exc,
                                    delay)
@@ -182,8 +188,11 @@ class Processor:
             except queue_module.Empty:
                 pass
             return
-        self._broker.wait_for_work(list(self._config.queues),
-                                   BUSY_WAIT if busy else IDLE_WAIT)
+        timeout = BUSY_WAIT if busy else IDLE_WAIT
+        if self._queue_retry_at:
+            soonest = min(self._queue_retry_at.values()) - time.monotonic()
+            timeout = max(0.01, min(timeout, soonest))
+        self._broker.wait_for_work(list(self._config.queues), timeout)
 
     def _collect(self) -> None:
         while True:
@@ -200,16 +209,41 @@ class Processor:
             self._requeue_unstarted()
         free = self._free_threads()
         claimed = 0
+        errors: list[tuple[str, BgTasksError, float]] = []
         if free:
             for queue in self._config.queue_order():
-                got = self._claim(queue, free)
+                got = self._claim_isolated(queue, free, errors)
                 claimed += got
                 free -= got
                 if not free:
                     break
         for queue in [q for q, acks in self._outbox.items() if acks]:
-            self._claim(queue, 0)
+            self._claim_isolated(queue, 0, errors)
+        if errors and len(self._queue_retry_at) == len(self._config.queues):
+            raise errors[0][1]  # nothing reachable: the fetch loop backs off, and says so
+        for queue, exc, delay in errors:  # the other queues are served meanwhile
+            logger.warning("fetcher: queue %s: %s; retrying in %.1fs (outcomes are kept)",
+                           queue, exc, delay)
         return claimed
+
+    def _claim_isolated(self, queue: str, limit: int,
+                        errors: list[tuple[str, BgTasksError, float]]) -> int:
+        """_claim, unless ``queue`` waits for its retry time; a failure is noted (the queue
+        backs off on its own) rather than raised."""
+        if time.monotonic() < self._queue_retry_at.get(queue, 0.0):
+            return 0
+        try:
+            got = self._claim(queue, limit)
+        except BgTasksError as exc:
+            failures = self._queue_failures.get(queue, 0)
+            self._queue_failures[queue] = failures + 1
+            delay = backoff_delay(failures, cap=QUEUE_RETRY_CAP)
+            self._queue_retry_at[queue] = time.monotonic() + delay
+            errors.append((queue, exc, delay))
+            return 0
+        self._queue_failures.pop(queue, None)
+        self._queue_retry_at.pop(queue, None)
+        return got
 
     def _free_threads(self) -> int:
         if self._stopping.is_set() or self._retiring.is_set():
