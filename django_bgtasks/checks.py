@@ -173,8 +173,8 @@ def check_redis_server(app_configs: Any = None, **kwargs: Any) -> list[Error | W
     from .broker import get_broker
     from .exceptions import BgTasksError
 
-    broker = get_broker()
     try:
+        broker = get_broker()  # a cluster's client connects as it is made
         broker.ping()
     except BgTasksError as exc:
         return [Error(f"Redis for django-bgtasks is not reachable: {exc}", id="bgtasks.E010")]

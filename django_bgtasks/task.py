@@ -175,8 +175,8 @@ class BackgroundTask:
 
     def _send(self, messages: list[TaskMessage], requests: list[EnqueueRequest],
               ) -> list[TaskInfo]:
-        broker = get_broker()
         try:
+            broker = get_broker()  # a cluster's client connects as it is made
             outcomes = (broker.enqueue_many(requests) if len(requests) > 1
                         else [broker.enqueue(requests[0])])
         except BgTasksError as exc:

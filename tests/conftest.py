@@ -1,27 +1,46 @@
 """Fixtures: a private redis-server per test session, flushed before every test, and a
-factory for real worker processes. See helpers.py."""
+factory for real worker processes. See helpers.py.
+
+BGTASKS_TEST_TOPOLOGY=cluster runs the suite on a real 3+3 Redis Cluster instead
+(topologies.SessionCluster; the cache on a plain redis-server of its own); tests marked
+single_redis, which need one plain redis-server, are then skipped.
+"""
 
 from __future__ import annotations
 
 import copy
 import os
+import re
 import signal
 from collections.abc import Iterator, Mapping
 
 import pytest
 from django.test import override_settings
 
-from helpers import RedisServer, WorkerProcess
+from helpers import TEST_TOPOLOGY, RedisServer, WorkerProcess
+from topologies import SessionCluster
 
 SYSTEM_REDIS_PORT = 6379
 
 
-def _redis_settings(url: str) -> dict:
-    """Every setting of testproject that names the Redis URL, pointed at `url`."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if TEST_TOPOLOGY != "cluster":
+        return
+    for item in items:
+        marker = item.get_closest_marker("single_redis")
+        if marker:
+            why = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+            item.add_marker(pytest.mark.skip(
+                reason=f"single_redis under BGTASKS_TEST_TOPOLOGY=cluster: {why}"))
+
+
+def _redis_settings(url: str, cache_url: str | None = None) -> dict:
+    """Every setting of testproject that names the Redis URL, pointed at `url` (the
+    cache at `cache_url`, if given)."""
     from django.conf import settings
 
     caches = copy.deepcopy(settings.CACHES)
-    caches["default"]["LOCATION"] = url
+    caches["default"]["LOCATION"] = cache_url or url
     return {
         "REDIS_URL": url,
         "BGTASKS": {**settings.BGTASKS, "REDIS_URL": url},
@@ -29,40 +48,64 @@ def _redis_settings(url: str) -> dict:
     }
 
 
+def _cache_url(server: RedisServer | SessionCluster) -> str | None:
+    """Where the cache lives, if not on `server` itself (a cluster cannot hold it)."""
+    return server.cache_url if isinstance(server, SessionCluster) else None
+
+
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A redis-server of our own on a free port, for the whole session."""
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
+def redis_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RedisServer | SessionCluster]:
+    """A redis-server of our own on a free port, for the whole session; under
+    BGTASKS_TEST_TOPOLOGY=cluster, a SessionCluster."""
+    kind = SessionCluster if TEST_TOPOLOGY == "cluster" else RedisServer
+    server = kind(tmp_path_factory.mktemp("redis"))
     server.start()
-    assert server.port != SYSTEM_REDIS_PORT
-    old_env = os.environ.get("BGTASKS_REDIS_URL")
-    os.environ["BGTASKS_REDIS_URL"] = server.url  # for subprocesses (workers)
+    assert str(SYSTEM_REDIS_PORT) not in re.findall(r":(\d+)", server.url)
+    # "" leaves the workers' cache on BGTASKS_REDIS_URL, even where a test changes that
+    env = {"BGTASKS_REDIS_URL": server.url, "BGTASKS_TEST_CACHE_URL": _cache_url(server) or ""}
+    old_env = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)  # for subprocesses (workers)
     # Session-wide too, so that session/module fixtures never see the settings' default URL.
-    session_override = override_settings(**_redis_settings(server.url))
+    session_override = override_settings(**_redis_settings(server.url, _cache_url(server)))
     session_override.enable()
     try:
         yield server
     finally:
         session_override.disable()
-        if old_env is None:
-            os.environ.pop("BGTASKS_REDIS_URL", None)
-        else:
-            os.environ["BGTASKS_REDIS_URL"] = old_env
+        for name, value in old_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         server.stop()
         server.kill()  # no-op unless stop() failed
 
 
 @pytest.fixture(autouse=True)
-def bgtasks_redis(redis_server: RedisServer, settings) -> RedisServer:
+def bgtasks_redis(redis_server: RedisServer | SessionCluster, settings):
     """Before every test: the server is up (a test may have stopped it), empty, and the
     settings (BGTASKS, CACHES, REDIS_URL) point at it."""
     if not redis_server.is_running():
         redis_server.start()
     with redis_server.client() as client:
         client.flushall()
-    for name, value in _redis_settings(redis_server.url).items():
+    if isinstance(redis_server, SessionCluster):
+        with redis_server.cache_server.client() as client:
+            client.flushall()
+    for name, value in _redis_settings(redis_server.url, _cache_url(redis_server)).items():
         setattr(settings, name, value)
     return redis_server
+
+
+@pytest.fixture
+def cache_redis(bgtasks_redis) -> RedisServer:
+    """The redis-server of the django-redis cache: the session's server, or under the
+    cluster topology the plain one beside the cluster."""
+    if isinstance(bgtasks_redis, SessionCluster):
+        return bgtasks_redis.cache_server
+    return bgtasks_redis
 
 
 @pytest.fixture
@@ -82,7 +125,7 @@ def raw(bgtasks_redis):
 
 
 @pytest.fixture
-def run_worker(redis_server: RedisServer, tmp_path):
+def run_worker(redis_server: RedisServer | SessionCluster, tmp_path):
     """Factory: run_worker("--processes", "1", env={"BGTASKS_LEASE_SECONDS": "2"}) starts
     `manage.py runbackground ...` and returns a started WorkerProcess. Every worker still
     running at teardown gets SIGTERM (group), 15 s, then SIGKILL (group)."""
@@ -91,6 +134,7 @@ def run_worker(redis_server: RedisServer, tmp_path):
     def start(*args: str, env: Mapping[str, str] | None = None) -> WorkerProcess:
         worker_env = {
             "BGTASKS_REDIS_URL": redis_server.url,
+            "BGTASKS_TEST_CACHE_URL": _cache_url(redis_server) or "",
             # the worker never touches the repo's own sqlite file
             "BGTASKS_DEMO_DB": str(tmp_path / "worker-db.sqlite3"),
             **(env or {}),

@@ -22,6 +22,11 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# What the suite's Redis is (conftest's redis_server): "single" (one redis-server) or
+# "cluster" (a 3+3 Redis Cluster; tests marked single_redis are skipped).
+TEST_TOPOLOGY = os.environ.get("BGTASKS_TEST_TOPOLOGY") or "single"
+if TEST_TOPOLOGY not in ("single", "cluster"):
+    raise RuntimeError(f"BGTASKS_TEST_TOPOLOGY={TEST_TOPOLOGY!r}: 'single' or 'cluster'")
 MANAGE_PY = REPO_ROOT / "testproject" / "manage.py"
 
 T = TypeVar("T")

@@ -7,7 +7,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from helpers import REPO_ROOT
+
+pytestmark = pytest.mark.single_redis(
+    reason="bench/chaos.py runs and kills a redis-server of its own")
 
 KINDS = ("child", "host_kill", "host_term", "redis")
 

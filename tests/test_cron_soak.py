@@ -8,7 +8,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from helpers import REPO_ROOT
+
+pytestmark = pytest.mark.single_redis(
+    reason="bench/cron_soak.py runs and restarts a redis-server of its own")
 
 FAULTS = {"pause", "host_kill", "redis"}
 

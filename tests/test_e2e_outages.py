@@ -15,6 +15,8 @@ from demo import recording, tasks
 from django_bgtasks import EnqueueError
 from helpers import RedisServer, counts, wait_until
 
+pytestmark = pytest.mark.single_redis(reason="stops the redis-server for 10 s and 60 s")
+
 
 @pytest.fixture(scope="module")
 def ledger_server(tmp_path_factory) -> RedisServer:

@@ -158,6 +158,7 @@ def test_task_killing_its_process_ends_dead_and_the_worker_goes_on(
 # --- Redis outages ---------------------------------------------------------------------
 
 
+@pytest.mark.single_redis(reason="restarts the redis-server under a worker")
 def test_redis_restart_under_a_running_worker_loses_nothing(start_worker, redis_server):
     r = redis_server.client()
     before = [f"pre{i}" for i in range(80)]
@@ -216,6 +217,7 @@ def test_startup_with_redis_down_logs_one_clear_line_and_waits(start_worker):
     print(f"\nSIGTERM while waiting for Redis: exited after {time.monotonic() - started:.2f}s")
 
 
+@pytest.mark.single_redis(reason="stops the redis-server, then starts it again")
 def test_worker_started_while_redis_is_down_starts_working_when_it_comes_up(
         start_worker, redis_server):
     redis_server.stop()

@@ -1,7 +1,9 @@
 """The test infrastructure itself: private redis-server, AOF across restarts, isolation."""
 
 import os
+import re
 
+import pytest
 from django.conf import settings
 from django.core.cache import cache
 
@@ -10,21 +12,25 @@ from helpers import wait_until
 
 
 def test_server_answers_ping(bgtasks_redis):
-    assert bgtasks_redis.port != 6379
+    assert "6379" not in re.findall(r":(\d+)", bgtasks_redis.url)
     assert bgtasks_redis.client().ping()
 
 
-def test_settings_and_env_point_at_the_private_server(bgtasks_redis):
+def test_settings_and_env_point_at_the_private_server(bgtasks_redis, cache_redis):
     assert settings.REDIS_URL == bgtasks_redis.url
     assert settings.BGTASKS["REDIS_URL"] == bgtasks_redis.url
     assert settings.BGTASKS["QUEUES"] == {"default": 1, "mail": 2}
-    assert settings.CACHES["default"]["LOCATION"] == bgtasks_redis.url
+    assert settings.CACHES["default"]["LOCATION"] == cache_redis.url
     assert os.environ["BGTASKS_REDIS_URL"] == bgtasks_redis.url
+    # (empty: the workers' cache follows BGTASKS_REDIS_URL)
+    assert (os.environ["BGTASKS_TEST_CACHE_URL"] or os.environ["BGTASKS_REDIS_URL"]) == (
+        cache_redis.url)
 
     cache.set("infra-probe", 1, None)
-    assert bgtasks_redis.client().dbsize() == 1  # django-redis wrote to our server
+    assert cache_redis.client().dbsize() == 1  # django-redis wrote to our server
 
 
+@pytest.mark.single_redis(reason="restarts the redis-server")
 def test_restart_keeps_data_through_the_aof(redis_server):
     client = redis_server.client()
     client.set("survivor", "yes")
@@ -34,6 +40,7 @@ def test_restart_keeps_data_through_the_aof(redis_server):
     assert redis_server.client().get("survivor") == b"yes"
 
 
+@pytest.mark.single_redis(reason="kills and restarts the redis-server")
 def test_killed_server_starts_again_on_the_same_port(redis_server):
     port = redis_server.port
     redis_server.kill()

@@ -96,6 +96,7 @@ def fill_until_refused(limit: int = 50_000) -> tuple[int, EnqueueError]:
     raise AssertionError(f"Redis accepted {limit} tasks: maxmemory not in effect")
 
 
+@pytest.mark.single_redis(reason="sets maxmemory from one server's used_memory")
 def test_enqueue_into_a_full_redis_is_a_clear_error_and_writes_nothing(full_redis):
     accepted, error = fill_until_refused()
     message = str(error)
@@ -112,6 +113,7 @@ def test_enqueue_into_a_full_redis_is_a_clear_error_and_writes_nothing(full_redi
     print(f"\nmaxmemory: {accepted} tasks accepted, then: {message}")
 
 
+@pytest.mark.single_redis(reason="sets maxmemory from one server's used_memory")
 def test_a_worker_drains_a_full_redis_and_enqueue_works_again(redis_server, start_worker):
     from django_bgtasks.broker import get_broker
 

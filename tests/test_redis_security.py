@@ -29,6 +29,9 @@ from django_bgtasks import EnqueueError, get_task_info
 from django_bgtasks.broker.keys import QueueKeys
 from helpers import RedisServer, free_port, wait_until
 
+pytestmark = pytest.mark.single_redis(
+    reason="its subject is a plain redis-server of its own (requirepass, ACL, TLS)")
+
 QUICK = 5.0  # seconds within which a refused connection must fail
 KEYS = QueueKeys("bgtasks", "default")
 DASHBOARD = "/admin/django_bgtasks/task/"

@@ -506,6 +506,81 @@ class RedisClusterTopology(_Topology):
         return names
 
 
+class WholeCluster(RedisCluster):
+    """A RedisCluster that treats the cluster as one Redis where redis-py would pick one
+    node: KEYS and DBSIZE ask every master (a test's "nothing was written" sees them all),
+    CONFIG SET sets every node (a setting the product reads from any of them)."""
+
+    COMMAND_FLAGS = {
+        **RedisCluster.COMMAND_FLAGS,
+        "KEYS": RedisCluster.PRIMARIES,
+        "DBSIZE": RedisCluster.PRIMARIES,
+        "CONFIG SET": RedisCluster.ALL_NODES,
+    }
+
+
+class SessionCluster:
+    """The suite's Redis under BGTASKS_TEST_TOPOLOGY=cluster: a 3+3 cluster holding the
+    tasks and the tests' ledger, and one plain redis-server for django-redis' cache (which
+    has no cluster client). It offers what the tests use of a RedisServer; a cluster is not
+    restarted (tests that stop or kill Redis are marked single_redis)."""
+
+    def __init__(self, base_dir: Path) -> None:
+        from helpers import RedisServer
+
+        self.topology = RedisClusterTopology(Path(base_dir) / "cluster")
+        self.cache_server = RedisServer(Path(base_dir) / "cache")
+        self._started = False
+
+    @property
+    def url(self) -> str:
+        """The cluster's redis+cluster:// URL (BGTASKS["REDIS_URL"] and the ledger)."""
+        return self.topology.url
+
+    @property
+    def cache_url(self) -> str:
+        """The plain redis-server of the django-redis cache."""
+        return self.cache_server.url
+
+    def client(self, **kwargs) -> WholeCluster:
+        """A new WholeCluster client: key commands go to the key's master; FLUSHALL, KEYS
+        and DBSIZE to every master, CONFIG SET to every node."""
+        nodes = [ClusterNode(HOST, port) for port in self.topology.running_ports()]
+        return WholeCluster(startup_nodes=nodes, **{"socket_timeout": 10, **kwargs})
+
+    def is_running(self) -> bool:
+        """True while every node of the cluster and the cache server run."""
+        ports = self.topology.ports
+        return (self._started and self.cache_server.is_running()
+                and all(self.topology.is_running(port) for port in ports))
+
+    def start(self) -> None:
+        """Start the cluster and the cache server (once: a stopped cluster stays stopped)."""
+        if self._started:
+            assert self.is_running(), "a SessionCluster cannot be restarted"
+            return
+        missing = _missing("redis-server", "redis-cli")
+        if missing:  # a failure, not a skip: the whole suite was asked to run on a cluster
+            raise RuntimeError(f"BGTASKS_TEST_TOPOLOGY=cluster: {missing}")
+        self.topology.start()
+        self.cache_server.start()
+        self._started = True
+
+    def stop(self) -> None:
+        """SIGKILL every cluster node, SHUTDOWN the cache server."""
+        self.topology.stop()
+        self.cache_server.stop()
+
+    def kill(self) -> None:
+        """SIGKILL everything."""
+        self.topology.stop()
+        self.cache_server.kill()
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running() else "stopped"
+        return f"<SessionCluster {self.url} cache {self.cache_url} {state}>"
+
+
 class SentinelTopology(_Topology):
     """1 master, 1 or 2 replicas and 3 sentinels, pre-wired (ready in well under 1 s)."""
 

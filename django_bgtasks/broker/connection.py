@@ -13,6 +13,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.sentinel import Sentinel
 
 from ..conf import Settings
+from ..exceptions import BrokerUnavailable
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 CLUSTER_RETRY_FOR = 10.0  # seconds; a failover takes 2-3 s with node-timeout 1 s, 18 s at 15 s
@@ -115,9 +116,17 @@ def _cluster_client(cfg: Settings, retry_for: float) -> Client:
         query = f"?{parts.query}" if parts.query else ""
         first = (f"{parts.scheme}://{auth + '@' if auth else ''}{nodes[0][0]}:{nodes[0][1]}"
                  f"{query}")
-    client = RedisCluster(url=first, startup_nodes=[ClusterNode(h, p) for h, p in nodes[1:]],
-                          **_timeouts(cfg))
-    target = f"Redis Cluster {','.join(f'{h}:{p}' for h, p in nodes)}"
+    # as describe_target() names a redis+cluster:// URL: messages say "Redis at <target>"
+    scheme = urlsplit(first).scheme
+    target = f"{scheme}+cluster://{','.join(f'{h}:{p}' for h, p in nodes)}"
+    try:
+        client = RedisCluster(url=first, startup_nodes=[ClusterNode(h, p) for h, p in nodes[1:]],
+                              **_timeouts(cfg))
+    except redis.exceptions.RedisClusterException as exc:
+        # RedisCluster connects in its constructor: no node answered (a worker started
+        # before the cluster retries on BrokerUnavailable, as on one Redis)
+        detail = str(exc).rstrip(".")
+        raise BrokerUnavailable(f"cannot reach Redis at {target}: {detail}") from exc
     return Client(client, target, "cluster", retry_for)
 
 

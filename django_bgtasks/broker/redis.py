@@ -380,7 +380,15 @@ class RedisBroker:
     def eviction_policy(self) -> str:
         """Redis' maxmemory-policy, read from INFO (allowed where CONFIG GET is not)."""
         with self.translate_errors():
-            return str(self.client.info("memory").get("maxmemory_policy", "noeviction"))
+            if not self._cluster:
+                return str(self.client.info("memory").get("maxmemory_policy", "noeviction"))
+            # Every master holds queues: the riskiest of their policies counts.
+            per_node = self.client.info("memory", target_nodes=self.client.PRIMARIES)
+        policies = [str(info.get("maxmemory_policy", "noeviction"))
+                    for info in per_node.values() if isinstance(info, dict)]
+        riskiest = sorted(policies, key=lambda p: (not p.startswith("allkeys"),
+                                                   p == "noeviction"))
+        return riskiest[0] if riskiest else "noeviction"
 
     def server_time_ms(self) -> int:
         """Redis' clock, in ms: what the scripts decide with, whatever this host's says."""

@@ -13,18 +13,21 @@ import time
 
 import redis
 from django.conf import settings
+from redis.cluster import ClusterNode, RedisCluster
 
-RAN_KEY = "bgtasks-test:ran"  # SET of tokens that ran
-LOG_KEY = "bgtasks-test:log"  # LIST of tokens, in the order they ran (repeats show duplicates)
+# RAN_KEY and LOG_KEY share a hash tag: record() writes both in one MULTI, which a Redis
+# Cluster accepts only within one slot.
+RAN_KEY = "bgtasks-test:{ledger}:ran"  # SET of tokens that ran
+LOG_KEY = "bgtasks-test:{ledger}:log"  # LIST of tokens in the order they ran (repeats: duplicates)
 TIMES_KEY = "bgtasks-test:times"  # LIST of JSON {"token", "t"} from record_time
 ATTEMPTS_PREFIX = "bgtasks-test:attempts:"  # STRING counter per token
 
 _lock = threading.Lock()
-_client: redis.Redis | None = None
+_client: redis.Redis | RedisCluster | None = None
 _client_owner: tuple[int, str] | None = None
 
 
-def client() -> redis.Redis:
+def client() -> redis.Redis | RedisCluster:
     """This process's client for the ledger (settings.BGTASKS_TEST_LEDGER_URL, else
     settings.REDIS_URL); a forked child makes its own."""
     global _client, _client_owner
@@ -32,9 +35,20 @@ def client() -> redis.Redis:
     owner = (os.getpid(), url)
     with _lock:
         if _client is None or _client_owner != owner:
-            _client = redis.Redis.from_url(url)
+            _client = connect(url)
             _client_owner = owner
         return _client
+
+
+def connect(url: str) -> redis.Redis | RedisCluster:
+    """A client for `url`: redis://... or, for the tests' cluster topology,
+    redis+cluster://host:port,host:port/0 (no credentials)."""
+    if not url.startswith("redis+cluster://"):
+        return redis.Redis.from_url(url)
+    hosts = url.removeprefix("redis+cluster://").partition("/")[0]
+    nodes = [ClusterNode(host, int(port)) for host, _, port in
+             (item.rpartition(":") for item in hosts.split(","))]
+    return RedisCluster(startup_nodes=nodes)
 
 
 def record(token: str) -> None:

@@ -1,7 +1,10 @@
 """Settings for the django-bgtasks test suite and demo. Not for production.
 
 Environment:
-    BGTASKS_REDIS_URL       Redis for the tasks and the cache (the tests and scripts/demo set it)
+    BGTASKS_REDIS_URL       Redis for the tasks and the cache (the tests and scripts/demo set it);
+                            a redis+cluster:// URL for a cluster
+    BGTASKS_TEST_CACHE_URL  Redis for the cache, if not BGTASKS_REDIS_URL (django-redis has no
+                            cluster client: the tests' cluster topology sets it)
     BGTASKS_DEMO_DB         sqlite file (default: testproject/db.sqlite3)
     BGTASKS_LEASE_SECONDS   BGTASKS["LEASE_SECONDS"] (tests shorten it)
     BGTASKS_TEST_PERIODIC   periodic entries for the tests' workers (TEST_PERIODIC_ENTRIES)
@@ -132,7 +135,7 @@ if django.VERSION >= (6, 0):
 CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": REDIS_URL,
+        "LOCATION": os.environ.get("BGTASKS_TEST_CACHE_URL") or REDIS_URL,
         # bounded waits when Redis stops answering (system check bgtasks.W003)
         "OPTIONS": {"SOCKET_TIMEOUT": 10, "SOCKET_CONNECT_TIMEOUT": 5},
     }
@@ -153,3 +156,12 @@ LOGGING = {
         "demo": {"handlers": ["console"], "level": "INFO"},
     },
 }
+
+# tests/test_failover_sentinel.py: the tasks behind Sentinel (the cache and the ledger stay
+# on a plain Redis, so that the verdict survives the failover).
+#   BGTASKS_TEST_SENTINELS     "host:port,host:port,...": BGTASKS SENTINELS
+#   BGTASKS_TEST_MASTER_NAME   the master they monitor (default "mymaster")
+if os.environ.get("BGTASKS_TEST_SENTINELS"):
+    BGTASKS["SENTINELS"] = os.environ["BGTASKS_TEST_SENTINELS"].split(",")
+    BGTASKS["MASTER_NAME"] = os.environ.get("BGTASKS_TEST_MASTER_NAME", "mymaster")
+    BGTASKS["REDIS_URL"] = f"redis://{BGTASKS['MASTER_NAME']}/0"

@@ -130,6 +130,8 @@ class Command(BaseCommand):
             inspector = Inspector(get_broker())
         except ValueError as exc:  # a malformed REDIS_URL
             raise CommandError(f"BGTASKS REDIS_URL: {exc}") from None
+        except BgTasksError as exc:  # a cluster's client connects as it is made
+            raise CommandError(str(exc)) from exc
         try:
             getattr(self, f"do_{action}")(inspector, **options)
         except BgTasksError as exc:
