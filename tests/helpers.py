@@ -349,3 +349,33 @@ def state_of(task_id: str) -> str | None:
         return get_task_info(task_id).state
     except TaskNotFound:
         return None
+
+
+class BgtasksCommand:
+    """``manage.py bgtasks [prefix...] ARGS`` in-process: its output, its JSON, or the
+    message of the CommandError it raises."""
+
+    def __init__(self, *prefix: str) -> None:
+        self.prefix = prefix
+
+    def __call__(self, *args: str) -> str:
+        import io
+
+        from django.core.management import call_command
+
+        out = io.StringIO()
+        call_command("bgtasks", *self.prefix, *args, stdout=out, stderr=io.StringIO())
+        return out.getvalue()
+
+    def json(self, *args: str):
+        import json
+
+        return json.loads(self(*args, "--json"))
+
+    def error(self, *args: str) -> str:
+        import pytest
+        from django.core.management.base import CommandError
+
+        with pytest.raises(CommandError) as caught:
+            self(*args)
+        return str(caught.value)

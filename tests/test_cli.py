@@ -15,14 +15,13 @@ import time
 
 import pytest
 from django.core.management import call_command
-from django.core.management.base import CommandError
 
 from demo.tasks import fail_always, record
 from django_bgtasks.broker import get_broker
 from django_bgtasks.broker.redis import Ack
 from django_bgtasks.info import STATES
 from django_bgtasks.management.commands.bgtasks import Command
-from helpers import MANAGE_PY, REPO_ROOT, free_port
+from helpers import MANAGE_PY, REPO_ROOT, BgtasksCommand, free_port
 
 HOUR_MS = 3600 * 1000
 
@@ -30,21 +29,9 @@ HOUR_MS = 3600 * 1000
 # -- helpers ------------------------------------------------------------------------------
 
 
-def run(*args: str) -> str:
-    out = io.StringIO()
-    call_command("bgtasks", *args, stdout=out)
-    return out.getvalue()
-
-
-def run_json(*args: str):
-    return json.loads(run(*args, "--json"))
-
-
-def fails(*args: str) -> str:
-    """The CommandError message of a command expected to fail."""
-    with pytest.raises(CommandError) as caught:
-        run(*args)
-    return str(caught.value)
+run = BgtasksCommand()
+run_json = run.json
+fails = run.error  # the CommandError message of a command expected to fail
 
 
 def claim(queue: str, ids: list[str], acks: list[Ack] = ()) -> dict[str, int]:

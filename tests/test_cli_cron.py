@@ -24,7 +24,7 @@ from django_bgtasks.management.commands.bgtasks import Command
 from django_bgtasks.periodic import entries
 from django_bgtasks.periodic_status import PeriodicEntries
 from django_bgtasks.worker.cron import CronScheduler
-from helpers import MANAGE_PY, REPO_ROOT, counts, free_port, wait_until
+from helpers import MANAGE_PY, REPO_ROOT, BgtasksCommand, counts, free_port, wait_until
 
 MINUTELY = {"name": "minutely", "task": "demo.tasks.record_tick", "every": 60,
             "args": ["minutely"]}
@@ -41,21 +41,9 @@ def declare(settings, *specs: dict) -> None:
     settings.BGTASKS = {**settings.BGTASKS, "PERIODIC": list(specs)}
 
 
-def run(*args: str) -> str:
-    out = io.StringIO()
-    call_command("bgtasks", "cron", *args, stdout=out, stderr=io.StringIO())
-    return out.getvalue()
-
-
-def run_json(*args: str):
-    return json.loads(run(*args, "--json"))
-
-
-def fails(*args: str) -> str:
-    """The CommandError message of a command expected to fail."""
-    with pytest.raises(CommandError) as caught:
-        run(*args)
-    return str(caught.value)
+run = BgtasksCommand("cron")
+run_json = run.json
+fails = run.error  # the CommandError message of a command expected to fail
 
 
 def scheduler_pass() -> None:
