@@ -7,7 +7,7 @@ import threading
 
 from django.core.signals import setting_changed
 
-from ..conf import get_settings
+from ..conf import Settings, get_settings
 from .redis import RedisBroker
 
 # The settings a broker is built from: a change to any of them makes a new one.
@@ -16,12 +16,24 @@ CONNECTION_SETTINGS = ("REDIS_URL", "CACHE_ALIAS", "PREFIX", "SOCKET_TIMEOUT", "
                        "RETRY_FOR", "WAIT_REPLICAS", "WAIT_TIMEOUT")
 _lock = threading.Lock()
 _cache: dict[tuple, RedisBroker] = {}
+# The connection key of the Settings object seen last: get_settings() returns the same
+# (immutable) object until a setting changes, so enqueue() need not rebuild the key.
+_last_key: tuple[Settings | None, tuple] = (None, ())
+
+
+def _connection_key(cfg: Settings) -> tuple:
+    global _last_key
+    seen, key = _last_key
+    if seen is not cfg:
+        key = tuple(repr(getattr(cfg, name)) for name in CONNECTION_SETTINGS)
+        _last_key = (cfg, key)
+    return key
 
 
 def get_broker() -> RedisBroker:
     """The broker for the current BGTASKS settings, created on first use."""
     cfg = get_settings()
-    key = (os.getpid(), *(repr(getattr(cfg, name)) for name in CONNECTION_SETTINGS))
+    key = (os.getpid(), _connection_key(cfg))
     broker = _cache.get(key)
     if broker is None:
         with _lock:
