@@ -218,6 +218,47 @@ def test_forced_failover_loses_far_less_with_the_watcher(fresh_sentinel, setting
         assert all(lost[p.name] < 0.01 * len(p.acked) for p in producers)
 
 
+def test_a_call_in_flight_when_the_master_switches_is_not_cut_off(fresh_sentinel, settings):
+    """The watcher must not close a connection another thread is using (that failed an
+    enqueue with "ValueError: I/O operation on closed file" in CI): the call finishes on
+    the old master, and its connection is dropped when handed back."""
+    import threading
+
+    from django_bgtasks.broker import get_broker
+
+    topology = fresh_sentinel()
+    use_sentinel(settings, topology)
+    broker = get_broker()
+    client = broker.client
+    client.ping()
+    outcome: dict = {}
+
+    def block() -> None:
+        started = time.monotonic()
+        try:
+            outcome["reply"] = client.blpop(["nothing-comes"], timeout=4)
+        except Exception as exc:  # noqa: BLE001 - the failure under test
+            outcome["error"] = exc
+        outcome["took"] = time.monotonic() - started
+        outcome["ended"] = time.monotonic()
+
+    blocked = threading.Thread(target=block)
+    blocked.start()
+    time.sleep(0.3)
+    old = topology.force_failover()
+    new = topology.wait_new_master(old, timeout=15)
+    wait_until(lambda: broker._master_watch.switches == 1, timeout=10,
+               message="the watcher saw +switch-master")
+    switched_at = time.monotonic()
+    blocked.join(10)
+    # Cut off, redis-py would re-issue BLPOP on a new connection (4 s more) or raise.
+    assert "error" not in outcome, outcome
+    assert outcome["reply"] is None and outcome["took"] < 4.8, outcome
+    assert outcome["ended"] > switched_at, "the switch came after the blocking call ended"
+    assert int(client.info("server")["tcp_port"]) == new[1]
+    assert {conn.port for conn in client.connection_pool._available_connections} == {new[1]}
+
+
 # --- 5. WAIT_REPLICAS ---------------------------------------------------------------
 
 

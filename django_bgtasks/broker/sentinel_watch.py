@@ -4,8 +4,15 @@ redis-py finds the master through Sentinel only when it opens a connection, so p
 connections keep writing to the old master after a failover. After a forced failover the
 old master accepts writes for about 11 s more and then drops them when it becomes a
 replica (126,413 acknowledged writes lost, measured). This thread listens for Sentinel's
-``+switch-master`` and closes the pool's connections the moment the master changes, so
-every next command goes to the new master.
+``+switch-master`` and moves the pool the moment the master changes, so every next command
+goes to the new master.
+
+It never closes a connection another thread is using: closing a socket under a thread
+that is writing to it fails that call with ``ValueError: I/O operation on closed file``,
+which is neither a connection error nor retried (seen once in CI, an enqueue refused
+during a forced failover). Instead the pool is told the new address: idle connections
+are closed at once, and one in use is closed by the pool when its thread hands it back,
+as it no longer points at the master.
 """
 
 from __future__ import annotations
@@ -68,10 +75,23 @@ class MasterSwitchWatcher:
         fields = text.split()
         if len(fields) != 5 or fields[0] != self._name:
             return
-        self.switches += 1
+        try:
+            new_master = (fields[3], int(fields[4]))
+        except ValueError:
+            return
         logger.warning("Sentinel moved master %s from %s:%s to %s:%s: reconnecting",
                        *fields)
-        self._pool.disconnect()  # in-use connections too: their next call reconnects
+        _point_at(self._pool, new_master)
+        self._pool.disconnect(inuse_connections=False)
+        self.switches += 1
+
+
+def _point_at(pool: SentinelConnectionPool, master: tuple[str, int]) -> None:
+    """Make `pool` take `master` as the master, so that it refuses (closes) a connection
+    to any other server when that connection is released. redis-py keeps the address on
+    a proxy object since 5.0.2, on the pool itself before."""
+    holder = getattr(pool, "proxy", pool)
+    holder.master_address = master
 
 
 def watch_master_switches(client: Any) -> MasterSwitchWatcher | None:
