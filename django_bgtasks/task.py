@@ -15,7 +15,7 @@ from typing import Any, overload
 from django.db import DEFAULT_DB_ALIAS, transaction
 
 from . import registry, signals
-from .broker import get_broker
+from .broker import get_broker, get_broker_for_enqueue
 from .broker.keys import validate_queue_name
 from .broker.redis import EnqueueRequest
 from .conf import get_settings
@@ -176,7 +176,7 @@ class BackgroundTask:
     def _send(self, messages: list[TaskMessage], requests: list[EnqueueRequest],
               ) -> list[TaskInfo]:
         try:
-            broker = get_broker()  # a cluster's client connects as it is made
+            broker = get_broker_for_enqueue()  # a cluster's client connects as it is made
             outcomes = (broker.enqueue_many(requests) if len(requests) > 1
                         else [broker.enqueue(requests[0])])
         except BgTasksError as exc:

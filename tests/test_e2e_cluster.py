@@ -16,6 +16,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from datetime import timedelta
@@ -28,11 +29,12 @@ from django.core.management.base import CommandError
 from django.test import Client
 
 from demo import recording, tasks
-from django_bgtasks import EnqueueError, get_task_info
+from django_bgtasks import BrokerUnavailable, EnqueueError, get_task_info
 from django_bgtasks.broker import get_broker
 from django_bgtasks.broker.keys import QueueKeys
 from django_bgtasks.checks import check_redis_server
 from helpers import MANAGE_PY, REPO_ROOT, TEST_TOPOLOGY, counts, free_port, wait_until
+from topologies import RedisClusterTopology
 
 pytestmark = pytest.mark.skipif(TEST_TOPOLOGY != "cluster",
                                 reason="needs BGTASKS_TEST_TOPOLOGY=cluster")
@@ -186,11 +188,15 @@ def test_a_periodic_entry_fires_once_per_tick_from_a_three_queue_worker(start_wo
 def test_an_unreachable_cluster_is_a_clear_error_and_a_worker_waits_for_it(start_worker,
                                                                            settings):
     # RedisCluster connects as it is made: that must fail like any unreachable Redis
+    # (enqueue() waits RETRY_FOR for it first, as it waits out a failover; checks and the
+    # CLI answer at once)
     target = f"redis+cluster://127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
     settings.BGTASKS = {**settings.BGTASKS, "REDIS_URL": f"{target}/0",
-                        "ENQUEUE_ON_COMMIT": False}
+                        "ENQUEUE_ON_COMMIT": False, "RETRY_FOR": 1.0}
+    started = time.monotonic()
     with pytest.raises(EnqueueError, match=f"cannot reach Redis at {re.escape(target)}"):
         tasks.record.enqueue("never")
+    assert 0.8 <= time.monotonic() - started < 3.0
     [problem] = check_redis_server()
     assert problem.id == "bgtasks.E010" and target in problem.msg
     with pytest.raises(CommandError, match=f"cannot reach Redis at {re.escape(target)}"):
@@ -204,6 +210,61 @@ def test_an_unreachable_cluster_is_a_clear_error_and_a_worker_waits_for_it(start
     assert "Traceback" not in log and worker.is_running()
     worker.send(signal.SIGTERM)
     assert worker.wait(12) == 0
+
+
+def test_enqueue_waits_for_a_cluster_that_is_still_coming_up(settings, tmp_path):
+    """A web process may start with (or before) its cluster: enqueue() waits RETRY_FOR for
+    the cluster to be reachable and ready, as it waits out a failover. (The cluster starts
+    in this thread: its servers die with the thread that started them.)"""
+    coming_up = RedisClusterTopology(tmp_path / "late-cluster")
+    outcome: dict = {}
+
+    def enqueue_early() -> None:
+        try:
+            wait_until(lambda: coming_up.ports, timeout=5, interval=0.001,
+                       message="the new cluster's ports chosen")
+            settings.BGTASKS = {**settings.BGTASKS, "REDIS_URL": coming_up.url,
+                                "ENQUEUE_ON_COMMIT": False}
+            started = time.monotonic()
+            outcome["id"] = tasks.record.enqueue("early").id
+            outcome["waited"] = time.monotonic() - started
+        except Exception as exc:  # noqa: BLE001 - reported below
+            outcome["error"] = exc
+
+    early = threading.Thread(target=enqueue_early)
+    early.start()
+    try:
+        coming_up.start()
+        early.join(30)
+        assert "error" not in outcome, outcome
+        with coming_up.client() as cluster:
+            assert cluster.hexists(QueueKeys("bgtasks", "default").msg, outcome["id"])
+        print(f"\nenqueue() on a cluster still coming up returned after "
+              f"{outcome['waited']:.2f}s")
+        assert 0.3 < outcome["waited"] < 10.0
+
+        # Gone again, every node: redis-py's RedisClusterException (not a RedisError)
+        # reaches callers as our BrokerUnavailable, as any unreachable Redis does.
+        coming_up.stop()
+        with pytest.raises(BrokerUnavailable, match="cannot reach Redis at redis\\+cluster"):
+            get_broker().known_queues()
+    finally:
+        early.join(30)
+        coming_up.stop()
+
+
+def test_a_wrong_password_fails_at_once_not_after_retry_for(topology, settings):
+    # A refused password stays refused: retrying it for RETRY_FOR (10 s here) would only
+    # make every enqueue() slow to report a configuration error.
+    plain = topology.url.removeprefix("redis+cluster://")
+    settings.BGTASKS = {**settings.BGTASKS, "REDIS_URL": f"redis+cluster://nobody:wrong@{plain}",
+                        "ENQUEUE_ON_COMMIT": False}
+    started = time.monotonic()
+    refused = r"authentication to Redis at redis\+cluster://"
+    with pytest.raises(EnqueueError, match=refused) as caught:
+        tasks.record.enqueue("never")
+    assert time.monotonic() - started < 1.0
+    assert "wrong" not in str(caught.value)
 
 
 def test_an_evicting_policy_on_any_master_warns_w002(topology):

@@ -295,6 +295,15 @@ def on_replica_at_once(queue: str, replica: tuple[str, int], n: int) -> int:
     return missing
 
 
+def test_a_wrong_password_fails_at_once_not_after_retry_for(sentinel, settings):
+    use_sentinel(settings, sentinel, REDIS_URL=f"redis://nobody:wrong@{sentinel.master_name}/0")
+    started = time.monotonic()
+    with pytest.raises(EnqueueError, match="authentication to Redis at") as caught:
+        tasks.record.using(queue_name="auth").enqueue("never")
+    assert time.monotonic() - started < 1.0  # not RETRY_FOR (10 s behind Sentinel)
+    assert "wrong" not in str(caught.value)
+
+
 def test_wait_replicas(sentinel, settings):
     replica = replica_of_master(sentinel)
     use_sentinel(settings, sentinel, WAIT_REPLICAS=1, RETRY_FOR=2.0)

@@ -8,7 +8,8 @@ import threading
 from django.core.signals import setting_changed
 
 from ..conf import Settings, get_settings
-from .redis import RedisBroker
+from ..exceptions import BrokerUnavailable
+from .redis import RedisBroker, ride_out
 
 # The settings a broker is built from: a change to any of them makes a new one.
 CONNECTION_SETTINGS = ("REDIS_URL", "CACHE_ALIAS", "PREFIX", "SOCKET_TIMEOUT", "CONNECT_TIMEOUT",
@@ -44,6 +45,20 @@ def get_broker() -> RedisBroker:
                 broker = _cache[key] = RedisBroker(make_client(cfg), cfg.PREFIX,
                                                    cfg.WAIT_REPLICAS, cfg.WAIT_TIMEOUT)
     return broker
+
+
+def get_broker_for_enqueue() -> RedisBroker:
+    """get_broker(), waiting up to RETRY_FOR for a cluster that cannot be reached yet (its
+    client connects as it is made), as enqueue() waits out a failover once it has one."""
+    try:
+        return get_broker()
+    except BrokerUnavailable:
+        from .connection import creation_retry_for
+
+        window = creation_retry_for(get_settings())  # not on every enqueue: it parses a URL
+        if not window:
+            raise
+        return ride_out(get_broker, window)
 
 
 def reset_brokers(**kwargs) -> None:

@@ -83,6 +83,20 @@ def _timeouts(cfg: Settings) -> dict[str, Any]:
     return {"socket_timeout": cfg.SOCKET_TIMEOUT, "socket_connect_timeout": cfg.CONNECT_TIMEOUT}
 
 
+def is_cluster(cfg: Settings) -> bool:
+    """True when the settings name a Redis Cluster (whose client connects as it is made)."""
+    return bool(cfg.CLUSTER_NODES) or urlsplit(cfg.REDIS_URL).scheme in CLUSTER_SCHEMES
+
+
+def creation_retry_for(cfg: Settings) -> float:
+    """How long enqueue() waits for a client that cannot be made yet: only a cluster's
+    client connects as it is made (others connect on first use, where the broker rides
+    out the wait itself), so this is the cluster's RETRY_FOR."""
+    if not is_cluster(cfg):
+        return 0.0
+    return CLUSTER_RETRY_FOR if cfg.RETRY_FOR is None else cfg.RETRY_FOR
+
+
 def make_client(cfg: Settings) -> Client:
     """The client for the configured deployment."""
     retry_for = cfg.RETRY_FOR
@@ -97,7 +111,7 @@ def make_client(cfg: Settings) -> Client:
         default = CLUSTER_RETRY_FOR if behind_sentinel else SINGLE_RETRY_FOR
         return Client(client, f"cache alias {cfg.CACHE_ALIAS!r} ({where})", "cache",
                       default if retry_for is None else retry_for)
-    if cfg.CLUSTER_NODES or urlsplit(cfg.REDIS_URL).scheme in CLUSTER_SCHEMES:
+    if is_cluster(cfg):
         return _cluster_client(cfg, CLUSTER_RETRY_FOR if retry_for is None else retry_for)
     if cfg.SENTINELS:
         return _sentinel_client(cfg, CLUSTER_RETRY_FOR if retry_for is None else retry_for)
@@ -125,9 +139,17 @@ def _cluster_client(cfg: Settings, retry_for: float) -> Client:
     except redis.exceptions.RedisClusterException as exc:
         # RedisCluster connects in its constructor: no node answered (a worker started
         # before the cluster retries on BrokerUnavailable, as on one Redis)
-        detail = str(exc).rstrip(".")
-        raise BrokerUnavailable(f"cannot reach Redis at {target}: {detail}") from exc
+        raise cluster_unavailable(target, exc) from exc
     return Client(client, target, "cluster", retry_for)
+
+
+def cluster_unavailable(target: str, exc: Exception) -> BrokerUnavailable:
+    """Our error for redis-py's RedisClusterException (not a RedisError): no node answered,
+    or the cluster has no slot map yet, or (its cause) every node refused the password."""
+    if isinstance(exc.__cause__, redis.AuthenticationError):  # reached, but refused
+        return BrokerUnavailable(f"authentication to Redis at {target} failed: "
+                                 f"{exc.__cause__}")
+    return BrokerUnavailable(f"cannot reach Redis at {target}: {str(exc).rstrip('.')}")
 
 
 def _sentinel_client(cfg: Settings, retry_for: float) -> Client:

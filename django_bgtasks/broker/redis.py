@@ -17,7 +17,7 @@ from typing import Any
 import redis
 
 from ..exceptions import BgTasksError, BrokerUnavailable
-from .connection import Client
+from .connection import Client, cluster_unavailable
 from .keys import STATES, GlobalKeys, QueueKeys
 from .queue_waiter import QueueWaiter
 from .scripts import register_scripts
@@ -31,6 +31,35 @@ TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.
 # Replies of a server that is changing roles or starting: the same command succeeds later.
 TRANSIENT_REPLIES = ("NOREPLICAS", "READONLY", "LOADING", "UNBLOCKED", "TRYAGAIN",
                      "CLUSTERDOWN", "MASTERDOWN")
+
+
+def ride_out(call: Callable[[], Any], seconds: float) -> Any:
+    """``call()``, retried with backoff (50 ms doubling to 250 ms) for up to ``seconds``
+    while it fails with "Redis is away or failing over"; any other error, or the last
+    one, is raised."""
+    deadline = time.monotonic() + seconds
+    attempt = 0
+    while True:
+        try:
+            return call()
+        except BgTasksError as exc:
+            delay = min(0.25, 0.05 * 2 ** attempt)
+            if not worth_retrying(exc) or time.monotonic() + delay > deadline:
+                raise
+            attempt += 1
+            time.sleep(delay)
+
+
+def worth_retrying(exc: BgTasksError) -> bool:
+    """True when ``exc`` says Redis is away or failing over; a refused password is not
+    (redis-py makes it a ConnectionError, but it stays refused: fail at once)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, redis.AuthenticationError):
+            return False
+        cause = cause.__cause__
+    return isinstance(exc, BrokerUnavailable) or (
+        exc.__cause__ is not None and is_transient(exc.__cause__))
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -219,12 +248,14 @@ class RedisBroker:
     def translate_errors(self) -> Iterator[None]:
         try:
             yield
-        except redis.RedisError as exc:
+        except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
             raise self._translated(exc) from exc
 
-    def _translated(self, exc: redis.RedisError) -> BgTasksError:
+    def _translated(self, exc: Exception) -> BgTasksError:
         """Our exception for a redis-py one, naming the target (never its credentials)."""
         detail = str(exc).rstrip(".")  # messages go on with "; retrying in ..."
+        if isinstance(exc, redis.exceptions.RedisClusterException):
+            return cluster_unavailable(self.target, exc)  # not a RedisError: caught here too
         if isinstance(exc, redis.AuthenticationError):
             # redis-py makes it a ConnectionError, but Redis was reached: say what is wrong
             return BrokerUnavailable(f"authentication to Redis at {self.target} failed: "
@@ -331,20 +362,7 @@ class RedisBroker:
     def _riding_out_failover(self, call: Callable[[], Any]) -> Any:
         """``call()``, retried with backoff for up to ``retry_for`` seconds while Redis is
         away or failing over. Safe for enqueue: a script applied twice finds its task."""
-        deadline = time.monotonic() + self.retry_for
-        attempt = 0
-        while True:
-            try:
-                return call()
-            except BgTasksError as exc:
-                cause = exc.__cause__
-                transient = isinstance(exc, BrokerUnavailable) or (
-                    cause is not None and is_transient(cause))
-                delay = min(0.25, 0.05 * 2 ** attempt)
-                if not transient or time.monotonic() + delay > deadline:
-                    raise
-                attempt += 1
-                time.sleep(delay)
+        return ride_out(call, self.retry_for)
 
     def _run_confirmed(self, name: str, queue: str, args: Sequence[Any]):
         """Run a script, then WAIT for WAIT_REPLICAS replicas to hold what it wrote, on the
