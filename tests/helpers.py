@@ -341,6 +341,20 @@ def counts(queue: str = "default") -> dict[str, int]:
     return get_broker().counts(queue)
 
 
+def drive(ids: list[str], outcome: str | None, queue: str = "default", **ack: Any) -> None:
+    """Claim these (the only pending) tasks of ``queue`` as a worker would, then ack them
+    with ``outcome`` (None: they stay active); ``ack`` is the rest of the Ack (error...)."""
+    from django_bgtasks.broker import get_broker
+    from django_bgtasks.broker.redis import Ack
+
+    lease_ms, broker = 60_000, get_broker()
+    claimed = broker.claim(queue, "test-host", [], len(ids), lease_ms, 100_000, 10**12).claimed
+    assert sorted(c.id for c in claimed) == sorted(ids)
+    if outcome:
+        acks = [Ack(c.id, c.attempt, outcome, **ack) for c in claimed]
+        assert broker.claim(queue, "test-host", acks, 0, lease_ms, 100_000, 10**12).ignored == []
+
+
 def state_of(task_id: str) -> str | None:
     """The task's state, or None once it is gone from Redis."""
     from django_bgtasks import TaskNotFound, get_task_info

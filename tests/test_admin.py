@@ -20,15 +20,13 @@ from django.urls import reverse
 from demo.tasks import flaky, record
 from django_bgtasks.broker import get_broker
 from django_bgtasks.broker.inspect import DayStats, Inspector
-from django_bgtasks.broker.redis import Ack
 from django_bgtasks.charts import history_chart, nice_ceiling
 from django_bgtasks.info import STATES
 from django_bgtasks.models import Task
-from helpers import free_port
+from helpers import drive, free_port
 
 pytestmark = pytest.mark.django_db
 
-LEASE_MS = 60_000
 HOUR_MS = 3_600_000
 ACTION = "/admin/django_bgtasks/task/action/"
 DASHBOARD = "/admin/django_bgtasks/task/"
@@ -46,17 +44,6 @@ def enqueue_at_once(bgtasks_redis, settings):
 def enqueue(n: int, queue: str = "default", *args, **kwargs) -> list[str]:
     task = record.using(queue_name=queue)
     return [task.enqueue(*(args or (f"token-{i}",)), **kwargs).id for i in range(n)]
-
-
-def drive(ids: list[str], outcome: str | None, queue: str = "default", **ack) -> None:
-    """Claim these (the only pending) tasks, then ack them with ``outcome`` (None: stay
-    active)."""
-    broker = get_broker()
-    claimed = broker.claim(queue, "test-host", [], len(ids), LEASE_MS, 100_000, 10**12).claimed
-    assert sorted(c.id for c in claimed) == sorted(ids)
-    if outcome:
-        acks = [Ack(c.id, c.attempt, outcome, **ack) for c in claimed]
-        assert broker.claim(queue, "test-host", acks, 0, LEASE_MS, 100_000, 10**12).ignored == []
 
 
 def dead(n: int, queue: str = "default", *args, error: str = "ValueError: boom") -> list[str]:

@@ -19,8 +19,8 @@ from django.urls import path
 from demo.tasks import record
 from django_bgtasks.admin import PeriodicTaskAdmin, TaskAdmin
 from django_bgtasks.broker import get_broker
-from django_bgtasks.broker.redis import Ack
 from django_bgtasks.models import PeriodicTask, Task
+from helpers import drive
 
 
 class OpsSite(admin.AdminSite):
@@ -54,11 +54,7 @@ def client(bgtasks_redis, settings) -> Client:
 @pytest.fixture
 def dead_task() -> str:
     task_id = record.using(queue_name="default").enqueue("to-requeue").id
-    broker = get_broker()
-    [claimed] = broker.claim("default", "test-host", [], 1, 60_000, 100_000, 10**12).claimed
-    broker.claim("default", "test-host", [Ack(claimed.id, claimed.attempt, "dead",
-                                              error="ValueError: boom")],
-                 0, 60_000, 100_000, 10**12)
+    drive([task_id], "dead", error="ValueError: boom")
     return task_id
 
 

@@ -92,14 +92,16 @@ def creation_retry_for(cfg: Settings) -> float:
     """How long enqueue() waits for a client that cannot be made yet: only a cluster's
     client connects as it is made (others connect on first use, where the broker rides
     out the wait itself), so this is the cluster's RETRY_FOR."""
-    if not is_cluster(cfg):
-        return 0.0
-    return CLUSTER_RETRY_FOR if cfg.RETRY_FOR is None else cfg.RETRY_FOR
+    return _retry_for(cfg, CLUSTER_RETRY_FOR) if is_cluster(cfg) else 0.0
+
+
+def _retry_for(cfg: Settings, default: float) -> float:
+    """RETRY_FOR, or the topology's default when it is not set."""
+    return default if cfg.RETRY_FOR is None else cfg.RETRY_FOR
 
 
 def make_client(cfg: Settings) -> Client:
     """The client for the configured deployment."""
-    retry_for = cfg.RETRY_FOR
     if cfg.CACHE_ALIAS:
         from django_redis import get_redis_connection
 
@@ -110,14 +112,14 @@ def make_client(cfg: Settings) -> Client:
         behind_sentinel = hasattr(pool, "get_master_address")
         default = CLUSTER_RETRY_FOR if behind_sentinel else SINGLE_RETRY_FOR
         return Client(client, f"cache alias {cfg.CACHE_ALIAS!r} ({where})", "cache",
-                      default if retry_for is None else retry_for)
+                      _retry_for(cfg, default))
     if is_cluster(cfg):
-        return _cluster_client(cfg, CLUSTER_RETRY_FOR if retry_for is None else retry_for)
+        return _cluster_client(cfg, _retry_for(cfg, CLUSTER_RETRY_FOR))
     if cfg.SENTINELS:
-        return _sentinel_client(cfg, CLUSTER_RETRY_FOR if retry_for is None else retry_for)
+        return _sentinel_client(cfg, _retry_for(cfg, CLUSTER_RETRY_FOR))
     client = redis.Redis.from_url(cfg.REDIS_URL, health_check_interval=30, **_timeouts(cfg))
     return Client(client, describe_target(cfg.REDIS_URL), "single",
-                  SINGLE_RETRY_FOR if retry_for is None else retry_for)
+                  _retry_for(cfg, SINGLE_RETRY_FOR))
 
 
 def _cluster_client(cfg: Settings, retry_for: float) -> Client:
@@ -139,17 +141,20 @@ def _cluster_client(cfg: Settings, retry_for: float) -> Client:
     except redis.exceptions.RedisClusterException as exc:
         # RedisCluster connects in its constructor: no node answered (a worker started
         # before the cluster retries on BrokerUnavailable, as on one Redis)
-        raise cluster_unavailable(target, exc) from exc
+        raise unreachable(target, exc) from exc
     return Client(client, target, "cluster", retry_for)
 
 
-def cluster_unavailable(target: str, exc: Exception) -> BrokerUnavailable:
-    """Our error for redis-py's RedisClusterException (not a RedisError): no node answered,
-    or the cluster has no slot map yet, or (its cause) every node refused the password."""
-    if isinstance(exc.__cause__, redis.AuthenticationError):  # reached, but refused
-        return BrokerUnavailable(f"authentication to Redis at {target} failed: "
-                                 f"{exc.__cause__}")
-    return BrokerUnavailable(f"cannot reach Redis at {target}: {str(exc).rstrip('.')}")
+def unreachable(target: str, exc: Exception) -> BrokerUnavailable:
+    """Our error for a Redis we cannot use: a refused password (redis-py makes it a
+    ConnectionError, but Redis was reached: say what is wrong), or no answer, including a
+    cluster client's RedisClusterException (not a RedisError) with no node or slot map."""
+    if isinstance(exc.__cause__, redis.AuthenticationError):  # every cluster node refused
+        exc = exc.__cause__
+    detail = str(exc).rstrip(".")  # messages go on with "; retrying in ..."
+    if isinstance(exc, redis.AuthenticationError):
+        return BrokerUnavailable(f"authentication to Redis at {target} failed: {detail}")
+    return BrokerUnavailable(f"cannot reach Redis at {target}: {detail}")
 
 
 def _sentinel_client(cfg: Settings, retry_for: float) -> Client:

@@ -17,7 +17,7 @@ from typing import Any
 import redis
 
 from ..exceptions import BgTasksError, BrokerUnavailable
-from .connection import Client, cluster_unavailable
+from .connection import Client, unreachable
 from .keys import STATES, GlobalKeys, QueueKeys
 from .queue_waiter import QueueWaiter
 from .scripts import register_scripts
@@ -253,15 +253,9 @@ class RedisBroker:
 
     def _translated(self, exc: Exception) -> BgTasksError:
         """Our exception for a redis-py one, naming the target (never its credentials)."""
+        if isinstance(exc, (redis.exceptions.RedisClusterException, *TRANSIENT_ERRORS)):
+            return unreachable(self.target, exc)  # a refused password included
         detail = str(exc).rstrip(".")  # messages go on with "; retrying in ..."
-        if isinstance(exc, redis.exceptions.RedisClusterException):
-            return cluster_unavailable(self.target, exc)  # not a RedisError: caught here too
-        if isinstance(exc, redis.AuthenticationError):
-            # redis-py makes it a ConnectionError, but Redis was reached: say what is wrong
-            return BrokerUnavailable(f"authentication to Redis at {self.target} failed: "
-                                     f"{detail}")
-        if isinstance(exc, TRANSIENT_ERRORS):
-            return BrokerUnavailable(f"cannot reach Redis at {self.target}: {detail}")
         if is_transient(exc):  # reached, but changing roles or starting (NOREPLICAS...)
             return BrokerUnavailable(f"Redis at {self.target} cannot take this now (a "
                                      f"failover or a restart): {detail}")
@@ -359,11 +353,6 @@ class RedisBroker:
         if close_client:
             self.client.close()
 
-    def _riding_out_failover(self, call: Callable[[], Any]) -> Any:
-        """``call()``, retried with backoff for up to ``retry_for`` seconds while Redis is
-        away or failing over. Safe for enqueue: a script applied twice finds its task."""
-        return ride_out(call, self.retry_for)
-
     def _run_confirmed(self, name: str, queue: str, args: Sequence[Any]):
         """Run a script, then WAIT for WAIT_REPLICAS replicas to hold what it wrote, on the
         same connection (WAIT counts that connection's writes): one pipeline to the node
@@ -386,14 +375,15 @@ class RedisBroker:
 
     def _write_tasks(self, queue: str, args: Sequence[Any]):
         """One enqueue script call, confirmed by replicas if so configured, riding out a
-        failover for up to retry_for seconds."""
+        failover for up to retry_for seconds (safe: a script applied twice finds its
+        task)."""
         run = self._run_confirmed if self._wait_replicas else self._run_packed
 
         def write() -> Any:
             self.register_queue(queue)
             return run("enqueue", queue, args)
 
-        return self._riding_out_failover(write)
+        return ride_out(write, self.retry_for)
 
     def eviction_policy(self) -> str:
         """Redis' maxmemory-policy, read from INFO (allowed where CONFIG GET is not)."""
