@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 
@@ -59,8 +60,10 @@ class Retry(Exception):
         super().__init__(reason or "retry requested")
         if isinstance(delay, timedelta):
             delay = delay.total_seconds()
-        if delay is not None and delay < 0:
-            raise ValueError("Retry delay must not be negative")
+        if delay is not None and not (math.isfinite(delay) and delay >= 0):
+            # Refused where the task raises it, so its error names the real mistake.
+            raise ValueError(f"Retry delay must be a finite number of seconds >= 0, "
+                             f"not {delay!r}")
         self.delay = delay
 
 

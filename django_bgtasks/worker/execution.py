@@ -33,7 +33,11 @@ def describe_error(exc: BaseException) -> str:
     """``module.Class: message`` on one line, bounded."""
     kind = type(exc)
     module = "" if kind.__module__ == "builtins" else f"{kind.__module__}."
-    text = " ".join(f"{module}{kind.__qualname__}: {exc}".split())
+    try:
+        detail = str(exc)
+    except Exception as problem:  # noqa: BLE001  (its own __str__ is broken)
+        detail = f"<the exception's message could not be formatted: {type(problem).__name__}>"
+    text = " ".join(f"{module}{kind.__qualname__}: {detail}".split())
     if not text.isprintable():
         # Damaged or hostile data can put control characters (terminal escapes) in a
         # message: they are shown as escapes, in the admin and on a terminal alike.
@@ -64,6 +68,13 @@ def _send_robustly(signal: Any, **kwargs: Any) -> None:
                          exc_info=response)
 
 
+def _format_traceback(exc: BaseException) -> str:
+    try:
+        return "".join(traceback.format_exception(exc))
+    except Exception as problem:  # noqa: BLE001  (a hostile exception must not stop the ack)
+        return f"<the traceback could not be formatted: {type(problem).__name__}>"
+
+
 def _state_info(msg: TaskMessage, state: str, attempt: int) -> TaskInfo:
     return replace(TaskInfo.from_message(msg, state), attempts=attempt)
 
@@ -91,7 +102,14 @@ class TaskExecutor:
             return Ack(claimed.id, claimed.attempt, "dead", error=error[:MAX_ERROR])
 
     def run(self, claimed: ClaimedTask, msg: TaskMessage) -> Ack:
-        """Run ``msg`` (attempt ``claimed.attempt``) and report its outcome."""
+        """Run ``msg`` (attempt ``claimed.attempt``) and report its outcome; never raises,
+        so every attempt that ran gets an outcome written."""
+        try:
+            return self._run(claimed, msg)
+        except BaseException as exc:  # noqa: BLE001
+            return self.last_resort_ack(claimed, msg, exc)
+
+    def _run(self, claimed: ClaimedTask, msg: TaskMessage) -> Ack:
         started = time.monotonic()
         task = registry.lookup(msg.name)
         label = f"{msg.name}[{msg.id}]"
@@ -132,10 +150,27 @@ class TaskExecutor:
         decision = decide_failure(exc, claimed.attempt, msg.max_retries,
                                   task.retry_backoff if task else None)
         error = describe_error(exc)
-        tb = (tb or "".join(traceback.format_exception(exc)))[-MAX_TRACEBACK:]
+        if decision.note:
+            note = f" [{decision.note}]"
+            error = error[:MAX_ERROR - len(note)] + note
+        tb = (tb or _format_traceback(exc))[-MAX_TRACEBACK:]
         ack = Ack(claimed.id, claimed.attempt, decision.outcome,
                   delay_ms=int(decision.delay * 1000), error=error, traceback=tb)
         return ack, decision
+
+    def last_resort_ack(self, claimed: ClaimedTask, msg: TaskMessage,
+                        exc: BaseException) -> Ack:
+        """The outcome of an attempt whose failure could not be handled the usual way (a
+        bug of ours, or an interruption landing while the outcome was being made): the
+        default retry policy, and an error that says what happened."""
+        logger.error("task %s[%s]: its outcome could not be decided (%s); it is recorded "
+                     "as failed", msg.name, log_id(claimed.id), type(exc).__qualname__)
+        decision = decide_failure(exc, claimed.attempt, msg.max_retries, None)
+        error = (f"InternalError: the worker could not record this attempt's outcome: "
+                 f"{describe_error(exc)}")[:MAX_ERROR]
+        return Ack(claimed.id, claimed.attempt, decision.outcome,
+                   delay_ms=int(decision.delay * 1000), error=error,
+                   traceback=_format_traceback(exc)[-MAX_TRACEBACK:])
 
     def _failed(self, claimed: ClaimedTask, msg: TaskMessage, task: Any, exc: BaseException,
                 label: str, elapsed: float) -> Ack:

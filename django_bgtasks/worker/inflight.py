@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
+from collections.abc import Callable
 
 from ..broker.redis import Ack, ClaimedTask
 from ..message import TaskMessage
@@ -71,6 +73,18 @@ class InFlight:
                 return False
             entry.thread_ident = threading.get_ident()
             entry.deadline = deadline
+            return True
+
+    def interrupt(self, entry: Running, action: Callable[[int], object]) -> bool:
+        """Call ``action(thread_ident)`` once, only while ``entry`` still runs in that
+        thread without an outcome: checked under the lock, so a thread that has moved on to
+        another task is never interrupted for this one."""
+        with self._lock:
+            if (entry.ack is not None or not entry.holds_thread or entry.thread_ident is None
+                    or entry.interrupted_at is not None):
+                return False
+            entry.interrupted_at = time.monotonic()
+            action(entry.thread_ident)
             return True
 
     def take_unstarted(self, make_ack) -> list[tuple[Running, Ack]]:

@@ -91,10 +91,16 @@ class Processor:
                     return
                 try:
                     self._run_entry(entry)
+                except BaseException as exc:  # noqa: BLE001
+                    # The watchdog's interruption landed after the task's own code (or a
+                    # bug of ours): the attempt still gets an outcome, now, rather than
+                    # its lease renewed until the watchdog gives up on this thread.
+                    self.report(entry, self._executor.last_resort_ack(entry.claimed,
+                                                                      entry.msg, exc))
                 finally:
                     self.inflight.release_thread(entry)
             except TaskTimeout:
-                # The watchdog's interruption landed just after its task had returned.
+                # An interruption that landed just after its task had been reported.
                 logger.debug("a timeout interruption arrived after its task ended")
             except Exception:
                 # Never lose a thread: the process would run with fewer than it says.

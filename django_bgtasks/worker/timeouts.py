@@ -31,6 +31,10 @@ def raise_in_thread(thread_ident: int, exc_type: type[BaseException]) -> bool:
     return done == 1
 
 
+def _raise_timeout(thread_ident: int) -> None:
+    raise_in_thread(thread_ident, TaskTimeout)
+
+
 class TimeoutWatchdog(Component):
     name = "timeouts"
 
@@ -48,11 +52,10 @@ class TimeoutWatchdog(Component):
                 continue
             label = f"{entry.msg.name}[{entry.claimed.id}]"
             if entry.interrupted_at is None:
-                entry.interrupted_at = now
-                logger.warning("task %s exceeded its timeout of %gs; interrupting it", label,
-                               entry.msg.timeout)
-                raise_in_thread(entry.thread_ident, TaskTimeout)
-            elif now - entry.interrupted_at >= GRACE:
+                if self._inflight.interrupt(entry, _raise_timeout):
+                    logger.warning("task %s exceeded its timeout of %gs; interrupting it",
+                                   label, entry.msg.timeout)
+            elif entry.holds_thread and now - entry.interrupted_at >= GRACE:
                 exc = TaskTimeout(f"the task exceeded its timeout of {entry.msg.timeout:g}s "
                                   f"and did not stop when interrupted; its worker process "
                                   f"was replaced")

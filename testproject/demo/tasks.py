@@ -195,6 +195,20 @@ def ignore_timeout(token: str, seconds: float) -> str:
     return token
 
 
+class UnprintableError(Exception):
+    """An exception whose message cannot be formatted: its ``__str__`` raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("this __str__ is broken")
+
+
+@background_task(timeout=1, max_retries=0)
+def fail_unprintably(token: str) -> None:
+    """Record `token`, then raise an exception whose message cannot be formatted."""
+    recording.record(token)
+    raise UnprintableError()
+
+
 @background_task(max_retries=0)
 def return_non_json(token: str) -> object:
     """Record `token`, then return a value JSON cannot hold."""
