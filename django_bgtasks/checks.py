@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.conf import settings as django_settings
 from django.core.checks import Error, Tags, Warning, register
 
 from .conf import DEFAULTS
-
-URL_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+from .exceptions import InvalidRedisSetting
 
 
 def _positive_number(value: Any) -> bool:
@@ -67,9 +65,13 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
                 hint="Add 'SOCKET_TIMEOUT': 10 and 'SOCKET_CONNECT_TIMEOUT': 5 to its "
                      "OPTIONS (BGTASKS' own REDIS_URL client sets both).",
                 id="bgtasks.W003"))
-    elif not isinstance(url, str) or urlsplit(url).scheme not in URL_SCHEMES:
-        found.append(Error("BGTASKS['REDIS_URL'] must be a redis://, rediss://, unix://, "
-                           "redis+cluster:// or rediss+cluster:// URL.", id="bgtasks.E003"))
+    else:
+        from .broker.connection import check_url
+
+        try:
+            check_url(url)
+        except InvalidRedisSetting as exc:  # its message quotes no part of the URL
+            found.append(Error(str(exc), id="bgtasks.E003"))
     found += _check_topology(cfg)
     found += _check_queues(cfg["QUEUES"])
     prefix = cfg["PREFIX"]
@@ -94,29 +96,19 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
 
 
 def _check_topology(cfg: dict[str, Any]) -> list[Error]:
-    """Cluster, Sentinel and the failover options (bgtasks.E014)."""
-    from .broker.connection import CLUSTER_SCHEMES, parse_node, split_cluster_url
+    """Cluster nodes, Sentinel and the failover options (bgtasks.E014)."""
+    from .broker.connection import CLUSTER_SCHEMES, parse_nodes, url_scheme
 
     problems: list[str] = []
     url = cfg["REDIS_URL"] if isinstance(cfg["REDIS_URL"], str) else ""
-    cluster_url = urlsplit(url).scheme in CLUSTER_SCHEMES
+    cluster_url = url_scheme(url) in CLUSTER_SCHEMES  # the URL itself is E003's
     nodes, sentinels = cfg["CLUSTER_NODES"], cfg["SENTINELS"]
-    if cluster_url:
-        try:
-            split_cluster_url(url)
-        except ValueError as exc:
-            problems.append(f"BGTASKS['REDIS_URL']: {exc}.")
     for key, value in (("CLUSTER_NODES", nodes), ("SENTINELS", sentinels)):
-        if value is None:
-            continue
-        if not isinstance(value, (list, tuple)) or not value:
-            problems.append(f"BGTASKS[{key!r}] must be a non-empty list of 'host:port'.")
-            continue
-        for item in value:
+        if value is not None:
             try:
-                parse_node(item)
-            except ValueError as exc:
-                problems.append(f"BGTASKS[{key!r}]: {exc}.")
+                parse_nodes(value, key)
+            except InvalidRedisSetting as exc:
+                problems.append(str(exc))
     if sentinels and not (isinstance(cfg["MASTER_NAME"], str) and cfg["MASTER_NAME"]):
         problems.append("BGTASKS['SENTINELS'] needs BGTASKS['MASTER_NAME'], the name the "
                         "sentinels monitor the master under.")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from datetime import timedelta
 
+from django.core.exceptions import ImproperlyConfigured
+
 
 class BgTasksError(Exception):
     """Base class of the errors django-bgtasks raises."""
@@ -12,6 +14,11 @@ class BgTasksError(Exception):
 
 class BrokerUnavailable(BgTasksError):
     """Redis could not be reached (connection refused, timeout, loading, failover)."""
+
+
+class InvalidRedisSetting(BgTasksError, ImproperlyConfigured):
+    """A setting naming Redis cannot be used as written (a malformed URL, a node that is
+    not host:port). The message names the setting, never its value: it may hold a password."""
 
 
 class EnqueueError(BgTasksError):

@@ -393,3 +393,31 @@ class BgtasksCommand:
         with pytest.raises(CommandError) as caught:
             self(*args)
         return str(caught.value)
+
+
+# A password that a '/', '#' or '?' splits: finding either half anywhere is a leak.
+SPLIT_PASSWORD_HALVES = ("S3crHalf", "EtpwHalf")
+
+
+def settings_with_split_password(char: str) -> dict[str, dict[str, Any]]:
+    """Every BGTASKS shape that carries a Redis password, written with the password's
+    ``char`` (one of ``/#?``) left unencoded: what it names -> BGTASKS values."""
+    pw = char.join(SPLIT_PASSWORD_HALVES)
+    return {
+        "one Redis": {"REDIS_URL": f"redis://:{pw}@127.0.0.1:6399/0"},
+        "a user, TLS": {"REDIS_URL": f"rediss://bgapp:{pw}@redis.example:6380/0"},
+        "no host": {"REDIS_URL": f"redis://:{pw}"},
+        "unix socket": {"REDIS_URL": f"unix://:{pw}@/run/redis.sock"},
+        "cluster URL": {"REDIS_URL": f"redis+cluster://:{pw}@h1:7000,h2:7001/0"},
+        "CLUSTER_NODES": {"REDIS_URL": f"redis://:{pw}@unused/0", "CLUSTER_NODES": ["h1:7000"]},
+        "a cluster node as a URL": {"CLUSTER_NODES": [f"redis://:{pw}@h1:7000"]},
+        "SENTINELS": {"REDIS_URL": f"redis://:{pw}@mymaster/0", "SENTINELS": ["h1:26379"],
+                      "MASTER_NAME": "mymaster"},
+        "a sentinel as a URL": {"REDIS_URL": "redis://mymaster/0", "MASTER_NAME": "mymaster",
+                                "SENTINELS": [f"redis://:{pw}@h1:26379"]},
+    }
+
+
+def assert_no_password_half(text: str) -> None:
+    for half in SPLIT_PASSWORD_HALVES:
+        assert half not in text, text

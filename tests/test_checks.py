@@ -6,7 +6,7 @@ import pytest
 from django.core.checks import Error, Warning
 
 from django_bgtasks.checks import check_redis_server, check_settings
-from helpers import free_port
+from helpers import assert_no_password_half, free_port, settings_with_split_password
 
 # A plain URL under the values a test checks, so that they are judged alone: with
 # BGTASKS_TEST_TOPOLOGY=cluster, the session's redis+cluster:// URL beside CACHE_ALIAS or
@@ -85,7 +85,8 @@ def test_setting_not_a_dict(settings):
     ({"EAGER": "yes"}, "bgtasks.E009"),
     ({"STRICT_PRIORITY": 1}, "bgtasks.E009"),
     ({"ENQUEUE_ON_COMMIT": None}, "bgtasks.E009"),
-    ({"REDIS_URL": "redis+cluster:///0"}, "bgtasks.E014"),
+    ({"REDIS_URL": "redis+cluster:///0"}, "bgtasks.E003"),
+    ({"REDIS_URL": "redis://:pw@host:6379/db0"}, "bgtasks.E003"),
     ({"CLUSTER_NODES": ["h1:7000", "h2"]}, "bgtasks.E014"),
     ({"CLUSTER_NODES": []}, "bgtasks.E014"),
     ({"SENTINELS": ["h1:26379"]}, "bgtasks.E014"),  # no MASTER_NAME
@@ -103,6 +104,22 @@ def test_invalid_values(settings, values, expected):
     assert ids(problems) == [expected], problems
     assert all(isinstance(p, Error) for p in problems)
     assert all("BGTASKS" in p.msg for p in problems)
+
+
+@pytest.mark.parametrize("char", "/#?")
+def test_a_password_split_by_an_unencoded_character_is_reported_without_it(settings, char):
+    base = settings.BGTASKS
+    for what, values in settings_with_split_password(char).items():
+        settings.BGTASKS = {**base, "REDIS_URL": PLAIN_URL, **values}
+        problems = check_settings()
+        assert problems and all(isinstance(p, Error) for p in problems), what
+        text = "\n".join(f"{p.msg} {p.hint}" for p in problems)
+        assert_no_password_half(text)
+        if "as a URL" in what:
+            assert "is not 'host:port'" in text, what
+        else:
+            assert ids(problems) == ["bgtasks.E003"], (what, problems)
+            assert "malformed Redis URL" in text and "percent-encoded" in text, what
 
 
 def test_every_problem_is_reported(settings):

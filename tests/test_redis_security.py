@@ -8,7 +8,9 @@ stays password-free for the other tests.
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import time
 import traceback
 import uuid
@@ -20,6 +22,8 @@ from urllib.parse import quote
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
 from django.test import Client
 
 from conftest import _redis_settings
@@ -27,7 +31,16 @@ from demo import recording
 from demo.tasks import record
 from django_bgtasks import EnqueueError, get_task_info
 from django_bgtasks.broker.keys import QueueKeys
-from helpers import RedisServer, free_port, wait_until
+from helpers import (
+    MANAGE_PY,
+    REPO_ROOT,
+    SPLIT_PASSWORD_HALVES,
+    BgtasksCommand,
+    RedisServer,
+    assert_no_password_half,
+    free_port,
+    wait_until,
+)
 
 pytestmark = pytest.mark.single_redis(
     reason="its subject is a plain redis-server of its own (requirepass, ACL, TLS)")
@@ -303,3 +316,69 @@ def test_a_plain_url_to_the_tls_port_fails_quickly_and_clearly(tls_redis, settin
         assert elapsed < QUICK, what
         assert expected in message, what
         print(f"{what}: {elapsed * 1000:.0f} ms: {message}")
+
+
+# -- a password with an unencoded '/', '#' or '?' ------------------------------------------
+# Such a character ends the URL's host part early: urllib then reads part of the password
+# as the port ("Port could not be cast to integer value as '<part>'"), the path or the
+# query. Every way in says the URL is malformed, and shows none of it.
+
+MALFORMED = "BGTASKS['REDIS_URL'] is a malformed Redis URL"
+
+
+def split_url(char: str) -> str:
+    return f"redis://:{char.join(SPLIT_PASSWORD_HALVES)}@127.0.0.1:{free_port()}/0"
+
+
+@pytest.mark.parametrize("char", "/#?")
+def test_check_says_a_split_password_url_is_malformed_without_it(settings, char):
+    use_redis(settings, split_url(char))
+    with pytest.raises(SystemCheckError) as caught:
+        call_command("check")
+    assert MALFORMED in str(caught.value)
+    assert_no_password_half(str(caught.value))
+
+
+@pytest.mark.parametrize("char", "/#?")
+def test_the_cli_says_a_split_password_url_is_malformed_without_it(settings, char):
+    url = split_url(char)
+    use_redis(settings, url)
+    message = BgtasksCommand().error("stats")
+    assert MALFORMED in message
+    assert_no_password_half(message)
+
+    env = {**os.environ, "BGTASKS_REDIS_URL": url, "BGTASKS_DEMO_DB": os.devnull}
+    for skip in ((), ("--skip-checks",)):  # the system checks' error, or the command's
+        proc = subprocess.run([sys.executable, str(MANAGE_PY), "bgtasks", *skip, "stats"],
+                              capture_output=True, text=True, env=env, cwd=REPO_ROOT,
+                              timeout=60)
+        assert proc.returncode == 1, skip
+        assert MALFORMED in proc.stderr, skip
+        assert "Traceback" not in proc.stderr, skip
+        assert_no_password_half(proc.stdout + proc.stderr)
+
+
+@pytest.mark.parametrize("char", "/#?")
+def test_a_worker_says_a_split_password_url_is_malformed_and_exits(start_worker, char):
+    url = split_url(char)
+    for skip in ((), ("--skip-checks",)):  # a misconfiguration is not waited out
+        worker = start_worker("--processes", "1", "--threads", "1", *skip,
+                              env={"BGTASKS_REDIS_URL": url})
+        assert worker.wait(timeout=30) != 0, skip
+        log = worker.log_text()
+        assert MALFORMED in log, skip
+        assert "Traceback" not in log and "retrying" not in log, skip
+        assert_no_password_half(log)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("char", "/#?")
+def test_the_admin_says_a_split_password_url_is_malformed_without_it(settings, char):
+    use_redis(settings, split_url(char))
+    client = Client()
+    client.force_login(User.objects.create_superuser("root", "root@example.com", None))
+    response = client.get(DASHBOARD)
+    html = response.content.decode()
+    assert response.status_code == 503
+    assert "is a malformed Redis URL" in html
+    assert_no_password_half(html)

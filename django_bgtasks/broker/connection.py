@@ -4,6 +4,7 @@ MASTER_NAME), or a django-redis CACHE_ALIAS."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -13,9 +14,12 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.sentinel import Sentinel
 
 from ..conf import Settings
-from ..exceptions import BrokerUnavailable
+from ..exceptions import BrokerUnavailable, InvalidRedisSetting
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+URL_SCHEMES = ("redis", "rediss", "unix", *CLUSTER_SCHEMES)
+MALFORMED = ("{what} is a malformed Redis URL ({reason}): is the password percent-encoded? "
+             "Write '/', '#', '?', '@' and ':' in a password as %2F, %23, %3F, %40 and %3A.")
 CLUSTER_RETRY_FOR = 10.0  # seconds; a failover takes 2-3 s with node-timeout 1 s, 18 s at 15 s
 SINGLE_RETRY_FOR = 0.0
 
@@ -47,6 +51,63 @@ def describe_target(url: str) -> str:
     return f"{parts.scheme}://{host}:{port}/{db}"
 
 
+def url_scheme(url: str) -> str:
+    """The URL's scheme in lower case ('' without '://'), read without parsing the rest
+    (urllib's errors about the rest may quote it)."""
+    scheme, sep, _ = url.partition("://")
+    return scheme.lower() if sep else ""
+
+
+def check_url(url: Any, setting: str = "REDIS_URL") -> None:
+    """InvalidRedisSetting unless ``url`` is a Redis URL that redis-py reads as written.
+
+    A '/', '#' or '?' in a password ends the URL's host part early: urllib then reads the
+    rest of it as the port (and redis-py's error quotes it), the path or the query, or
+    drops it without a word. The error names the setting and what is wrong, never any part
+    of the URL."""
+    if not isinstance(url, str) or url_scheme(url) not in URL_SCHEMES:
+        raise InvalidRedisSetting(f"BGTASKS[{setting!r}] must be a redis://, rediss://, "
+                                  "unix://, redis+cluster:// or rediss+cluster:// URL.")
+    reason = _malformed(url)
+    if reason:
+        raise InvalidRedisSetting(MALFORMED.format(what=f"BGTASKS[{setting!r}]", reason=reason))
+
+
+def _malformed(url: str) -> str | None:
+    """What makes ``url`` unreadable or misread, in words that quote none of it."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "urllib cannot read it"
+    if "#" in url:  # redis-py ignores a fragment: what follows a '#' would be dropped
+        return "a '#' in it"
+    if "@" in parts.path or "@" in parts.query:  # the credentials end at the last '@'
+        return "an '@' after the host"
+    if any("=" not in item for item in parts.query.split("&") if item):
+        return "a query option without '='"  # redis-py drops it without a word
+    plain = url
+    if parts.scheme == "unix":
+        if not parts.path:
+            return "no socket path"
+    elif parts.scheme in CLUSTER_SCHEMES:
+        try:
+            plain = split_cluster_url(url)[0]
+        except ValueError:
+            return "its hosts are not host:port,host:port"
+    else:
+        try:
+            parts.port  # noqa: B018 - urllib checks the port when it is read
+        except ValueError:
+            return "the port is not a number from 0 to 65535"
+    if parts.scheme != "unix" and not re.fullmatch(r"(/\d*)?", parts.path):
+        return "the database after the host is not a number"  # redis-py would use db 0
+    try:
+        redis.connection.parse_url(plain)
+    except ValueError:
+        return "redis-py cannot read it"
+    return None
+
+
 def split_cluster_url(url: str) -> tuple[str, list[tuple[str, int]]]:
     """``redis+cluster://[user:pass@]h1:p1,h2:p2[/0][?options]`` as a plain URL to the
     first node (carrying the credentials and options for every node) and all the nodes."""
@@ -63,20 +124,39 @@ def split_cluster_url(url: str) -> tuple[str, list[tuple[str, int]]]:
 
 
 def parse_node(text: Any) -> tuple[str, int]:
-    """``"host:port"`` or ``(host, port)`` as (host, port); ValueError otherwise."""
+    """``"host:port"`` or ``(host, port)`` as (host, port); ValueError otherwise (which
+    does not quote ``text``: from a URL, it may be part of a password)."""
     if isinstance(text, (list, tuple)) and len(text) == 2:
         host, port = text
     elif isinstance(text, str) and ":" in text:
         host, _, port = text.strip().rpartition(":")
     else:
-        raise ValueError(f"{text!r} is not host:port")
+        raise ValueError("not host:port")
     try:
         port = int(port)
     except (TypeError, ValueError):
-        raise ValueError(f"{text!r} is not host:port") from None
-    if not host or not 0 < port < 65536:
-        raise ValueError(f"{text!r} is not host:port")
-    return str(host), port
+        raise ValueError("not host:port") from None
+    host = str(host)
+    # a URL ("redis://:pw@h") is not a host: redis-py's connection errors would quote it
+    if not host or not 0 < port < 65536 or any(c in host for c in "/@?# "):
+        raise ValueError("not host:port")
+    return host, port
+
+
+def parse_nodes(value: Any, setting: str) -> list[tuple[str, int]]:
+    """CLUSTER_NODES or SENTINELS as (host, port) pairs, or an InvalidRedisSetting that
+    names the setting and the item's position (never its text)."""
+    if not isinstance(value, (list, tuple)) or not value:
+        raise InvalidRedisSetting(f"BGTASKS[{setting!r}] must be a non-empty list of "
+                                  "'host:port'.")
+    nodes = []
+    for index, item in enumerate(value):
+        try:
+            nodes.append(parse_node(item))
+        except ValueError:
+            raise InvalidRedisSetting(f"BGTASKS[{setting!r}][{index}] is not 'host:port' or "
+                                      "(host, port).") from None
+    return nodes
 
 
 def _timeouts(cfg: Settings) -> dict[str, Any]:
@@ -85,7 +165,7 @@ def _timeouts(cfg: Settings) -> dict[str, Any]:
 
 def is_cluster(cfg: Settings) -> bool:
     """True when the settings name a Redis Cluster (whose client connects as it is made)."""
-    return bool(cfg.CLUSTER_NODES) or urlsplit(cfg.REDIS_URL).scheme in CLUSTER_SCHEMES
+    return bool(cfg.CLUSTER_NODES) or url_scheme(cfg.REDIS_URL) in CLUSTER_SCHEMES
 
 
 def creation_retry_for(cfg: Settings) -> float:
@@ -105,7 +185,12 @@ def make_client(cfg: Settings) -> Client:
     if cfg.CACHE_ALIAS:
         from django_redis import get_redis_connection
 
-        client = get_redis_connection(cfg.CACHE_ALIAS)
+        try:
+            client = get_redis_connection(cfg.CACHE_ALIAS)
+        except ValueError:  # django-redis parses the cache's LOCATION: urllib quotes it
+            where = f"the LOCATION of cache {cfg.CACHE_ALIAS!r} (BGTASKS['CACHE_ALIAS'])"
+            raise InvalidRedisSetting(MALFORMED.format(
+                what=where, reason="redis-py cannot read it")) from None
         pool = client.connection_pool
         kwargs = pool.connection_kwargs
         where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
@@ -113,6 +198,7 @@ def make_client(cfg: Settings) -> Client:
         default = CLUSTER_RETRY_FOR if behind_sentinel else SINGLE_RETRY_FOR
         return Client(client, f"cache alias {cfg.CACHE_ALIAS!r} ({where})", "cache",
                       _retry_for(cfg, default))
+    check_url(cfg.REDIS_URL)  # before redis-py reads it: its errors quote the URL
     if is_cluster(cfg):
         return _cluster_client(cfg, _retry_for(cfg, CLUSTER_RETRY_FOR))
     if cfg.SENTINELS:
@@ -123,10 +209,10 @@ def make_client(cfg: Settings) -> Client:
 
 
 def _cluster_client(cfg: Settings, retry_for: float) -> Client:
-    if urlsplit(cfg.REDIS_URL).scheme in CLUSTER_SCHEMES:
+    if url_scheme(cfg.REDIS_URL) in CLUSTER_SCHEMES:
         first, nodes = split_cluster_url(cfg.REDIS_URL)
     else:  # CLUSTER_NODES, with REDIS_URL's credentials and options (its host unused)
-        nodes = [parse_node(node) for node in cfg.CLUSTER_NODES or ()]
+        nodes = parse_nodes(cfg.CLUSTER_NODES, "CLUSTER_NODES")
         parts = urlsplit(cfg.REDIS_URL)
         auth = parts.netloc.rpartition("@")[0]
         query = f"?{parts.query}" if parts.query else ""
@@ -158,11 +244,11 @@ def unreachable(target: str, exc: Exception) -> BrokerUnavailable:
 
 
 def _sentinel_client(cfg: Settings, retry_for: float) -> Client:
-    sentinels = [parse_node(node) for node in cfg.SENTINELS or ()]
+    sentinels = parse_nodes(cfg.SENTINELS, "SENTINELS")
     url = redis.connection.parse_url(cfg.REDIS_URL)
     master_options = {k: v for k, v in url.items()
                       if k not in ("host", "port", "path", "connection_class")}
-    if urlsplit(cfg.REDIS_URL).scheme == "rediss":
+    if url_scheme(cfg.REDIS_URL) == "rediss":
         master_options.setdefault("ssl", True)
     sentinel = Sentinel(sentinels, sentinel_kwargs={**_timeouts(cfg), **cfg.SENTINEL_KWARGS},
                         **_timeouts(cfg))

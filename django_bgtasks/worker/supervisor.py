@@ -23,7 +23,7 @@ from django.db import connections
 
 from ..broker import forget_brokers_after_fork, get_broker
 from ..checks import eviction_warning
-from ..exceptions import BgTasksError
+from ..exceptions import BgTasksError, InvalidRedisSetting
 from .component import backoff_delay
 from .config import WorkerConfig
 from .runner import Runner
@@ -253,6 +253,8 @@ class Supervisor:
             try:
                 get_broker().ping()
                 return True
+            except InvalidRedisSetting:
+                raise  # waiting would not mend the settings
             except BgTasksError as exc:
                 delay = backoff_delay(failures, base=0.5, cap=10.0)
                 failures += 1

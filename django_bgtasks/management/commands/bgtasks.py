@@ -128,9 +128,7 @@ class Command(BaseCommand):
                 raise CommandError(str(exc)) from None
         try:
             inspector = Inspector(get_broker())
-        except ValueError as exc:  # a malformed REDIS_URL
-            raise CommandError(f"BGTASKS REDIS_URL: {exc}") from None
-        except BgTasksError as exc:  # a cluster's client connects as it is made
+        except BgTasksError as exc:  # a malformed URL; a cluster's client connects as made
             raise CommandError(str(exc)) from exc
         try:
             getattr(self, f"do_{action}")(inspector, **options)

@@ -10,6 +10,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_bgtasks.conf import get_settings
+from django_bgtasks.exceptions import InvalidRedisSetting
 from django_bgtasks.worker.config import WorkerConfig, parse_queues
 from django_bgtasks.worker.supervisor import Supervisor
 
@@ -55,7 +56,10 @@ class Command(BaseCommand):
             dead_max_tasks=cfg.DEAD_MAX_TASKS, dead_max_age=float(cfg.DEAD_MAX_AGE),
             log_arguments=verbosity >= 2, cron=not options["no_cron"],
         )
-        code = Supervisor(config).run()
+        try:
+            code = Supervisor(config).run()
+        except InvalidRedisSetting as exc:  # with --skip-checks: what check E003 says
+            raise CommandError(str(exc)) from None
         if code:
             sys.exit(code)
 
