@@ -5,6 +5,7 @@ from .exceptions import (
     BgTasksError,
     BrokerUnavailable,
     EnqueueError,
+    MessageTooLarge,
     Retry,
     SkipRetry,
     TaskAlreadyExists,
@@ -16,7 +17,8 @@ from .periodic import periodic_task
 from .task import BackgroundTask, background_task, get_task_info
 
 __all__ = [
-    "BackgroundTask", "BgTasksError", "BrokerUnavailable", "EnqueueError", "Retry",
-    "SkipRetry", "TaskAlreadyExists", "TaskInfo", "TaskNotFound", "TaskRun", "TaskTimeout",
+    "BackgroundTask", "BgTasksError", "BrokerUnavailable", "EnqueueError", "MessageTooLarge",
+    "Retry", "SkipRetry", "TaskAlreadyExists", "TaskInfo", "TaskNotFound", "TaskRun",
+    "TaskTimeout",
     "background_task", "current_task", "get_task_info", "periodic_task",
 ]

@@ -89,6 +89,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
     for key in ("STRICT_PRIORITY", "EAGER", "ENQUEUE_ON_COMMIT"):
         if not isinstance(cfg[key], bool):
             found.append(Error(f"BGTASKS[{key!r}] must be True or False.", id="bgtasks.E009"))
+    max_bytes = cfg["MAX_MESSAGE_BYTES"]
+    if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 1:
+        found.append(Error("BGTASKS['MAX_MESSAGE_BYTES'] must be a positive integer (bytes).",
+                           id="bgtasks.E016"))
     if not isinstance(cfg["PERIODIC"], (list, tuple)):
         found.append(Error("BGTASKS['PERIODIC'] must be a list of periodic entries (dicts).",
                            id="bgtasks.E013"))

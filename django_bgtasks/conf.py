@@ -39,6 +39,9 @@ DEFAULTS: dict[str, Any] = {
     # enqueue() returns only once this many replicas hold the task (WAIT), or raises.
     "WAIT_REPLICAS": 0,
     "WAIT_TIMEOUT": 0.5,
+    # enqueue() refuses a task whose message (its JSON: arguments and options) is larger:
+    # Redis holds it in memory, and every worker claim carries it.
+    "MAX_MESSAGE_BYTES": 2**20,
 }
 
 
@@ -66,6 +69,7 @@ class Settings:
     RETRY_FOR: float | None
     WAIT_REPLICAS: int
     WAIT_TIMEOUT: float
+    MAX_MESSAGE_BYTES: int
     unknown: tuple[str, ...] = field(default=())
 
 

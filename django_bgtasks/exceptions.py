@@ -25,6 +25,10 @@ class EnqueueError(BgTasksError):
     """A task could not be written to Redis; nothing was enqueued."""
 
 
+class MessageTooLarge(EnqueueError, ValueError):
+    """A task's message is over BGTASKS["MAX_MESSAGE_BYTES"]; nothing was enqueued."""
+
+
 class TaskAlreadyExists(EnqueueError):
     """A task with this id exists, or a uniqueness lock is held by another task."""
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .exceptions import InvalidTaskMessage
+from .exceptions import InvalidTaskMessage, MessageTooLarge
 
 MESSAGE_VERSION = 1
 
@@ -72,6 +72,18 @@ def validate_result(task_name: str, value: Any) -> None:
     problem = _json_problem(value, "the return value")
     if problem:
         raise TypeError(f"{task_name}: {problem}; a task must return JSON-serializable data")
+
+
+def check_size(text: str, limit: int, what: str) -> None:
+    """Raise MessageTooLarge when the message ``text`` is over ``limit`` bytes of UTF-8."""
+    if len(text) * 4 <= limit:  # at most 4 bytes a character: most are never encoded here
+        return
+    size = len(text.encode())
+    if size > limit:
+        raise MessageTooLarge(
+            f"{what}: its message is {size:,} bytes, over BGTASKS['MAX_MESSAGE_BYTES'] = "
+            f"{limit:,} bytes; nothing was enqueued. Pass a reference to the data (a primary "
+            f"key, a file or object-store path) instead of the data, or raise the setting.")
 
 
 # One encoder for every call: json.dumps with options builds a new encoder each time.

@@ -22,7 +22,7 @@ from .conf import get_settings
 from .context import running
 from .exceptions import BgTasksError, EnqueueError, TaskAlreadyExists, TaskNotFound
 from .info import TaskInfo
-from .message import TaskMessage, dumps, validate_arguments, validate_result
+from .message import TaskMessage, check_size, dumps, validate_arguments, validate_result
 
 Seconds = float | int | timedelta
 
@@ -126,14 +126,22 @@ class BackgroundTask:
 
     def _enqueue(self, messages: list[TaskMessage]) -> list[TaskInfo]:
         cfg = get_settings()
-        if cfg.EAGER:
+        if cfg.EAGER:  # refused as Redis would refuse it: a project's tests see it
+            self._check_sizes([msg.encode() for msg in messages], cfg.MAX_MESSAGE_BYTES)
             return [self._run_eagerly(msg) for msg in messages]
         requests = [self._request(msg) for msg in messages]
+        self._check_sizes([req.message for req in requests], cfg.MAX_MESSAGE_BYTES)
         if cfg.ENQUEUE_ON_COMMIT and transaction.get_connection(DEFAULT_DB_ALIAS).in_atomic_block:
             transaction.on_commit(lambda: self._send(messages, requests))
             return [TaskInfo.from_message(m, "scheduled" if self._due_later(m) else "pending")
                     for m in messages]
         return self._send(messages, requests)
+
+    def _check_sizes(self, messages: list[str], limit: int) -> None:
+        """Refuse the whole call, before anything is written, if a message is too large."""
+        for position, text in enumerate(messages):
+            check_size(text, limit, self.name if len(messages) == 1 else
+                       f"{self.name} (item {position}; nothing of the batch was enqueued)")
 
     def _message(self, args: list[Any], kwargs: dict[str, Any]) -> TaskMessage:
         now = time.time()

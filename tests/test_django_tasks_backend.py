@@ -27,7 +27,7 @@ from django.tasks.signals import task_enqueued, task_finished, task_started  # n
 from django.test import override_settings  # noqa: E402
 
 from demo import django_tasks, recording, tasks  # noqa: E402
-from django_bgtasks import get_task_info  # noqa: E402
+from django_bgtasks import MessageTooLarge, get_task_info  # noqa: E402
 from django_bgtasks.backends import BackgroundTaskBackend  # noqa: E402
 from django_bgtasks.broker import get_broker  # noqa: E402
 from django_bgtasks.broker.redis import EnqueueRequest  # noqa: E402
@@ -156,6 +156,14 @@ def test_enqueue_refuses_a_task_the_worker_could_not_find(at_once, raw):
     with pytest.raises(InvalidTask, match="module outside_apps is not in an installed app"):
         outside.enqueue("x")
     assert get_broker().counts("default")["pending"] == 0
+
+
+def test_enqueue_refuses_a_message_over_max_message_bytes(at_once, raw, settings):
+    settings.BGTASKS = {**settings.BGTASKS, "MAX_MESSAGE_BYTES": 1_000}
+    with pytest.raises(MessageTooLarge, match=r"django:demo.django_tasks.record: its message"
+                                               r" is 2,\d{3} bytes.*MAX_MESSAGE_BYTES"):
+        django_tasks.record.enqueue("x" * 2_000)
+    assert raw.dbsize() == 0
 
 
 def test_get_result_of_an_unknown_or_non_django_task_does_not_exist(at_once):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -14,6 +15,7 @@ from django.db import transaction
 from django_bgtasks import (
     BackgroundTask,
     EnqueueError,
+    MessageTooLarge,
     TaskAlreadyExists,
     TaskInfo,
     TaskNotFound,
@@ -475,3 +477,67 @@ def test_enqueue_many_eager_runs_each_inline(settings, raw):
     infos = add.enqueue_many([((1,), {"b": 2}), ((3,), {})])
     assert [info.result for info in infos] == [3, 3]
     assert raw.dbsize() == 0
+
+
+# -- MAX_MESSAGE_BYTES --------------------------------------------------------------------
+
+
+def message_bytes(task: BackgroundTask, *args, **kwargs) -> int:
+    """The size the stored message of this call would have."""
+    return len(task._message(list(args), kwargs).encode().encode())
+
+
+def test_a_message_over_max_message_bytes_is_refused_before_anything_is_written(settings, raw):
+    bgtasks(settings, MAX_MESSAGE_BYTES=1_000)
+    with pytest.raises(MessageTooLarge) as caught:
+        double.enqueue("x" * 2_000)
+    text = str(caught.value)
+    for part in (double.name, "MAX_MESSAGE_BYTES", "1,000 bytes"):
+        assert part in text, text
+    assert re.search(r"2,\d{3} bytes", text)  # the message's own size
+    assert isinstance(caught.value, EnqueueError)
+    assert raw.dbsize() == 0  # not even the queue's name
+
+
+def test_max_message_bytes_counts_utf8_bytes_not_characters(settings, raw):
+    bgtasks(settings, MAX_MESSAGE_BYTES=1_000)
+    with pytest.raises(MessageTooLarge):
+        double.enqueue("é" * 450)  # 450 characters, 900 bytes, plus the rest
+    assert raw.dbsize() == 0
+
+
+def test_a_message_at_the_limit_is_enqueued(settings):
+    size = message_bytes(double, "x" * 500)
+    bgtasks(settings, MAX_MESSAGE_BYTES=size + 30)  # its id and time may differ a little
+    assert get_task_info(double.enqueue("x" * 500).id).args == ["x" * 500]
+
+
+def test_max_message_bytes_defaults_to_one_mib(raw):
+    with pytest.raises(MessageTooLarge, match="1,048,576 bytes"):
+        double.enqueue("x" * 2**20)
+    assert raw.dbsize() == 0
+    double.enqueue("x" * (2**20 - 1_000))
+
+
+def test_enqueue_many_refuses_the_whole_batch_for_one_message_too_large(settings, raw):
+    bgtasks(settings, MAX_MESSAGE_BYTES=1_000)
+    with pytest.raises(MessageTooLarge, match=r"item 2.*nothing of the batch"):
+        add.enqueue_many([((1,), {}), ((2,), {}), (("x" * 2_000,), {}), ((4,), {})])
+    assert raw.dbsize() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_max_message_bytes_is_checked_at_the_call_not_at_commit(settings, raw):
+    bgtasks(settings, MAX_MESSAGE_BYTES=1_000)
+    with transaction.atomic():
+        with pytest.raises(MessageTooLarge):
+            double.enqueue("x" * 2_000)
+        double.enqueue("small")
+    assert raw.zcard("bgtasks:{default}:pending") == 1
+
+
+def test_eager_refuses_a_message_too_large_too(settings, raw):
+    bgtasks(settings, MAX_MESSAGE_BYTES=1_000, EAGER=True)
+    with pytest.raises(MessageTooLarge):
+        double.enqueue("x" * 2_000)
+    assert double.enqueue("x").result == "xx"
