@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from django.core.management.base import OutputWrapper
+
 from . import display
 from .broker.inspect import QueueStats, TaskRow, WorkerInfo
 from .display import relative, shorten
@@ -19,6 +21,41 @@ from .periodic_status import EntryStatus, LastRun
 
 ARGS_WIDTH = 50
 ERROR_WIDTH = 70
+
+
+# -- what reaches the terminal ----------------------------------------------------------
+
+# Task ids, arguments, errors, tracebacks and worker names come from Redis, where anything
+# may have written them. Printed raw, C0/C1 control characters and DEL set the terminal's
+# title, clear or rewrite the screen, and the bidi controls reorder what follows: all are
+# shown as escapes instead.
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+_ESCAPES.update({0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"})
+_ESCAPES.update({c: f"\\u{c:04x}" for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))})
+_ESCAPES_BUT_NEWLINE = {c: text for c, text in _ESCAPES.items() if c != 0x0A}
+# json.dumps escapes C0 itself; the rest, as \uXXXX, keeps the JSON valid and its data.
+_JSON_ESCAPES = {c: f"\\u{c:04x}" for c in _ESCAPES if c >= 0x7F}
+
+
+def safe_text(text: str, newlines: bool = True) -> str:
+    """``text`` with its control characters written as escapes (``\\x1b``, ``\\r``,
+    ``\\u202e``); newlines kept unless ``newlines`` is False."""
+    return text.translate(_ESCAPES_BUT_NEWLINE if newlines else _ESCAPES)
+
+
+class EscapingOutput:
+    """A command's stdout or stderr whose every write goes through safe_text(), so no
+    output, present or future, can reach the terminal raw. Django's style codes (colours)
+    are added after, and stay codes."""
+
+    def __init__(self, out: OutputWrapper) -> None:
+        self._out = out
+
+    def write(self, msg: str = "", style_func: Any = None, ending: str | None = None) -> None:
+        self._out.write(safe_text(msg), style_func, ending)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._out, name)
 
 
 # -- small pieces -----------------------------------------------------------------------
@@ -60,7 +97,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def to_json(value: Any) -> str:
     """Indented JSON; datetimes as ISO strings, dataclasses as objects."""
     try:
-        return json.dumps(value, indent=2, default=_json_default, ensure_ascii=False)
+        return json.dumps(value, indent=2, default=_json_default,
+                          ensure_ascii=False).translate(_JSON_ESCAPES)
     except RecursionError:  # damaged data, nested deeper than the stack allows
         return json.dumps(display.TOO_DEEP)
 
@@ -278,7 +316,8 @@ def _showable(value: Any) -> Any:
 
 
 def _cell(value: Any) -> str:
-    return "" if value is None else str(value)
+    # escaped here, not only on output: a row stays one line, and its width is the shown one
+    return "" if value is None else safe_text(str(value), newlines=False)
 
 
 def _lateness(seconds: float) -> str:

@@ -361,3 +361,67 @@ def test_manage_py_stats_json(redis_server):
                           capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=60)
     assert proc.returncode == 1
     assert "no task with id 'ghost'" in proc.stderr
+
+
+# -- what reaches the terminal -------------------------------------------------------------
+
+# Set the terminal's title, clear the screen, return to the line's start, a C1 CSI, DEL,
+# a right-to-left override: any of them, printed raw, lets stored data rewrite the screen.
+HOSTILE = "\x1b]0;title\x07\x1b[2J\r\x9b2J\x7f\u202eevil"
+RAW = ("\x1b", "\x07", "\r", "\x9b", "\x7f", "\u202e")
+
+
+def assert_escaped(text: str) -> None:
+    for char in RAW:
+        assert char not in text, (char, text)
+
+
+def hostile_dead_task() -> str:
+    task_id = fail_always.using(max_retries=0, task_id=f"id{HOSTILE}").enqueue(f"a{HOSTILE}").id
+    finish("default", [task_id], "dead", error=f"ValueError: {HOSTILE}",
+           traceback=f"Traceback (most recent call last):\n  File x\nValueError: {HOSTILE}")
+    return task_id
+
+
+def test_control_characters_from_redis_are_escaped_in_every_output():
+    task_id = hostile_dead_task()
+    get_broker().heartbeat_worker("w-hostile", {
+        "host": f"h{HOSTILE}", "pid": "1", "queues": "default", "processes": "1",
+        "threads": "1", "started": str(time.time()), "in_flight": "0"}, ttl=30)
+    outputs = {
+        "stats": run("stats"),
+        "list": run("list", "dead"),
+        "list --name": run("list", "dead", "--name", "fail"),
+        "show": run("show", task_id),
+        "requeue": run("requeue", task_id),
+    }
+    for what, out in outputs.items():
+        assert_escaped(out)
+        assert "\\x1b]0;title\\x07\\x1b[2J\\r\\x9b2J\\x7f\\u202eevil" in out, what
+    assert "Traceback (most recent call last):\n  File x\n" in outputs["show"]  # lines kept
+
+    texts = {args: run(*args, "--json") for args in (
+        ("stats",), ("list", "pending"), ("show", task_id))}
+    for text in texts.values():
+        assert_escaped(text)
+    # still JSON, and the data read back as stored
+    [worker] = json.loads(texts["stats",])["workers"]
+    assert worker["host"] == f"h{HOSTILE}"
+    [task] = json.loads(texts["list", "pending"])["tasks"]
+    assert (task["id"], task["args"]) == (task_id, [f"a{HOSTILE}"])
+    shown = json.loads(texts["show", task_id])
+    assert shown["last_error"] == f"ValueError: {HOSTILE}"
+    assert shown["traceback"].endswith(f"ValueError: {HOSTILE}")
+
+
+def test_command_errors_naming_stored_data_are_escaped(redis_server):
+    task_id = hostile_dead_task()
+    env = {**os.environ, "BGTASKS_REDIS_URL": redis_server.url, "BGTASKS_DEMO_DB": os.devnull}
+    run("requeue", task_id)
+    claim("default", [task_id])  # active: it cannot be deleted, and the error names it
+    proc = subprocess.run([sys.executable, str(MANAGE_PY), "bgtasks", "delete", task_id],
+                          capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=60)
+    assert proc.returncode == 1
+    assert "is running (active) and cannot be deleted" in proc.stderr
+    assert_escaped(proc.stdout + proc.stderr)
+    assert "\\x1b]0;title" in proc.stderr

@@ -121,6 +121,9 @@ class Command(BaseCommand):
         name_argument(p)
 
     def handle(self, *args: Any, action: str, **options: Any) -> None:
+        # Stored data may hold terminal escape sequences: every text this command prints is
+        # escaped, error messages too (Django writes a CommandError to self.stderr).
+        self.stdout, self.stderr = fmt.EscapingOutput(self.stdout), fmt.EscapingOutput(self.stderr)
         if options.get("queue") is not None:
             try:
                 validate_queue_name(options["queue"])
