@@ -9,6 +9,7 @@ process, so that they can listen.
 from __future__ import annotations
 
 import json
+import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -281,7 +282,8 @@ def test_resolve_finds_a_task_bound_to_our_backend():
     ("os.system", "module os is not in an installed app"),
     ("demo.django_tasks.immediate_record", "its backend 'immediate' is "
                                            "django.tasks.backends.immediate.ImmediateBackend"),
-    ("demo.no_such_module.f", "module demo.no_such_module could not be imported"),
+    ("demo.no_such_module.f", "module demo.no_such_module is not imported in this process"),
+    ("demo.tasks.no_such_module.f", "module demo.tasks.no_such_module could not be imported"),
     ("demo.django_tasks.add;rm", "is not the dotted path of a module-level task"),
     ("add", "is not the dotted path of a module-level task"),
 ])
@@ -289,6 +291,48 @@ def test_resolve_refuses_anything_else_with_a_clear_error(path, message):
     with pytest.raises(InvalidDjangoTask) as caught:
         resolve(path)
     assert message in str(caught.value)
+
+
+def test_resolve_never_imports_a_module_the_process_has_not_imported():
+    # Importing runs a module's top-level code: a name read from Redis must not pick one.
+    with pytest.raises(InvalidDjangoTask, match="module demo.never_imported is not imported "
+                                                "in this process"):
+        resolve("demo.never_imported.record")
+    assert "demo.never_imported" not in sys.modules
+
+
+TASK_MODULE = """
+from django.tasks import task
+
+
+@task
+def send(token: str) -> str:
+    return token
+"""
+
+
+def test_resolve_imports_an_apps_tasks_module_and_its_submodules_only(tmp_path, monkeypatch,
+                                                                     settings):
+    app = tmp_path / "parcels"
+    (app / "tasks").mkdir(parents=True)
+    for path, text in (("__init__.py", ""), ("tasks/__init__.py", ""),
+                       ("tasks/mail.py", TASK_MODULE), ("reports.py", TASK_MODULE)):
+        (app / path).write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        with override_settings(INSTALLED_APPS=[*settings.INSTALLED_APPS, "parcels"]):
+            assert "parcels.tasks.mail" not in sys.modules
+            assert resolve("parcels.tasks.mail.send").module_path == "parcels.tasks.mail.send"
+            with pytest.raises(InvalidDjangoTask, match="module parcels.reports is not "
+                                                        "imported in this process"):
+                resolve("parcels.reports.send")
+            assert "parcels.reports" not in sys.modules
+            import parcels.reports  # noqa: F401  (as the producer would have)
+
+            assert resolve("parcels.reports.send").module_path == "parcels.reports.send"
+    finally:
+        for name in [name for name in sys.modules if name.split(".")[0] == "parcels"]:
+            del sys.modules[name]
 
 
 # --- system checks -------------------------------------------------------------------------
@@ -445,6 +489,10 @@ def test_the_worker_dead_letters_what_it_must_not_run_and_goes_on(start_worker, 
         "django:outside_apps.record": "module outside_apps is not in an installed app",
         "django:demo.django_tasks.immediate_record": "its backend 'immediate' is "
                                                      "django.tasks.backends.immediate",
+        # a task bound to this backend, in an installed app, that nothing imported
+        "django:demo.never_imported.record": "module demo.never_imported is not imported",
+        "django:django.contrib.auth.management.commands.changepassword.Command":
+            "module django.contrib.auth.management.commands.changepassword is not imported",
     }
     ids = {}
     for name in refused:
@@ -467,7 +515,8 @@ def test_the_worker_dead_letters_what_it_must_not_run_and_goes_on(start_worker, 
         assert reason in info.last_error, info.last_error
     after = django_tasks.record.enqueue("after")
     wait_status(after, SUCCESSFUL)
-    assert recording.ran(raw) == {"after"}  # nothing refused ran, outside_apps not imported
+    # nothing refused ran, and neither outside_apps nor demo.never_imported was imported
+    assert recording.ran(raw) == {"after"}
     assert worker.is_running()
 
 

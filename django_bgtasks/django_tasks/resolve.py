@@ -1,12 +1,17 @@
 """Finds the Django task a stored name points to, importing nothing it should not.
 
-The name comes from Redis, so it is data, not code: it is only ever imported as a module
-of an installed app, and only a ``django.tasks.Task`` bound to a BackgroundTaskBackend is
-run. Anything else is refused with InvalidDjangoTask (the task goes to the dead queue).
+The name comes from Redis, so it is data, not code. Importing a module runs its top-level
+code, so a name may only point into a module of an installed app that this process has
+already imported (autodiscovery imports the apps' ``tasks`` modules, and a producer has
+imported the module of every task it enqueues), or into an app's ``tasks`` module or a
+submodule of it, the one place meant for tasks, which alone is imported on demand. Only a
+``django.tasks.Task`` bound to a BackgroundTaskBackend is run. Anything else is refused
+with InvalidDjangoTask (the task goes to the dead queue).
 """
 
 from __future__ import annotations
 
+import sys
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +35,22 @@ class InvalidDjangoTask(SkipRetry):
     """
 
 
-def _in_installed_app(module_name: str) -> bool:
-    return any(module_name == config.name or module_name.startswith(config.name + ".")
-               for config in apps.get_app_configs())
+def _inside(module_name: str, package: str) -> bool:
+    return module_name == package or module_name.startswith(package + ".")
+
+
+def _import_refusal(module_name: str) -> str | None:
+    """Why ``module_name`` may not be imported for a stored name, or None if it may."""
+    names = [config.name for config in apps.get_app_configs()]
+    if not any(_inside(module_name, name) for name in names):
+        return (f"module {module_name} is not in an installed app (Django tasks run only "
+                f"from INSTALLED_APPS' modules)")
+    if module_name in sys.modules or any(_inside(module_name, f"{name}.tasks")
+                                         for name in names):
+        return None
+    return (f"module {module_name} is not imported in this process, and a stored name "
+            f"imports only an app's 'tasks' module or a submodule of it (define the task "
+            f"there, or import its module from one)")
 
 
 def _describe(obj: Any, attribute: str) -> str:
@@ -42,7 +60,8 @@ def _describe(obj: Any, attribute: str) -> str:
 
 def resolve(path: str) -> Task:
     """The ``django.tasks.Task`` at ``path`` ("module.function"); raises InvalidDjangoTask
-    unless it is one, in a module of an installed app, bound to a BackgroundTaskBackend."""
+    unless it is one, bound to a BackgroundTaskBackend, in a module of an installed app
+    that is already imported or is the app's ``tasks`` module or inside it."""
     try:
         from django.tasks import Task
         from django.tasks.exceptions import InvalidTaskBackend
@@ -57,9 +76,9 @@ def resolve(path: str) -> Task:
     # Identifiers only: a dotted name cannot reach a file path or a relative import.
     if not module_name or not all(part.isidentifier() for part in path.split(".")):
         raise InvalidDjangoTask(f"{path!r} is not the dotted path of a module-level task")
-    if not _in_installed_app(module_name):
-        raise InvalidDjangoTask(f"{path}: module {module_name} is not in an installed app "
-                                f"(Django tasks run only from INSTALLED_APPS' modules)")
+    refusal = _import_refusal(module_name)
+    if refusal:
+        raise InvalidDjangoTask(f"{path}: {refusal}")
     try:
         module = import_module(module_name)
     except Exception as exc:  # noqa: BLE001  (whatever the import raised, nothing can run)

@@ -1,9 +1,10 @@
 """Django's own @task functions (django.tasks, Django 6.0+), run by our worker through
 django_bgtasks.backends.BackgroundTaskBackend (TASKS in testproject.settings).
 
-Nothing imports this module on Django 5.2: the worker imports it when it resolves a
-"django:demo.django_tasks.<name>" task (a module of an installed app). Side effects go
-through demo.recording, like the other test tasks.
+demo's AppConfig.ready() imports this module on Django 6.0+, so that the worker finds a
+"django:demo.django_tasks.<name>" task (it imports by name only an app's tasks modules);
+nothing imports it on Django 5.2. Side effects go through demo.recording, like the other
+test tasks.
 """
 
 from __future__ import annotations
