@@ -98,7 +98,8 @@ class BackgroundTaskBackend(BaseTaskBackend):
 
     def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
         """Write a run of ``task`` to Redis (after the commit, inside a transaction, unless
-        BGTASKS["ENQUEUE_ON_COMMIT"] is False) and return its READY result at once."""
+        BGTASKS["ENQUEUE_ON_COMMIT"] is False) and return its READY result, the one
+        get_result() reads back (unless it waits for a commit)."""
         self.validate_task(task)
         try:
             # The worker finds the task again by its module path: refuse now what it
@@ -108,7 +109,7 @@ class BackgroundTaskBackend(BaseTaskBackend):
             raise InvalidTask(f"{exc}; declare it with @task on a module-level function "
                               f"of an installed app") from None
         info = self.background_task(task).enqueue(*args, **kwargs)
-        return task_result(info, task)
+        return task_result(info, as_enqueued(task, info))
 
     def get_result(self, result_id: str) -> TaskResult:
         """The TaskResult of a Django task, fresh from Redis; raises

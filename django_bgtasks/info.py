@@ -12,15 +12,25 @@ from .broker.redis import TaskRecord
 from .exceptions import InvalidTaskMessage
 from .message import TaskMessage, shorten_raw
 
-__all__ = ["STATES", "TaskInfo", "ms_to_datetime"]
+__all__ = ["STATES", "TaskInfo", "ms_to_datetime", "seconds_to_datetime"]
 
 
 def ms_to_datetime(value: Any) -> datetime | None:
     """Redis milliseconds as an aware UTC datetime (None when unset or not a time)."""
+    return _to_datetime(value, 1000)
+
+
+def seconds_to_datetime(value: Any) -> datetime | None:
+    """A message's epoch seconds (a producer's float) as an aware UTC datetime, exactly:
+    through milliseconds it could move by a microsecond."""
+    return _to_datetime(value, 1)
+
+
+def _to_datetime(value: Any, per_second: int) -> datetime | None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
         return None  # `not >` also turns away NaN
     try:
-        return datetime.fromtimestamp(value / 1000, tz=UTC)
+        return datetime.fromtimestamp(value / per_second, tz=UTC)
     except (OverflowError, ValueError, OSError):  # damaged data: beyond any calendar
         return None
 
@@ -50,17 +60,22 @@ class TaskInfo:
     worker: str = field(default="", repr=False)
     # Set when the stored message could not be decoded: why, and the raw bytes.
     message_error: str = field(default="", repr=False)
+    # The run_after the task was enqueued with (None: at once); run_after moves with retries.
+    requested_run_after: datetime | None = field(default=None, repr=False)
 
     @classmethod
-    def from_message(cls, msg: TaskMessage, state: str) -> TaskInfo:
-        """The info known at enqueue time, before Redis answers."""
+    def from_message(cls, msg: TaskMessage, state: str,
+                     enqueued_ms: int | None = None) -> TaskInfo:
+        """The info known from the message, with the enqueue time Redis stored when given
+        (otherwise the producer's clock: before the write, or without one)."""
         return cls(
             id=msg.id, name=msg.name, queue_name=msg.queue, state=state, args=msg.args,
             kwargs=msg.kwargs, priority=msg.priority, attempts=0,
             max_retries=msg.max_retries,
-            enqueued_at=ms_to_datetime(msg.enqueued_at * 1000),
+            enqueued_at=ms_to_datetime(enqueued_ms or msg.enqueued_at * 1000),
             run_after=ms_to_datetime((msg.run_after or 0) * 1000),
             started_at=None, finished_at=None, last_error="", traceback="", result=None,
+            requested_run_after=seconds_to_datetime(msg.run_after),
         )
 
     @classmethod
@@ -96,6 +111,7 @@ class TaskInfo:
             errors=errors,
             worker=meta["worker"] if isinstance(meta.get("worker"), str) else "",
             message_error=message_error,
+            requested_run_after=seconds_to_datetime(msg.run_after) if msg else None,
         )
 
 

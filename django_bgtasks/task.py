@@ -201,7 +201,8 @@ class BackgroundTask:
                     f"{self.name} is unique for {self.unique_for:g}s and task "
                     f"{outcome.holder_id!r} holds the lock in queue {req.queue!r}",
                     outcome.holder_id)
-            infos.append(TaskInfo.from_message(msg, outcome.state))
+            # Redis' enqueue time, as stored: get_task_info() later reads the same one.
+            infos.append(TaskInfo.from_message(msg, outcome.state, outcome.enqueued_ms))
         self._announce_enqueued(infos)
         return infos
 

@@ -156,6 +156,8 @@ def test_enqueue_with_delay_is_scheduled_at_redis_time_plus_delay(broker, raw):
     assert (out.status, out.state) == ("ok", "scheduled")
     assert before + 60_000 <= due <= after + 60_000
     assert out.due_ms == due
+    # the enqueue time as stored (not the due time): what TaskInfo.enqueued_at reads later
+    assert out.enqueued_ms == info_of(raw, broker, "t1")["enqueued_at"]
     assert state_sets(raw, broker, "t1") == ["scheduled"]
     assert info_of(raw, broker, "t1")["state"] == "scheduled"
     assert claim(broker).claimed == []
@@ -178,6 +180,7 @@ def test_enqueue_resend_of_same_message_is_ok_and_writes_once(broker, raw, extra
     assert (first.status, first.state) == ("ok", state)
     assert (second.status, second.state) == ("ok", state)
     assert second.due_ms == first.due_ms
+    assert second.enqueued_ms == first.enqueued_ms == info_of(raw, broker, "t1")["enqueued_at"]
     assert raw.hget(broker.queue_keys(Q).info, "t1") == info_before
     assert sum(broker.counts(Q).values()) == 1
     assert len(claim(broker).claimed) == (1 if state == "pending" else 0)

@@ -26,6 +26,7 @@ from django.tasks import TaskResultStatus, task, task_backends  # noqa: E402
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist  # noqa: E402
 from django.tasks.signals import task_enqueued, task_finished, task_started  # noqa: E402
 from django.test import override_settings  # noqa: E402
+from django.utils import timezone  # noqa: E402
 
 from demo import django_tasks, recording, tasks  # noqa: E402
 from django_bgtasks import MessageTooLarge, get_task_info  # noqa: E402
@@ -139,6 +140,23 @@ def test_using_sets_queue_priority_and_run_after_of_the_stored_task(at_once, raw
     assert fresh.status == READY
     assert (fresh.task.queue_name, fresh.task.priority) == ("mail", 40)
     assert abs((fresh.task.run_after - due).total_seconds()) < 0.01
+
+
+@pytest.mark.parametrize("use_tz", [True, False])
+def test_get_result_is_what_enqueue_returned(settings, use_tz):
+    settings.USE_TZ = use_tz
+    settings.TIME_ZONE = "America/Chicago"  # so that naive local time is not UTC
+    backend = task_backends["default"]
+    result = django_tasks.add.enqueue(2, b=3)
+    assert result.task is django_tasks.add and result.task.run_after is None
+    assert timezone.is_aware(result.enqueued_at) is use_tz
+    assert abs(result.enqueued_at - timezone.now()) < timedelta(seconds=1)
+    assert backend.get_result(result.id) == result
+
+    due = timezone.now() + timedelta(minutes=5)  # naive with USE_TZ = False, as Django's
+    later = django_tasks.record.using(queue_name="mail", priority=7, run_after=due).enqueue("t")
+    assert later.task.run_after == due
+    assert backend.get_result(later.id) == later
 
 
 def test_a_queue_outside_QUEUES_is_an_invalid_task():

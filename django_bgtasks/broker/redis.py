@@ -88,6 +88,8 @@ class EnqueueOutcome:
     state: str  # on 'ok': 'pending' or 'scheduled'
     holder_id: str  # on 'exists' / 'locked': the id that holds the name or lock
     due_ms: int | None
+    # on 'ok': when the record says it was enqueued (Redis' clock), as get_task_info reads it
+    enqueued_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -188,10 +190,11 @@ def _enqueue_fields(req: EnqueueRequest) -> list[Any]:
 
 def _enqueue_outcomes(reply: list) -> list[EnqueueOutcome]:
     outcomes = []
-    for i in range(0, len(reply), 3):
-        status, value, due = _text(reply[i]), _text(reply[i + 1]), _text(reply[i + 2])
+    for i in range(0, len(reply), 4):
+        status, value, due, enqueued = (_text(part) for part in reply[i:i + 4])
         if status == "ok":
-            outcomes.append(EnqueueOutcome("ok", value, "", int(float(due)) if due else None))
+            outcomes.append(EnqueueOutcome("ok", value, "", int(float(due)) if due else None,
+                                           int(float(enqueued)) if enqueued else None))
         else:
             outcomes.append(EnqueueOutcome(status, "", value, None))
     return outcomes

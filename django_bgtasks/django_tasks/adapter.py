@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from django.tasks import Task, TaskContext
 from django.tasks.signals import task_enqueued, task_finished, task_started
-from django.utils import timezone
 
 from ..backoff import decide_failure
 from ..info import TaskInfo
@@ -44,8 +44,10 @@ class DjangoTaskAdapter(BackgroundTask):
         through async_to_sync, before this returns), with its context if it takes one;
         send task_started, and task_finished once the run is over: it succeeded, or
         failed for good."""
+        # TaskInfo times are aware UTC whatever USE_TZ (task_result converts them), so not
+        # timezone.now().
         info = replace(TaskInfo.from_message(msg, "active"), attempts=attempt,
-                       worker=worker_id, started_at=timezone.now())
+                       worker=worker_id, started_at=datetime.now(UTC))
         task = as_enqueued(self.django_task, info)
         sender = type(task.get_backend())
         running = task_result(info, task)
@@ -64,10 +66,10 @@ class DjangoTaskAdapter(BackgroundTask):
                 error = {"error": f"{kind.__module__}.{kind.__qualname__}: {exc}",
                          "traceback": "".join(traceback.format_exception(exc)),
                          "worker": worker_id}
-                failed = replace(info, state="dead", finished_at=timezone.now(),
+                failed = replace(info, state="dead", finished_at=datetime.now(UTC),
                                  errors=(error,))
                 task_finished.send(sender, task_result=task_result(failed, task))
             raise
-        done = replace(info, state="completed", finished_at=timezone.now(), result=value)
+        done = replace(info, state="completed", finished_at=datetime.now(UTC), result=value)
         task_finished.send(sender, task_result=task_result(done, task))
         return value

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import builtins
+import dataclasses
+from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.tasks import Task, TaskResult, TaskResultStatus
 from django.tasks.base import TaskError
+from django.utils import timezone
 
 from .. import exceptions
 from ..info import TaskInfo
@@ -56,31 +60,42 @@ def worker_ids(info: TaskInfo) -> list[str]:
     return [""] * missing + ids if missing >= 0 else ids[-missing:]
 
 
+def local_time(value: datetime | None) -> datetime | None:
+    """One of our aware UTC times as Django's backends give times: naive, in the default
+    time zone, when USE_TZ is False (as timezone.now() is)."""
+    if value is None or settings.USE_TZ:
+        return value
+    return timezone.make_naive(value, timezone.get_default_timezone())
+
+
 def as_enqueued(task: Task, info: TaskInfo) -> Task:
-    """``task`` with the queue, priority and due time its run was stored with."""
+    """``task`` with the queue, priority and run_after its run was enqueued with (None
+    unless one was asked for: the due time of a retry is ours, not Django's run_after)."""
     changes: dict[str, Any] = {}
     if info.queue_name != task.queue_name:
         changes["queue_name"] = info.queue_name
     if info.priority != task.priority:
         changes["priority"] = info.priority
-    if info.run_after is not None and info.run_after != task.run_after:
-        changes["run_after"] = info.run_after
-    return task.using(**changes) if changes else task
+    run_after = local_time(info.requested_run_after)
+    if run_after != task.run_after:
+        # replace(), not using(): using() cannot set run_after back to None
+        changes["run_after"] = run_after
+    return dataclasses.replace(task, **changes) if changes else task
 
 
 def task_result(info: TaskInfo, task: Task) -> TaskResult:
     """Django's TaskResult for our ``info`` of a run of ``task``."""
     status = STATUS.get(info.state, UNREADABLE)
-    started = info.started_at if info.attempts else None
+    started = local_time(info.started_at) if info.attempts else None
     result = TaskResult(
         task=task,
         id=info.id,
         status=status,
-        enqueued_at=info.enqueued_at,
+        enqueued_at=local_time(info.enqueued_at),
         # We keep the latest attempt's start: it is both "started" and "last attempted".
         started_at=started,
         last_attempted_at=started,
-        finished_at=info.finished_at if status in FINISHED else None,
+        finished_at=local_time(info.finished_at) if status in FINISHED else None,
         args=info.args,
         kwargs=info.kwargs,
         backend=task.backend,

@@ -273,15 +273,16 @@ local function return_lost(id, info, problem, now, err, dead_max, dead_age, retu
 end
 
 -- Write one new task: its message, its record, and its place in pending (at `due` <= now)
--- or scheduled. Returns status, value, due, added: 'ok', state, due, true (written now) or
--- false (a resent call: the same id with the same message is reported 'ok' again) |
--- 'exists', id, false, false | 'locked', holder_id, false, false. `lock` '' = no lock.
+-- or scheduled. Returns status, value, due, added, enqueued_at: 'ok', state, due, true
+-- (written now) or false (a resent call: the same id with the same message is reported
+-- 'ok' again), the stored enqueue time | 'exists', id, false, false, false |
+-- 'locked', holder_id, false, false, false. `lock` '' = no lock.
 local function add_task(id, msg, priority, due, lock, lock_ttl, max_retries, now)
   if lock ~= '' then
     local expiry = redis.call('ZSCORE', K_UNIQUE_EXP, lock)
     local current = redis.call('HGET', K_UNIQUE, lock)
     if expiry and tonumber(expiry) > now and current and current ~= id then
-      return 'locked', current, false, false
+      return 'locked', current, false, false, false
     end
   end
   if redis.call('HSETNX', K_MSG, id, msg) == 0 then
@@ -289,9 +290,9 @@ local function add_task(id, msg, priority, due, lock, lock_ttl, max_retries, now
     -- another task holding this id.
     if redis.call('HGET', K_MSG, id) == msg then
       local info = get_info(id)
-      return 'ok', info.state, info.run_after or false, false
+      return 'ok', info.state, info.run_after or false, false, info.enqueued_at or false
     end
-    return 'exists', id, false, false
+    return 'exists', id, false, false, false
   end
   if lock ~= '' then
     redis.call('HSET', K_UNIQUE, lock, id)
@@ -309,7 +310,7 @@ local function add_task(id, msg, priority, due, lock, lock_ttl, max_retries, now
   else
     redis.call('ZADD', K_PENDING, pending_score(priority, false), id)
   end
-  return 'ok', state, due, true
+  return 'ok', state, due, true, now
 end
 
 -- Periodic entries (cron_fire.lua, cron_enable.lua) keep a state per entry in the queue's

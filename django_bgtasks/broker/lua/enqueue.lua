@@ -3,18 +3,20 @@
 -- ARGV: wake_channel, then 8 fields per task: id, msg_json, priority,
 --       run_at_ms ('' = none; absolute, producer's clock), delay_ms ('' = none; from
 --       Redis' clock), unique_key ('' = none), unique_ttl_ms, max_retries
--- Returns: a flat list, 3 entries per task in order: 'ok', state, due_ms |
---          'exists', id, '' | 'locked', holder_id, ''
+-- Returns: a flat list, 4 entries per task in order: 'ok', state, due_ms, enqueued_ms
+--          (Redis' clock, as stored; a resent call's first write) |
+--          'exists', id, '', '' | 'locked', holder_id, '', ''
 -- Safe to apply twice: the same id with the same message is reported 'ok' again.
 local channel = ARGV[1]
 local now = now_ms()
 local replies, pushed = {}, 0
 local earliest_scheduled = false
 
-local function reply(a, b, c)
+local function reply(a, b, c, d)
   replies[#replies + 1] = a
   replies[#replies + 1] = b
   replies[#replies + 1] = c
+  replies[#replies + 1] = d
 end
 
 for base = 2, #ARGV, 8 do
@@ -23,14 +25,15 @@ for base = 2, #ARGV, 8 do
   local lock_ttl, max_retries = tonumber(ARGV[base + 6]), tonumber(ARGV[base + 7])
   local due = now
   if run_at ~= '' then due = tonumber(run_at) elseif delay ~= '' then due = now + tonumber(delay) end
-  local status, value, added_due, added = add_task(id, msg, priority, due, lock, lock_ttl,
-                                                   max_retries, now)
+  local status, value, added_due, added, enqueued_at = add_task(id, msg, priority, due, lock,
+                                                                lock_ttl, max_retries, now)
   if added and value == 'pending' then
     pushed = pushed + 1
   elseif added and (not earliest_scheduled or due < earliest_scheduled) then
     earliest_scheduled = due
   end
-  reply(status, value, added_due and tostring(added_due) or '')
+  reply(status, value, added_due and tostring(added_due) or '',
+        enqueued_at and tostring(enqueued_at) or '')
 end
 
 if pushed > 0 then notify(pushed) end
