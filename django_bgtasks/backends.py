@@ -36,6 +36,8 @@ from .task import BackgroundTask, get_task_info
 
 # Our options a Django task takes, from OPTIONS and (Django 6.1) from @task(...).
 OPTION_NAMES = ("max_retries", "timeout", "retry_backoff", "result_ttl")
+# The backend's own options, from OPTIONS only.
+BACKEND_OPTION_NAMES = ("enqueue_on_commit",)
 # get_result is a capability Django's API offers, so finished tasks are kept a day
 # (ours are kept only when asked); OPTIONS["result_ttl"] = None or 0 keeps none.
 DEFAULT_OPTIONS: dict[str, Any] = {"result_ttl": 24 * 3600}
@@ -55,8 +57,9 @@ class DjangoTask(Task):
 
 class BackgroundTaskBackend(BaseTaskBackend):
     """Runs Django tasks on django-bgtasks: enqueued to Redis like ``@background_task``
-    functions (honouring ``BGTASKS["ENQUEUE_ON_COMMIT"]`` and ``EAGER``), run by
-    ``runbackground``, retried, dead-lettered, shown in the admin."""
+    functions (honouring ``BGTASKS["EAGER"]``; inside a transaction, at once as Django's
+    backends do unless ``OPTIONS["enqueue_on_commit"]``), run by ``runbackground``,
+    retried, dead-lettered, shown in the admin."""
 
     task_class = DjangoTask
     supports_defer = True
@@ -86,7 +89,17 @@ class BackgroundTaskBackend(BaseTaskBackend):
         return DjangoTaskAdapter(func=task.func, name=task_name(task.module_path),
                                  queue_name=task.queue_name, priority=task.priority,
                                  run_after=run_after, django_task=task,
+                                 enqueue_on_commit=self.enqueue_on_commit(),
                                  **self.task_options(task))
+
+    def enqueue_on_commit(self) -> bool:
+        """OPTIONS["enqueue_on_commit"]: whether an enqueue inside a transaction waits for
+        its commit. False by default: Django's contract is to write at once, and users
+        defer with transaction.on_commit. Raises TypeError unless True or False."""
+        value = self.options.get("enqueue_on_commit", False)
+        if not isinstance(value, bool):
+            raise TypeError(f"enqueue_on_commit must be True or False, not {value!r}")
+        return value
 
     def validate_task(self, task: Task) -> None:
         """Django's checks, then ours (queue name, options), as InvalidTask."""
@@ -97,9 +110,9 @@ class BackgroundTaskBackend(BaseTaskBackend):
             raise InvalidTask(f"{task.module_path}: {exc}") from None
 
     def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
-        """Write a run of ``task`` to Redis (after the commit, inside a transaction, unless
-        BGTASKS["ENQUEUE_ON_COMMIT"] is False) and return its READY result, the one
-        get_result() reads back (unless it waits for a commit)."""
+        """Write a run of ``task`` to Redis (at once, even inside a transaction, unless
+        OPTIONS["enqueue_on_commit"]) and return its READY result, the one get_result()
+        reads back."""
         self.validate_task(task)
         try:
             # The worker finds the task again by its module path: refuse now what it
@@ -132,15 +145,16 @@ class BackgroundTaskBackend(BaseTaskBackend):
         """OPTIONS and QUEUES, for ``manage.py check`` (ids bgtasks.E011, E012, W004)."""
         where = f"TASKS[{self.alias!r}]"
         found: list[CheckMessage] = []
-        unknown = sorted(set(self.options) - set(OPTION_NAMES))
+        known = OPTION_NAMES + BACKEND_OPTION_NAMES
+        unknown = sorted(set(self.options) - set(known))
         if unknown:
             found.append(Error(f"{where}['OPTIONS'] has unknown keys: {', '.join(unknown)}.",
-                               hint=f"Known keys: {', '.join(OPTION_NAMES)}.",
-                               id="bgtasks.E011"))
-        try:
-            BackgroundTask(func=_probe, name="probe", **self.task_options())
-        except (TypeError, ValueError) as exc:
-            found.append(Error(f"{where}['OPTIONS']: {exc}.", id="bgtasks.E011"))
+                               hint=f"Known keys: {', '.join(known)}.", id="bgtasks.E011"))
+        for validate in (self._probe_options, self.enqueue_on_commit):
+            try:
+                validate()
+            except (TypeError, ValueError) as exc:
+                found.append(Error(f"{where}['OPTIONS']: {exc}.", id="bgtasks.E011"))
         consumed = get_settings().QUEUES
         for queue in sorted(self.queues):
             try:
@@ -154,6 +168,10 @@ class BackgroundTaskBackend(BaseTaskBackend):
                     f"runbackground without --queues does not run its tasks.",
                     hint=f"Add {queue!r} to BGTASKS['QUEUES'].", id="bgtasks.W004"))
         return found
+
+    def _probe_options(self) -> None:
+        """Build a task with OPTIONS' task options: raises as an invalid one would."""
+        BackgroundTask(func=_probe, name="probe", **self.task_options())
 
 
 def _probe() -> None:

@@ -131,7 +131,8 @@ class BackgroundTask:
             return [self._run_eagerly(msg) for msg in messages]
         requests = [self._request(msg) for msg in messages]
         self._check_sizes([req.message for req in requests], cfg.MAX_MESSAGE_BYTES)
-        if cfg.ENQUEUE_ON_COMMIT and transaction.get_connection(DEFAULT_DB_ALIAS).in_atomic_block:
+        waits = self._waits_for_commit()
+        if waits and transaction.get_connection(DEFAULT_DB_ALIAS).in_atomic_block:
             transaction.on_commit(lambda: self._send(messages, requests))
             return [TaskInfo.from_message(m, "scheduled" if self._due_later(m) else "pending")
                     for m in messages]
@@ -142,6 +143,11 @@ class BackgroundTask:
         for position, text in enumerate(messages):
             check_size(text, limit, self.name if len(messages) == 1 else
                        f"{self.name} (item {position}; nothing of the batch was enqueued)")
+
+    def _waits_for_commit(self) -> bool:
+        """Whether an enqueue inside a transaction waits for its commit (a subclass may
+        decide otherwise, as the Django Tasks adapter does)."""
+        return get_settings().ENQUEUE_ON_COMMIT
 
     def _message(self, args: list[Any], kwargs: dict[str, Any]) -> TaskMessage:
         now = time.time()

@@ -33,6 +33,7 @@ from django_bgtasks import MessageTooLarge, get_task_info  # noqa: E402
 from django_bgtasks.backends import BackgroundTaskBackend  # noqa: E402
 from django_bgtasks.broker import get_broker  # noqa: E402
 from django_bgtasks.broker.redis import EnqueueRequest  # noqa: E402
+from django_bgtasks.conf import get_settings  # noqa: E402
 from django_bgtasks.django_tasks.resolve import InvalidDjangoTask, resolve  # noqa: E402
 from django_bgtasks.django_tasks.results import (  # noqa: E402
     exception_class_path,
@@ -76,6 +77,14 @@ def listen():
     yield start
     for signal, receiver in connected:
         signal.disconnect(receiver)
+
+
+@pytest.fixture
+def on_commit(settings):
+    """TASKS["default"] with OPTIONS["enqueue_on_commit"]: enqueue() waits for the commit."""
+    default = settings.TASKS["default"]
+    settings.TASKS = {**settings.TASKS, "default": {
+        **default, "OPTIONS": {**default["OPTIONS"], "enqueue_on_commit": True}}}
 
 
 def stored_message(raw, task_id: str, queue: str = "default") -> dict:
@@ -194,11 +203,25 @@ def test_get_result_of_an_unknown_or_non_django_task_does_not_exist(at_once):
         backend.get_result(ours)
 
 
-# --- ENQUEUE_ON_COMMIT and EAGER, as for our own tasks ------------------------------------
+# --- transactions (OPTIONS["enqueue_on_commit"]) and EAGER -----------------------------------
 
 
 @pytest.mark.django_db(transaction=True)
-def test_enqueue_in_a_transaction_waits_for_the_commit(raw, listen):
+def test_enqueue_in_a_transaction_writes_at_once_as_djangos_backends_do(raw, listen):
+    # Django's contract: users defer with transaction.on_commit; ENQUEUE_ON_COMMIT (True
+    # here) is @background_task's setting, not the backend's.
+    assert get_settings().ENQUEUE_ON_COMMIT
+    enqueued = listen(task_enqueued)
+    with pytest.raises(ZeroDivisionError), transaction.atomic():
+        result = django_tasks.add.enqueue(1, 2)
+        assert django_tasks.add.get_result(result.id) == result
+        assert [r.id for _, r in enqueued] == [result.id]
+        1 / 0  # noqa: B018
+    assert django_tasks.add.get_result(result.id).status == READY  # the rollback keeps it
+
+
+@pytest.mark.django_db(transaction=True)
+def test_enqueue_in_a_transaction_waits_for_the_commit(on_commit, raw, listen):
     enqueued = listen(task_enqueued)
     with transaction.atomic():
         result = django_tasks.add.enqueue(1, 2)
@@ -211,7 +234,7 @@ def test_enqueue_in_a_transaction_waits_for_the_commit(raw, listen):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_enqueue_in_a_rolled_back_transaction_never_happens(raw, listen):
+def test_enqueue_in_a_rolled_back_transaction_never_happens(on_commit, raw, listen):
     enqueued = listen(task_enqueued)
     with pytest.raises(ZeroDivisionError), transaction.atomic():
         result = django_tasks.add.enqueue(1, 2)
@@ -368,6 +391,20 @@ def test_checks_report_bad_options_and_queues(settings):
     assert any(i == "bgtasks.E012" and "not{ok}" in m for i, m in found)
     assert any(i == "bgtasks.W004" and "'elsewhere'" in m for i, m in found)
     assert len(found) == 4
+
+
+def test_checks_report_a_bad_enqueue_on_commit_option():
+    backend_path = "django_bgtasks.backends.BackgroundTaskBackend"
+    with override_settings(TASKS={"default": {
+            "BACKEND": backend_path, "OPTIONS": {"enqueue_on_commit": "yes"}}}):
+        found = [(m.id, m.msg) for m in task_backends["default"].check()]
+        with pytest.raises(InvalidTask, match="enqueue_on_commit must be True or False"):
+            django_tasks.add.enqueue(1, 2)
+    assert found == [("bgtasks.E011", "TASKS['default']['OPTIONS']: enqueue_on_commit must "
+                                      "be True or False, not 'yes'.")]
+    with override_settings(TASKS={"default": {
+            "BACKEND": backend_path, "OPTIONS": {"enqueue_on_commit": True}}}):
+        assert task_backends["default"].check() == []
 
 
 # --- the worker's signals, in this process -------------------------------------------------

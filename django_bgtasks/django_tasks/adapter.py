@@ -27,6 +27,11 @@ class DjangoTaskAdapter(BackgroundTask):
     """A BackgroundTask that runs ``django_task`` the way django.tasks expects."""
 
     django_task: Task | None = field(default=None, compare=False, repr=False)
+    # The backend's OPTIONS["enqueue_on_commit"], in place of BGTASKS["ENQUEUE_ON_COMMIT"].
+    enqueue_on_commit: bool = field(default=False, compare=False, repr=False)
+
+    def _waits_for_commit(self) -> bool:
+        return self.enqueue_on_commit
 
     def _sender(self) -> type:
         # Django's backends send their signals with the backend class as sender.
