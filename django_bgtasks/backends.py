@@ -22,6 +22,7 @@ try:
 except ImportError as exc:  # Django 5.2: the rest of django_bgtasks works without it
     raise ImportError(f"django_bgtasks.backends needs Django 6.0 or later (django.tasks): "
                       f"{exc}") from exc
+from django.apps import apps
 from django.core.checks import CheckMessage, Error, Warning
 from django.utils import timezone
 
@@ -142,9 +143,18 @@ class BackgroundTaskBackend(BaseTaskBackend):
         return task_result(info, as_enqueued(task, info))
 
     def check(self, **kwargs: Any) -> list[CheckMessage]:
-        """OPTIONS and QUEUES, for ``manage.py check`` (ids bgtasks.E011, E012, W004)."""
+        """OPTIONS, QUEUES and INSTALLED_APPS, for ``manage.py check`` (ids bgtasks.E011,
+        E012, E015, W004)."""
         where = f"TASKS[{self.alias!r}]"
         found: list[CheckMessage] = []
+        if not apps.is_installed("django_bgtasks"):
+            # Only this check can see it: without the app, django_bgtasks.checks is never
+            # imported, and no runbackground command exists to run the tasks.
+            found.append(Error(
+                f"{where} uses BackgroundTaskBackend, but 'django_bgtasks' is not in "
+                f"INSTALLED_APPS: its tasks would be enqueued and never run.",
+                hint="Add 'django_bgtasks' to INSTALLED_APPS, and run the workers with "
+                     "manage.py runbackground.", id="bgtasks.E015"))
         known = OPTION_NAMES + BACKEND_OPTION_NAMES
         unknown = sorted(set(self.options) - set(known))
         if unknown:

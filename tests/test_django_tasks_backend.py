@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import django
 import pytest
+from django.core.checks import run_checks
 
 if django.VERSION < (6, 0):
     pytest.skip("django.tasks (Django's Tasks framework) needs Django 6.0 or later",
@@ -405,6 +406,17 @@ def test_checks_report_a_bad_enqueue_on_commit_option():
     with override_settings(TASKS={"default": {
             "BACKEND": backend_path, "OPTIONS": {"enqueue_on_commit": True}}}):
         assert task_backends["default"].check() == []
+
+
+def test_the_backend_without_django_bgtasks_in_installed_apps_is_an_error(settings):
+    # Tasks would be accepted, and no worker of this project would ever run them.
+    without = [app for app in settings.INSTALLED_APPS if app != "django_bgtasks"]
+    with override_settings(INSTALLED_APPS=without):
+        found = [m for m in run_checks() if m.id and m.id.startswith("bgtasks.")]
+    assert [(m.id, m.msg) for m in found] == [(
+        "bgtasks.E015", "TASKS['default'] uses BackgroundTaskBackend, but 'django_bgtasks' "
+                        "is not in INSTALLED_APPS: its tasks would be enqueued and never run.")]
+    assert "INSTALLED_APPS" in found[0].hint
 
 
 # --- the worker's signals, in this process -------------------------------------------------
