@@ -45,6 +45,8 @@ class TaskAdmin(RedisPagesAdmin):
             # "change" keeps the admin's URL name, so LogEntry links open the task.
             path("<path:object_id>/change/", self.page_view(views.task_detail),
                  name=f"{prefix}_change"),
+            path("<path:object_id>/download/<str:part>/", self.page_view(views.task_download),
+                 name=f"{prefix}_download"),
             path("<str:state>/", self.page_view(views.task_list), name=f"{prefix}_list"),
         ]
 

@@ -18,6 +18,7 @@ from .display import relative, shorten
 from .info import STATES, TaskInfo, ms_to_datetime
 from .periodic import PeriodicEntry
 from .periodic_status import EntryStatus, LastRun
+from .summary import TaskSummary
 
 ARGS_WIDTH = 50
 ERROR_WIDTH = 70
@@ -71,11 +72,11 @@ def when_text(when: datetime | None, now: datetime | None = None) -> str:
     return f"{iso(when)} ({relative(when, now)})" if when else "-"
 
 
-def call_args(info: TaskInfo, limit: int = ARGS_WIDTH) -> str:
+def call_args(summary: TaskSummary, limit: int = ARGS_WIDTH) -> str:
     """The arguments as a call list, shortened: '"a", 2, key=true'."""
-    if info.message_error:
+    if summary.info.message_error:
         return "<undecodable>"
-    return shorten(display.call_args(info), limit)
+    return shorten(summary.preview, limit)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -151,7 +152,15 @@ def task_data(info: TaskInfo) -> dict[str, Any]:
 
 
 def row_data(row: TaskRow) -> dict[str, Any]:
-    return {**task_data(row.info), "when": row.when}
+    """A list's task as far as a list reads it: no result nor error history, the arguments
+    only of a short message (``preview`` for every one)."""
+    data = task_data(row.info)
+    for key in ("result", "errors", "traceback"):
+        del data[key]
+    if not row.summary.whole:
+        data.update(args=None, kwargs=None)
+    return {**data, "preview": row.summary.preview,
+            "message_bytes": row.summary.message_bytes, "when": row.when}
 
 
 def list_text(rows: Sequence[TaskRow], state: str) -> str:
@@ -160,7 +169,7 @@ def list_text(rows: Sequence[TaskRow], state: str) -> str:
                    "retry": "next retry", "dead": "died", "completed": "kept until"}[state]
     return table(
         ["id", "task", "queue", "args", "attempts", time_header, "last error"],
-        [[r.info.id, r.info.name, r.info.queue_name, call_args(r.info),
+        [[r.info.id, r.info.name, r.info.queue_name, call_args(r.summary),
           f"{r.info.attempts}/{r.info.max_retries + 1}", when_text(r.when),
           shorten(r.info.last_error, ERROR_WIDTH)] for r in rows])
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from django.utils.timesince import timesince, timeuntil
 from django.utils.translation import gettext as _
-
-from .info import TaskInfo
 
 
 def relative(when: datetime | None, now: datetime | None = None) -> str:
@@ -48,11 +47,48 @@ def pretty_json(value: Any) -> str:
         return TOO_DEEP
 
 
-def call_args(info: TaskInfo) -> str:
+def call_args(args: list[Any], kwargs: dict[str, Any]) -> str:
     """The arguments as a call list: '"a", 2, key=true'."""
-    parts = [json_value(arg) for arg in info.args]
-    parts += [f"{key}={json_value(value)}" for key, value in info.kwargs.items()]
+    parts = [json_value(arg) for arg in args]
+    parts += [f"{key}={json_value(value)}" for key, value in kwargs.items()]
     return ", ".join(parts)
+
+
+def size(count: int) -> str:
+    """A number of bytes for people: '812 bytes', '64 KB', '2.6 MB' (KB = 1,024 bytes)."""
+    if count < 1024:
+        return f"{count:,} bytes"
+    value = float(count)
+    for unit in ("KB", "MB", "GB"):
+        value /= 1024
+        if value < 1024 or unit == "GB":
+            return f"{value:,.1f}".removesuffix(".0") + f" {unit}"
+    raise AssertionError("unreachable")
+
+
+# A task's page shows at most this much of each block (arguments, result, a traceback):
+# the whole is a download away.
+SHOW_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Shown:
+    """Text for a page, cut to at most ``limit`` bytes; ``total`` is the whole's size."""
+
+    text: str
+    total: int
+    cut: bool
+    limit: int = SHOW_BYTES
+
+
+def shown(text: str, total: int | None = None, limit: int = SHOW_BYTES) -> Shown:
+    """``text``, cut to ``limit`` bytes of UTF-8; ``total``: the size of the whole that
+    ``text`` is the start of (a stored value read in part), else its own."""
+    data = text.encode("utf-8", "replace")
+    whole = len(data) if total is None else total
+    if len(data) <= limit and len(data) >= whole:
+        return Shown(text, whole, False, limit)
+    return Shown(data[:limit].decode("utf-8", "ignore"), whole, True, limit)
 
 
 def shorten(text: str, limit: int) -> str:

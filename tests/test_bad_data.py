@@ -285,10 +285,14 @@ def read_everything(broker, task_id: str = TID) -> None:
         rows = insp.tasks(state, Q)[0:50] + insp.tasks(state)[0:50]
         rows += insp.find_by_name(state, "job", Q)[0]
         for row in rows:
-            display.call_args(row.info)
+            cli_format.call_args(row.summary)
             cli_format.to_json(cli_format.row_data(row))
         if rows:
             cli_format.list_text(rows, state)
+    insp.find(task_id, Q)
+    detail = insp.detail(task_id, Q)
+    if detail is not None:
+        display.pretty_json(detail.info.args)
     info = insp.get(task_id, Q)
     if info is not None:
         cli_format.show_text(info)

@@ -2,8 +2,9 @@
 route to them."""
 
 from .actions import task_action
-from .pages import dashboard, task_detail, task_list
+from .detail import task_detail, task_download
+from .pages import dashboard, task_list
 from .periodic import periodic_action, periodic_detail, periodic_list
 
 __all__ = ["dashboard", "periodic_action", "periodic_detail", "periodic_list", "task_action",
-           "task_detail", "task_list"]
+           "task_detail", "task_download", "task_list"]

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from ..admin import TaskAdmin
 
 SELECTED = "_selected_action"  # the admin's own name for the checked rows
-MAX_SELECTED = 1000  # more than a page holds; bounds the per-task reads below
+MAX_SELECTED = 1000  # more than a page holds; bounds the (summary) reads below
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def _all(model_admin: TaskAdmin, request: HttpRequest, insp: Inspector, name: st
 def _selected(model_admin: TaskAdmin, request: HttpRequest, insp: Inspector, name: str,
               action: Action, back: str) -> HttpResponse:
     selection = request.POST.getlist(SELECTED)[:MAX_SELECTED]
-    infos = [i for i in (insp.get(task_id, queue) for queue, task_id in _parse(selection)) if i]
+    infos = _summaries(insp, _parse(selection))
     if not selection:
         messages.warning(request, "Items must be selected in order to perform actions on "
                                   "them. No items have been changed.")
@@ -167,6 +167,17 @@ def _state(request: HttpRequest, action: Action) -> str:
         raise BadRequest(f"not possible for {state or 'unnamed'} tasks: "
                          f"{action.question.format('them')}")
     return state
+
+
+def _summaries(insp: Inspector, pairs: list[tuple[str, str]]) -> list[TaskInfo]:
+    """The selected tasks that still exist, in the order selected, read as a list reads
+    them (a summary each, however big the task)."""
+    ids: dict[str, list[str]] = defaultdict(list)
+    for queue, task_id in pairs:
+        ids[queue].append(task_id)
+    found = {(queue, info.id): info for queue, group in ids.items()
+             for info in insp.summaries(queue, group) if info is not None}
+    return [found[pair] for pair in dict.fromkeys(pairs) if pair in found]
 
 
 def _parse(selection: Sequence[str]) -> list[tuple[str, str]]:

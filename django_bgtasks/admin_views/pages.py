@@ -1,19 +1,17 @@
-"""The pages: dashboard, one list view for every state, task detail."""
+"""The pages: dashboard, one list view for every state (a task's page: detail.py)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import messages
-from django.contrib.admin.utils import unquote
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 
 from ..charts import history_chart
-from ..display import pretty_json
-from ..info import STATES, TaskInfo, ms_to_datetime
+from ..info import STATES
 from ..models import PeriodicTask
 from .common import (
     RUNNABLE,
@@ -68,7 +66,7 @@ def task_list(model_admin: TaskAdmin, request: HttpRequest, state: str) -> HttpR
     insp = inspector()
     task_id = request.GET.get("id", "").strip()
     if task_id:
-        info = insp.get(task_id, queue or None)
+        info = insp.find(task_id, queue or None)
         if info is not None:
             return redirect(detail_url(model_admin, info))
         where = f" in queue {queue}" if queue else ""
@@ -119,35 +117,3 @@ def _page_links(page: Any, model_admin: TaskAdmin, state: str,
              else list_url(model_admin, state, queue, page=n))
             for n in page.paginator.get_elided_page_range(page.number)]
 
-
-@admin_page
-def task_detail(model_admin: TaskAdmin, request: HttpRequest, object_id: str) -> HttpResponse:
-    """Every field of one task, its attempts and the actions its state allows."""
-    task_id = unquote(object_id)
-    info = inspector().get(task_id, queue_param(request.GET) or None)
-    if info is None:
-        messages.warning(request, f"No task with id “{task_id}”: it finished without keeping "
-                                  f"a result, or it was deleted.")
-        return redirect(url(model_admin, "changelist"))
-    context = page_context(
-        model_admin, request, f"Task {info.id}",
-        crumbs=[(f"{info.state.capitalize()} tasks",
-                 list_url(model_admin, info.state, info.queue_name)
-                 if info.state in STATES else None), (info.id, None)],
-        info=info, args_json=pretty_json(info.args), kwargs_json=pretty_json(info.kwargs),
-        result_json=None if info.result is None else pretty_json(info.result),
-        attempts=_attempts(info),
-        times=[("Enqueued", info.enqueued_at), ("Run after", info.run_after),
-               ("Started", info.started_at), ("Finished", info.finished_at)],
-        can_run_now=model_admin.has_change_permission(request) and info.state in RUNNABLE,
-        can_delete_task=model_admin.has_delete_permission(request) and info.state != "active",
-        selection=f"{info.queue_name}:{info.id}", action_url=url(model_admin, "action"),
-        here=request.get_full_path(),
-        after_delete=(list_url(model_admin, info.state, info.queue_name)
-                      if info.state in STATES else url(model_admin, "changelist")))
-    return TemplateResponse(request, f"{TEMPLATES}/detail.html", context)
-
-
-def _attempts(info: TaskInfo) -> list[dict[str, Any]]:
-    """The stored failed attempts, oldest first, with their time as a datetime."""
-    return [{**e, "at": ms_to_datetime(e.get("at"))} for e in info.errors]

@@ -1,7 +1,8 @@
 """Reads and bulk actions over the queues, for the admin pages and ``manage.py bgtasks``.
 
-Every read is a bounded range (ZRANGE by rank plus HMGET of that page's records), so a
-page costs the same with 100 or 1,000,000 tasks. Bulk actions go through the same Lua
+Every read is a bounded range (ZRANGE by rank, then peek.lua's summary of that page's
+tasks: a head of each message, its size, its record), so a page costs the same with 100 or
+1,000,000 tasks, and with tiny or 2.7 MB ones. Bulk actions go through the same Lua
 transitions as single ones, in batches of at most BATCH ids per script call, so that
 Redis is never blocked for long whatever the queue holds.
 """
@@ -13,11 +14,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from ..display import SHOW_BYTES
 from ..info import STATES, TaskInfo, ms_to_datetime
-from .redis import RedisBroker, TaskRecord, _text
+from ..summary import WHOLE_BYTES, TaskDetail, TaskSummary, detailed, summarize
+from .redis import RedisBroker, _text
 
 BATCH = 500
 NAME_SCAN_LIMIT = 20_000  # a name filter reads at most this many ids per request
+PARTS = ("message", "result", "errors")  # what stored_json serves
 
 # Which end of each state's ZSET a list starts from: oldest due first for the waiting
 # states, most recent first for the finished ones.
@@ -59,11 +63,16 @@ class WorkerInfo:
 
 @dataclass(frozen=True)
 class TaskRow:
-    """One task in a list: its info, plus its score in the state's set (due, died at...)."""
+    """One task in a list: its summary (its info, as far as a list reads it), plus its
+    score in the state's set (due, died at...)."""
 
-    info: TaskInfo
+    summary: TaskSummary
     score_ms: float
     state: str = ""  # the set it was listed from; its record may say otherwise if damaged
+
+    @property
+    def info(self) -> TaskInfo:
+        return self.summary.info
 
     @property
     def when(self) -> datetime | None:
@@ -232,20 +241,27 @@ class Inspector:
 
     def _rows(self, queue: str, state: str,
               entries: list[tuple[str, float]]) -> list[TaskRow]:
-        if not entries:
-            return []
-        ids = [task_id for task_id, _ in entries]
-        keys = self.broker.queue_keys(queue)
-        with self.broker.translate_errors():
-            pipe = self.client.pipeline(transaction=False)
-            for name in (keys.msg, keys.info, keys.errors, keys.result):
-                pipe.hmget(name, ids)
-            msgs, infos, errors, results = pipe.execute()
-        return [
-            TaskRow(TaskInfo.from_record(TaskRecord(queue, task_id, m, i, e, r)), score, state)
-            for (task_id, score), m, i, e, r in zip(entries, msgs, infos, errors, results,
-                                                     strict=True)
-        ]
+        # An id listed with nothing stored (outside damage) is still a row: it can be deleted.
+        found = self._summaries(queue, [task_id for task_id, _ in entries])
+        return [TaskRow(summary, score, state)
+                for (_, score), (summary, _) in zip(entries, found, strict=True)]
+
+    def _summaries(self, queue: str, ids: Sequence[str]) -> list[tuple[TaskSummary, bool]]:
+        """Each task's summary, and whether anything of it is stored."""
+        found = []
+        for chunk in _chunks(ids):
+            reply = self.broker.peek(queue, chunk)
+            for index, task_id in enumerate(chunk):
+                head, size, record = reply[index * 3:index * 3 + 3]
+                found.append((summarize(queue, task_id, head, size, record),
+                              head is not None or record is not None))
+        return found
+
+    def summaries(self, queue: str, ids: Sequence[str]) -> list[TaskInfo | None]:
+        """These tasks of ``queue`` as a list reads them (TaskSummary.info), None for one
+        not stored."""
+        return [summary.info if stored else None
+                for summary, stored in self._summaries(queue, ids)]
 
     def find_by_name(self, state: str, name: str, queue: str | None = None,
                      limit: int = 100) -> tuple[list[TaskRow], int, bool]:
@@ -265,9 +281,47 @@ class Inspector:
         return rows[:limit], scanned, True
 
     def get(self, task_id: str, queue: str | None = None) -> TaskInfo | None:
-        """One task by exact id, or None."""
+        """One task by exact id, read whole (``bgtasks show``), or None."""
         record = self.broker.read_task(task_id, [queue] if queue else None)
         return TaskInfo.from_record(record) if record else None
+
+    def find(self, task_id: str, queue: str | None = None) -> TaskInfo | None:
+        """One task by exact id as a list reads it (its summary's info), or None."""
+        where = self._queue_of(task_id, queue)
+        return self.summaries(where, [task_id])[0] if where else None
+
+    def detail(self, task_id: str, queue: str | None = None) -> TaskDetail | None:
+        """One task for its page: each stored value whole up to WHOLE_BYTES, else its
+        first SHOW_BYTES; or None."""
+        where = self._queue_of(task_id, queue)
+        if where is None:
+            return None
+        return detailed(where, task_id,
+                        self.broker.peek(where, [task_id], WHOLE_BYTES, SHOW_BYTES))
+
+    def stored_json(self, task_id: str, part: str, queue: str | None = None) -> bytes | None:
+        """The whole stored JSON of a task's message, result or errors (a download), or
+        None when there is no such task or part."""
+        where = self._queue_of(task_id, queue)
+        if where is None or part not in PARTS:
+            return None
+        keys = self.broker.queue_keys(where)
+        name = {"message": keys.msg, "result": keys.result, "errors": keys.errors}[part]
+        with self.broker.translate_errors():
+            return self.client.hget(name, task_id)
+
+    def _queue_of(self, task_id: str, queue: str | None) -> str | None:
+        """The queue holding ``task_id`` (only ``queue``, if given), or None."""
+        candidates = [queue] if queue else self.queues()
+        with self.broker.translate_errors():
+            pipe = self.client.pipeline(transaction=False)
+            for name in candidates:
+                keys = self.broker.queue_keys(name)
+                pipe.hexists(keys.msg, task_id)
+                pipe.hexists(keys.info, task_id)
+            found = pipe.execute()
+        return next((name for index, name in enumerate(candidates)
+                     if found[2 * index] or found[2 * index + 1]), None)
 
     # -- actions ----------------------------------------------------------------------
 

@@ -612,6 +612,13 @@ class RedisBroker:
                 return TaskRecord(queue, task_id, msg, info, errors, result)
         return None
 
+    def peek(self, queue: str, ids: Sequence[str], whole: int = 0, cut: int = 0) -> list:
+        """Bounded reads of tasks for the admin and the CLI (peek.lua): per id, its
+        message's head, the message's size and its record, then with ``whole`` its
+        message, error history (and size) and result (and size), each whole up to
+        ``whole`` bytes, else its first ``cut``. A flat list, 3 or 8 entries per id."""
+        return self._run("peek", queue, [whole, cut, *ids]) if ids else []
+
     def counts(self, queue: str) -> dict[str, int]:
         """How many tasks each state holds in ``queue``."""
         keys = self.queue_keys(queue)

@@ -10,7 +10,7 @@ register = template.Library()
 
 
 register.filter("relative", display.relative)
-register.filter("call_args", display.call_args)
+register.filter("size", display.size)
 register.filter("first_line", display.first_line)
 
 

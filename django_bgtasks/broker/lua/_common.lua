@@ -272,6 +272,17 @@ local function return_lost(id, info, problem, now, err, dead_max, dead_age, retu
   end
 end
 
+-- A message's head: enough of its start for a list to show the task's name and first
+-- arguments without reading all of it (peek.lua). A message of at most HEAD_BYTES is its
+-- own head; a longer one's is kept in its record at enqueue, from its name on (the id
+-- before it may be long, and the reader has it), as the start of a JSON object.
+local HEAD_BYTES = 512
+local function message_head(msg)
+  local at = string.find(msg, ',"name":', 1, true)
+  if not at then return string.sub(msg, 1, HEAD_BYTES) end
+  return '{' .. string.sub(msg, at + 1, at + HEAD_BYTES - 1)
+end
+
 -- Write one new task: its message, its record, and its place in pending (at `due` <= now)
 -- or scheduled. Returns status, value, due, added, enqueued_at: 'ok', state, due, true
 -- (written now) or false (a resent call: the same id with the same message is reported
@@ -304,6 +315,7 @@ local function add_task(id, msg, priority, due, lock, lock_ttl, max_retries, now
   local info = '{"state":"' .. state .. '","attempts":0,"max_retries":' .. max_retries
     .. ',"priority":' .. priority .. ',"enqueued_at":' .. now .. ',"run_after":' .. due
   if lock ~= '' then info = info .. ',"unique_key":' .. cjson.encode(lock) end
+  if #msg > HEAD_BYTES then info = info .. ',"head":' .. cjson.encode(message_head(msg)) end
   redis.call('HSET', K_INFO, id, info .. '}')
   if state == 'scheduled' then
     redis.call('ZADD', K_SCHEDULED, due, id)

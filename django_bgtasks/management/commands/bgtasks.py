@@ -175,7 +175,7 @@ class Command(BaseCommand):
 
     def do_show(self, inspector: Inspector, *, task_id: str, queue: str | None, json: bool,
                 **_: Any) -> None:
-        info = find_task(inspector, task_id, queue)
+        info = find_task(inspector, task_id, queue, whole=True)
         self.stdout.write(fmt.to_json(fmt.task_data(info)) if json else fmt.show_text(info))
 
     # -- actions --------------------------------------------------------------------------
@@ -303,8 +303,11 @@ def existing_queue(inspector: Inspector, queue: str) -> str:
     return queue
 
 
-def find_task(inspector: Inspector, task_id: str, queue: str | None) -> TaskInfo:
-    info = inspector.get(task_id, queue)
+def find_task(inspector: Inspector, task_id: str, queue: str | None,
+              whole: bool = False) -> TaskInfo:
+    """The task as a list reads it, or with ``whole`` all of it (``show``); else a
+    CommandError."""
+    info = inspector.get(task_id, queue) if whole else inspector.find(task_id, queue)
     if info is None:
         where = f" in queue {queue!r}" if queue else ""
         raise CommandError(f"no task with id {task_id!r}{where}")
