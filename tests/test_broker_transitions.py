@@ -666,24 +666,168 @@ def test_recover_batches_are_bounded(broker, raw):
 
 
 def test_extend_leases_moves_leases_forward_and_reports_lost_ones(broker, raw):
-    for task_id in ("mine", "stale", "recovered"):
+    for task_id in ("mine", "stale", "rerun"):
         put(broker, task_id)
     claim(broker, lease_ms=1_000)
-    expire_lease(raw, broker, "recovered")
+    expire_lease(raw, broker, "rerun")
     broker.recover_expired(Q, DEAD_MAX, DEAD_AGE_MS)
+    assert claimed_ids(claim(broker, worker="w2")) == ["rerun"]  # attempt 2 has begun
     active = broker.queue_keys(Q).active
     stale_lease = score(raw, active, "stale")
+    rerun_lease = score(raw, active, "rerun")
 
     before = redis_ms(raw)
-    lost = broker.extend_leases(Q, [("mine", 1), ("stale", 7), ("recovered", 1),
+    lost = broker.extend_leases(Q, [("mine", 1), ("stale", 7), ("rerun", 1),
                                     ("ghost", 1)], 60_000)
     after = redis_ms(raw)
 
-    assert sorted(lost) == ["ghost", "recovered", "stale"]
+    assert sorted(lost) == ["ghost", "rerun", "stale"]
     assert before + 60_000 <= score(raw, active, "mine") <= after + 60_000
     assert score(raw, active, "stale") == stale_lease
-    assert score(raw, active, "recovered") is None
+    assert score(raw, active, "rerun") == rerun_lease
     assert score(raw, active, "ghost") is None
+
+
+# -- a worker cut off from Redis (a stall, a lost reply) keeps what it runs -----------------
+
+
+@pytest.mark.parametrize("max_retries, recovered_to", [(3, "pending"), (0, "dead")])
+def test_a_renewal_after_recovery_takes_the_task_back_if_nobody_started_it(
+        broker, raw, max_retries, recovered_to):
+    put(broker, "t1", max_retries=max_retries)
+    claim(broker)
+    expire_lease(raw, broker, "t1")
+    broker.recover_expired(Q, DEAD_MAX, DEAD_AGE_MS)
+    assert in_state(raw, broker, recovered_to) == ["t1"]
+    assert info_of(raw, broker, "t1")["last_error"].startswith("WorkerLost")
+
+    assert broker.extend_leases(Q, [("t1", 1)], 60_000) == []
+
+    info = info_of(raw, broker, "t1")
+    assert in_state(raw, broker, "active") == ["t1"]
+    assert (info["state"], info["attempts"], info.get("last_error")) == ("active", 1, None)
+    assert "lost" not in info
+    assert errors_of(raw, broker, "t1") == []
+    assert claim(broker, [Ack("t1", 1, "done", result="1", result_ttl_ms=60_000)],
+                 limit=0).ignored == []
+    assert in_state(raw, broker, "completed") == ["t1"]
+
+
+@pytest.mark.parametrize("max_retries, recovered_to", [(3, "pending"), (0, "dead")])
+def test_a_late_outcome_counts_if_no_later_attempt_started(broker, raw, max_retries,
+                                                           recovered_to):
+    put(broker, "t1", max_retries=max_retries)
+    claim(broker)
+    expire_lease(raw, broker, "t1")
+    broker.recover_expired(Q, DEAD_MAX, DEAD_AGE_MS)
+    assert in_state(raw, broker, recovered_to) == ["t1"]
+
+    result = claim(broker, [Ack("t1", 1, "done", result="7", result_ttl_ms=60_000)], limit=0)
+
+    assert result.ignored == []
+    assert in_state(raw, broker, "completed") == ["t1"]
+    info = info_of(raw, broker, "t1")
+    assert (info["state"], info["attempts"], info.get("last_error")) == ("completed", 1, None)
+    assert errors_of(raw, broker, "t1") == []
+    assert nonzero_counts(broker) == {"completed": 1}
+
+
+def test_a_late_outcome_is_ignored_once_another_attempt_started(broker, raw):
+    put(broker, "t1")
+    claim(broker)
+    expire_lease(raw, broker, "t1")
+    broker.recover_expired(Q, DEAD_MAX, DEAD_AGE_MS)
+    claim(broker, worker="w2")
+
+    result = claim(broker, [Ack("t1", 1, "done", result="7", result_ttl_ms=60_000)], limit=0)
+
+    assert result.ignored == ["t1"]
+    info = info_of(raw, broker, "t1")
+    assert (info["state"], info["attempts"], info["worker"]) == ("active", 2, "w2")
+
+
+def in_state(raw, broker, state: str) -> list[str]:
+    return members(raw, getattr(broker.queue_keys(Q), state))
+
+
+def nonzero_counts(broker) -> dict[str, int]:
+    return {state: n for state, n in broker.counts(Q).items() if n}
+
+
+def _tracked_claim(broker, seq, known, acks=(), limit=10, worker="w1"):
+    return broker.claim(Q, worker, list(acks), limit, LEASE_MS, DEAD_MAX, DEAD_AGE_MS,
+                        claim_seq=seq, known_seq=known)
+
+
+def test_a_claim_whose_reply_was_lost_is_undone_by_the_next_call(broker, raw):
+    for task_id in ("a", "b", "c"):
+        put(broker, task_id, max_retries=0)
+    _tracked_claim(broker, 1, 0, limit=2)  # Redis ran it; the reply never arrived
+
+    again = _tracked_claim(broker, 2, 0, limit=3)  # the worker knows only of call 0
+
+    assert [(c.id, c.attempt) for c in again.claimed] == [("a", 1), ("b", 1), ("c", 1)]
+    assert all(info_of(raw, broker, i)["attempts"] == 1 for i in "abc")
+    assert errors_of(raw, broker, "a") == []
+
+
+def test_a_lost_claim_goes_back_to_the_head_uncounted(broker, raw):
+    for task_id in ("a", "b", "c"):
+        put(broker, task_id, max_retries=0)
+    _tracked_claim(broker, 1, 0, limit=2)
+
+    assert _tracked_claim(broker, 2, 0, limit=0).claimed == []  # e.g. no free thread now
+
+    assert in_state(raw, broker, "pending") == ["a", "b", "c"]
+    assert info_of(raw, broker, "a") == info_of(raw, broker, "c")  # attempts 0, no worker
+    assert claimed_ids(claim(broker, worker="w2", limit=1)) == ["a"]  # order kept
+
+
+def test_a_received_claim_is_not_undone(broker, raw):
+    for task_id in ("a", "b"):
+        put(broker, task_id)
+    _tracked_claim(broker, 1, 0, limit=1)
+
+    assert claimed_ids(_tracked_claim(broker, 2, 1, limit=1)) == ["b"]
+
+    assert in_state(raw, broker, "active") == ["a", "b"]
+    # a resent call (same numbers, its reply lost too) undoes only its own first run
+    assert claimed_ids(_tracked_claim(broker, 2, 1, limit=1)) == ["b"]
+    assert info_of(raw, broker, "b")["attempts"] == 1
+    assert raw.hexists(broker.queue_keys(Q).claims, "w1")
+    _tracked_claim(broker, 3, 2, limit=0)
+    assert not raw.hexists(broker.queue_keys(Q).claims, "w1")  # nothing left to undo
+
+
+def test_a_lost_claim_whose_tasks_were_acked_meanwhile_is_left_alone(broker, raw):
+    put(broker, "a")
+    _tracked_claim(broker, 1, 0, limit=1)
+    # another party finished it meanwhile (e.g. an operator deleted it)
+    claim(broker, [Ack("a", 1, "done", result="", result_ttl_ms=None)], limit=0)
+    assert _tracked_claim(broker, 2, 0, limit=1).claimed == []
+    assert nonzero_counts(broker) == {}
+
+
+def test_recovery_waits_a_lease_after_nobody_swept(broker, raw):
+    put(broker, "t1")
+    claim(broker)
+    expire_lease(raw, broker, "t1")
+
+    first = broker.recover_expired(Q, DEAD_MAX, DEAD_AGE_MS, lease_ms=60_000)
+    assert first.moved == [] and first.killed == []
+    assert first.next_ms >= first.now_ms + 59_000  # it says when to look again
+    assert in_state(raw, broker, "active") == ["t1"]
+
+    raw.set(broker.queue_keys(Q).swept, redis_ms(raw) - 1, px=30_000)  # grace is over
+    assert broker.recover_expired(Q, DEAD_MAX, DEAD_AGE_MS, lease_ms=60_000).moved == ["t1"]
+
+
+def test_a_released_worker_forgets_its_claims(broker, raw):
+    put(broker, "a")
+    _tracked_claim(broker, 1, 0, limit=1)
+    back, dead = broker.release_worker(Q, "w1", "WorkerLost: gone", DEAD_MAX, DEAD_AGE_MS)
+    assert back == ["a"] and dead == []
+    assert not raw.hexists(broker.queue_keys(Q).claims, "w1")
 
 
 # -- requeue (run now) and delete ---------------------------------------------------------

@@ -134,7 +134,21 @@ def test_second_sigterm_to_the_supervisor_exits_at_once(run_worker, redis_server
     assert not worker.group_alive()  # the children were killed too
     assert "second signal: stopped at once" in worker.log_text()
     assert "slow" not in recording.ran(r)
-    # nothing was written for it: its lease (not yet expired) will return it to pending
+    # back to pending at once, as a dead process's tasks are (not after its lease, 30 s)
     info = get_task_info(task_id)
-    assert info.state == "active" and info.attempts == 1
-    assert counts()["active"] == 1
+    assert (info.state, info.attempts) == ("pending", 1)
+    assert info.last_error.startswith("WorkerLost: worker process") and "second signal" in \
+        info.last_error, info.last_error
+    assert counts()["active"] == 0
+
+
+def test_an_idle_worker_exits_promptly_on_sigterm(run_worker, redis_server):
+    worker = run_worker("--processes", "2", "--threads", "2")
+    worker.wait_for_log("starting", timeout=10)
+    time.sleep(1.5)  # every process is in its idle wait for work
+    code, elapsed = stop_and_time(worker, lambda: worker.send_group(signal.SIGTERM),
+                                  timeout=5)
+    assert code == 0
+    print(f"\nidle worker (2 processes + maintenance) exited {elapsed * 1000:.0f} ms after "
+          f"SIGTERM")
+    assert elapsed < 0.5, elapsed

@@ -15,6 +15,7 @@ import os
 import signal
 import statistics
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -385,3 +386,24 @@ def test_cache_alias_on_a_sentinel_cache(fresh_sentinel, settings, request):
         assert master.hexists(msg_key("cached"), second)
     with redis.Redis(*old) as stale:
         assert not stale.hexists(msg_key("cached"), second)
+
+
+# --- 7. the supervisor forks with no thread running ----------------------------------------
+
+
+def test_the_supervisor_runs_no_thread_under_sentinel(sentinel, start_worker):
+    """It forks its worker processes (and replaces dead ones): a thread alive at fork()
+    may hold a lock the child then waits on forever. The Sentinel watcher thread belongs
+    in the children only."""
+    worker = start_worker("--processes", "1", "--threads", "2", env={
+        "BGTASKS_TEST_SENTINELS": ",".join(sentinel_settings(sentinel)["SENTINELS"]),
+        "BGTASKS_TEST_MASTER_NAME": sentinel.master_name})
+    worker.wait_for_log("starting", timeout=15)
+    time.sleep(1.0)  # its first announcements and the children's start-up are done
+    supervisor_threads = os.listdir(f"/proc/{worker.pid}/task")
+    children_file = Path(f"/proc/{worker.pid}/task/{worker.pid}/children")
+    children = [int(pid) for pid in children_file.read_text().split()]
+    assert supervisor_threads == [str(worker.pid)]
+    # ...while a task process has its watcher (and its other threads)
+    assert len(children) == 2 and max(len(os.listdir(f"/proc/{pid}/task"))
+                                      for pid in children) > 1

@@ -40,11 +40,18 @@ def get_broker() -> RedisBroker:
         with _lock:
             broker = _cache.get(key)
             if broker is None:
-                from .connection import make_client
-
-                broker = _cache[key] = RedisBroker(make_client(cfg), cfg.PREFIX,
-                                                   cfg.WAIT_REPLICAS, cfg.WAIT_TIMEOUT)
+                broker = _cache[key] = make_broker(cfg)
     return broker
+
+
+def make_broker(cfg: Settings | None = None, watch_master: bool = True) -> RedisBroker:
+    """A new broker, not cached (get_broker() shares one per process). ``watch_master``
+    False: no Sentinel watcher thread, for a process that forks (the supervisor)."""
+    from .connection import make_client
+
+    cfg = cfg or get_settings()
+    return RedisBroker(make_client(cfg), cfg.PREFIX, cfg.WAIT_REPLICAS, cfg.WAIT_TIMEOUT,
+                       watch_master=watch_master)
 
 
 def get_broker_for_enqueue() -> RedisBroker:

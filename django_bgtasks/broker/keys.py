@@ -68,6 +68,24 @@ class QueueKeys:
         """Daily counter ``kind`` ('processed' or 'failed') for ``day`` (YYYY-MM-DD, UTC)."""
         return self._key(f"stats:{kind}:{day}")
 
+    def waker(self, worker_id: str) -> str:
+        """LIST a worker process also blocks on while it waits for work: a token there ends
+        its wait at once (it is stopping). Short-lived (PEXPIRE)."""
+        return self._key(f"waker:{worker_id}")
+
+    @property
+    def claims(self) -> str:
+        """HASH worker id -> JSON [claim_seq, id, attempt...] of its last claim, until its
+        next call shows the reply arrived (claim.lua undoes a claim whose reply was lost)."""
+        return self._key("claims")
+
+    @property
+    def swept(self) -> str:
+        """STRING set by every lease sweep, living half a lease: when it is missing, nobody
+        swept for that long (Redis stalled or was out of reach), and recovery waits one
+        lease for live workers to renew (recover.lua). Value: that grace's end, in ms."""
+        return self._key("swept")
+
     @property
     def cron(self) -> str:
         """HASH periodic entry name -> JSON state (last tick mark, spec id, enabled, task);

@@ -28,8 +28,10 @@ class QueueWaiter:
     at their own next fetch."""
 
     def __init__(self, client: Any,
-                 translate_errors: Callable[[], AbstractContextManager[None]]) -> None:
+                 translate_errors: Callable[[], AbstractContextManager[None]],
+                 slice_cap: float = SLICE) -> None:
         self._client = client
+        self._slice = min(SLICE, slice_cap)  # below the socket timeout
         self._translate = translate_errors
         self._cond = threading.Condition()
         self._deadline = 0.0  # monotonic: the threads block on their lists until then
@@ -55,6 +57,12 @@ class QueueWaiter:
             woken, self._woken, self._deadline = self._woken, None, 0.0
             return woken
 
+    def interrupt(self) -> None:
+        """End the current wait now (its caller is stopping)."""
+        with self._cond:
+            self._deadline = 0.0
+            self._cond.notify_all()
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -71,7 +79,8 @@ class QueueWaiter:
                 remaining = self._deadline - time.monotonic()
             try:
                 with self._translate():
-                    reply = self._client.blpop([key], timeout=max(0.01, min(SLICE, remaining)))
+                    reply = self._client.blpop(
+                        [key], timeout=max(0.01, min(self._slice, remaining)))
             except Exception as exc:  # noqa: BLE001  (the thread must outlive a failover)
                 logger.debug("waiting on queue %s: %s", queue, exc)
                 time.sleep(ERROR_PAUSE)

@@ -179,6 +179,7 @@ class FireOutcome:
 
 
 ENQUEUE_BATCH = 1000  # tasks per enqueue call: bounded work inside Redis (~10 ms)
+WAKER_TTL_MS = 10_000  # a wake-up token nobody took (its process had already left)
 
 
 def _enqueue_fields(req: EnqueueRequest) -> list[Any]:
@@ -198,6 +199,16 @@ def _enqueue_outcomes(reply: list) -> list[EnqueueOutcome]:
         else:
             outcomes.append(EnqueueOutcome(status, "", value, None))
     return outcomes
+
+
+def _socket_timeout(client: Any) -> float | None:
+    """The socket timeout ``client`` was made with (plain, Sentinel or cluster), if any."""
+    pool = getattr(client, "connection_pool", None)
+    kwargs = getattr(pool, "connection_kwargs", None)
+    if kwargs is None:
+        kwargs = getattr(getattr(client, "nodes_manager", None), "connection_kwargs", None)
+    value = (kwargs or {}).get("socket_timeout")
+    return float(value) if value else None
 
 
 def _encode_arg(value: Any) -> bytes:
@@ -227,7 +238,7 @@ class RedisBroker:
     """Named operations over one Redis client, for one key prefix."""
 
     def __init__(self, connection: Client, prefix: str, wait_replicas: int = 0,
-                 wait_timeout: float = 0.5) -> None:
+                 wait_timeout: float = 0.5, watch_master: bool = True) -> None:
         self.client = connection.redis
         self.target = connection.target
         self.kind = connection.kind
@@ -237,13 +248,17 @@ class RedisBroker:
         self._wait_timeout_ms = max(1, int(wait_timeout * 1000))
         self._queue_waiter: QueueWaiter | None = None
         self._node_pools: dict[str, Any] = {}  # cluster: queue -> its master's pool
-        self._master_watch = watch_master_switches(self.client)
+        self._master_watch = watch_master_switches(self.client) if watch_master else None
         self.keys = GlobalKeys(prefix)
         self._prefix = prefix
         self._queue_keys: dict[str, QueueKeys] = {}
         self._registered_queues: set[str] = set()
         self._scripts = register_scripts(self.client)
         self._packed_heads: dict[tuple[str, str, int], bytes] = {}
+        # A blocking wait must end well before the socket times out, or every idle wait
+        # would be reported as "cannot reach Redis" and reconnect.
+        socket_timeout = _socket_timeout(self.client)
+        self._blocking_slice = socket_timeout / 2 if socket_timeout else float("inf")
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -453,16 +468,23 @@ class RedisBroker:
         return [outcomes[index] for index in range(len(reqs))]
 
     def claim(self, queue: str, worker_id: str, acks: Sequence[Ack], limit: int,
-              lease_ms: int, dead_max_tasks: int, dead_max_age_ms: int) -> ClaimResult:
-        """Acknowledge finished attempts and claim up to ``limit`` tasks, in one call."""
+              lease_ms: int, dead_max_tasks: int, dead_max_age_ms: int,
+              claim_seq: int | None = None, known_seq: int = 0) -> ClaimResult:
+        """Acknowledge finished attempts and claim up to ``limit`` tasks, in one call.
+
+        A worker numbers its calls per queue (``claim_seq``) and says which call's reply it
+        last received (``known_seq``): Redis then puts back, uncounted, what a claim whose
+        reply was lost took. Without ``claim_seq`` no claim is remembered."""
         args: list[Any] = [worker_id, lease_ms, limit, dead_max_tasks, dead_max_age_ms,
-                           self.keys.wake_channel, len(acks)]
+                           self.keys.wake_channel, "" if claim_seq is None else claim_seq,
+                           known_seq, len(acks)]
         for ack in acks:
             args.extend(ack.fields())
         day = time.strftime("%Y-%m-%d", time.gmtime())
         keys = self.queue_keys(queue)
         ignored, flat, killed = self._run(
-            "claim", queue, args, [keys.stats("processed", day), keys.stats("failed", day)])
+            "claim", queue, args,
+            [keys.stats("processed", day), keys.stats("failed", day), keys.claims])
         claimed = [ClaimedTask(_text(flat[i]), flat[i + 1], int(flat[i + 2]))
                    for i in range(0, len(flat), 3)]
         return ClaimResult([_text(i) for i in ignored], claimed,
@@ -483,10 +505,14 @@ class RedisBroker:
         return DueResult(int(moved), [], bool(more), next_due, int(now))
 
     def recover_expired(self, queue: str, dead_max_tasks: int, dead_max_age_ms: int,
-                        limit: int = 100) -> DueResult:
-        """Return tasks whose lease expired to pending (or dead when out of attempts)."""
+                        limit: int = 100, lease_ms: int = 0) -> DueResult:
+        """Return tasks whose lease expired to pending (or dead when out of attempts).
+        When nobody swept for half of ``lease_ms`` (Redis stalled or out of reach), wait
+        ``lease_ms`` first, for live workers to renew (0: no such grace)."""
+        keys = self.queue_keys(queue)
         recovered, killed, next_expiry, now = self._run(
-            "recover", queue, [limit, dead_max_tasks, dead_max_age_ms])
+            "recover", queue, [limit, dead_max_tasks, dead_max_age_ms, lease_ms],
+            [keys.claims, keys.swept])
         return DueResult([_text(i) for i in recovered], [_text(i) for i in killed],
                          len(recovered) + len(killed) >= limit, next_expiry, int(now))
 
@@ -495,7 +521,8 @@ class RedisBroker:
         """A worker process is known dead: return its active tasks now, as recover_expired
         would once their leases expire. Returns (ids back to pending, ids now dead)."""
         back, dead = self._run("release", queue,
-                               [worker_id, error, dead_max_tasks, dead_max_age_ms])
+                               [worker_id, error, dead_max_tasks, dead_max_age_ms],
+                               [self.queue_keys(queue).claims])
         return [_text(i) for i in back], [_text(i) for i in dead]
 
     # -- periodic tasks ---------------------------------------------------------------
@@ -567,21 +594,38 @@ class RedisBroker:
 
     # -- waiting ----------------------------------------------------------------------
 
-    def wait_for_work(self, queues: Sequence[str], timeout: float) -> str | None:
-        """Block until a task is announced on one of ``queues`` (or timeout): no polling."""
+    def wait_for_work(self, queues: Sequence[str], timeout: float,
+                      waker: str | None = None) -> str | None:
+        """Block until a task is announced on one of ``queues`` (or timeout): no polling.
+        ``wake(queues, waker)`` from another thread ends the wait of that ``waker``."""
         names = [self.queue_keys(q).notify for q in queues]
         if self._cluster and len(names) > 1:
             # A cluster refuses BLPOP over keys in different slots: one blocking
             # connection per queue instead.
             if self._queue_waiter is None:
-                self._queue_waiter = QueueWaiter(self.client, self.translate_errors)
+                self._queue_waiter = QueueWaiter(self.client, self.translate_errors,
+                                                 self._blocking_slice)
             return self._queue_waiter.wait(dict(zip(queues, names, strict=True)), timeout)
+        keys = [*names, self.queue_keys(queues[0]).waker(waker)] if waker else names
         with self.translate_errors():
-            reply = self.client.blpop(names, timeout=timeout)
+            reply = self.client.blpop(keys, timeout=min(timeout, self._blocking_slice))
         if reply is None:
             return None
         key = _text(reply[0])
         return next((q for q, name in zip(queues, names, strict=True) if name == key), None)
+
+    def wake(self, queues: Sequence[str], waker: str) -> None:
+        """End the current (or next) wait_for_work of ``waker`` at once (a stopping worker
+        process must not sit out its idle wait)."""
+        if self._queue_waiter is not None:
+            self._queue_waiter.interrupt()
+            return
+        key = self.queue_keys(queues[0]).waker(waker)
+        with self.translate_errors():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.rpush(key, "1")
+            pipe.pexpire(key, WAKER_TTL_MS)  # gone soon if nobody waits any more
+            pipe.execute()
 
     def wake_pollers(self) -> None:
         """Wake every waiting poller (they re-read due times; a stopping one exits)."""

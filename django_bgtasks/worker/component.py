@@ -16,6 +16,7 @@ class Component:
     """A daemon thread calling ``tick()`` until shut down."""
 
     name = "component"
+    backoff_cap = 5.0  # seconds: the longest wait between tries while Redis is away
 
     def __init__(self) -> None:
         self._stop = threading.Event()
@@ -52,7 +53,7 @@ class Component:
                     logger.info("%s: Redis is reachable again", self.name)
                 self._failures = 0
             except BgTasksError as exc:
-                delay = backoff_delay(self._failures)
+                delay = backoff_delay(self._failures, cap=self.backoff_cap)
                 self._failures += 1
                 logger.warning("%s: %s; retrying in %.1fs", self.name, exc, delay)
             except Exception:

@@ -16,6 +16,9 @@ logger = logging.getLogger("django_bgtasks.worker")
 
 class Heartbeat(Component):
     name = "heartbeat"
+    # Back within a second of Redis: after an outage, leases must be renewed before the
+    # recovery's grace (one lease) runs out.
+    backoff_cap = 1.0
 
     def __init__(self, broker: RedisBroker, config: WorkerConfig, inflight: InFlight,
                  alive: Callable[[], None]) -> None:

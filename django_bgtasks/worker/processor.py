@@ -40,6 +40,11 @@ class Processor:
         # A queue whose Redis is away (its cluster master failing over) waits for its own
         # retry time; the other queues are served meanwhile.
         self._queue_failures: dict[str, int] = {}
+        # Per queue: the number of the last claim call, and of the last whose reply came
+        # back; Redis undoes a claim whose reply was lost (claim.lua).
+        self._claim_seq: dict[str, int] = defaultdict(int)
+        self._claim_known: dict[str, int] = defaultdict(int)
+        self._resent: set[tuple[str, int]] = set()  # acks sent in a call that failed
         self._queue_retry_at: dict[str, float] = {}
         self._stopping = threading.Event()
         self._retiring = threading.Event()
@@ -67,12 +72,21 @@ class Processor:
         if not self._stopping.is_set():
             self._stop_deadline = time.monotonic() + timeout
             self._stopping.set()
+            self._wake_fetcher()
 
     def retire(self, reason: str) -> None:
         """Stop claiming and exit once the running tasks finish (the process is replaced)."""
         if not self._retiring.is_set():
             logger.info("worker process retiring: %s", reason)
             self._retiring.set()
+            self._wake_fetcher()
+
+    def _wake_fetcher(self) -> None:
+        """Cut the fetcher's idle wait short: it has outcomes to send or a process to end."""
+        try:
+            self._broker.wake(list(self._config.queues), self._worker_id)
+        except BgTasksError:
+            pass  # Redis away: the fetcher's own wait ends within IDLE_WAIT
 
     def report(self, entry: Running, ack: Ack) -> bool:
         """Record an outcome decided outside the task's thread (timeout, shutdown)."""
@@ -198,7 +212,7 @@ class Processor:
         if self._queue_retry_at:
             soonest = min(self._queue_retry_at.values()) - time.monotonic()
             timeout = max(0.01, min(timeout, soonest))
-        self._broker.wait_for_work(list(self._config.queues), timeout)
+        self._broker.wait_for_work(list(self._config.queues), timeout, waker=self._worker_id)
 
     def _collect(self) -> None:
         while True:
@@ -260,14 +274,30 @@ class Processor:
         acks = self._outbox.get(queue) or []
         if not acks and not limit:
             return 0
-        result = self._broker.claim(queue, self._worker_id, acks, limit,
-                                    self._config.lease_ms, self._config.dead_max_tasks,
-                                    self._config.dead_max_age_ms)
+        self._claim_seq[queue] += 1
+        seq = self._claim_seq[queue]
+        try:
+            result = self._broker.claim(queue, self._worker_id, acks, limit,
+                                        self._config.lease_ms, self._config.dead_max_tasks,
+                                        self._config.dead_max_age_ms, claim_seq=seq,
+                                        known_seq=self._claim_known[queue])
+        except BgTasksError:
+            # Redis may have applied these before the reply was lost: when they are sent
+            # again, "ignored" means "saved already", not "lost".
+            self._resent.update((ack.id, ack.attempt) for ack in acks)
+            raise
+        self._claim_known[queue] = seq
         self._outbox[queue] = []
         self.inflight.acknowledged(acks)
+        resent = {ack.id for ack in acks if (ack.id, ack.attempt) in self._resent}
         for task_id in result.ignored:
-            logger.warning("task [%s]: its lease was lost before its outcome was saved (it "
-                           "was recovered and runs again)", task_id)
+            if task_id in resent:
+                logger.debug("task [%s]: its outcome was saved by a call whose reply was "
+                             "lost", task_id)
+            else:
+                logger.warning("task [%s]: its lease was lost before its outcome was saved "
+                               "(it was recovered and runs again)", task_id)
+        self._resent.difference_update((ack.id, ack.attempt) for ack in acks)
         for task_id, error in result.killed:
             log_corrupt(task_id, error)
         for item in result.claimed:

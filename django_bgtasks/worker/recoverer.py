@@ -26,7 +26,8 @@ class Recoverer(Component):
         sleep = self._max_sleep
         for queue in self._config.queues:
             swept = self._broker.recover_expired(queue, self._config.dead_max_tasks,
-                                                 self._config.dead_max_age_ms)
+                                                 self._config.dead_max_age_ms,
+                                                 lease_ms=self._config.lease_ms)
             if swept.moved:
                 logger.warning("recovered %d task(s) of queue %s whose worker stopped: %s",
                                len(swept.moved), queue, ", ".join(swept.moved[:10]))

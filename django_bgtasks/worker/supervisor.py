@@ -1,7 +1,11 @@
 """The supervisor: forks the worker processes, replaces those that die or hang, announces
 the worker in Redis, and turns SIGTERM/SIGINT into a graceful shutdown.
 
-The supervisor runs no threads, so forking a replacement is always safe. A signal may reach
+The supervisor runs no threads, so forking a replacement is always safe: its broker is
+made without the Sentinel watcher thread, and the children make their own. SIGTERM and
+SIGINT are blocked around ``fork()``, so that neither the child runs the supervisor's
+handler before installing its own, nor the parent handles one before it has recorded the
+child it must pass the signal on to. A signal may reach
 every process at once (systemd, Ctrl-C, ``kill -TERM -PGID``): children treat any signal
 as "drain", and only the supervisor treats a second one as "exit now".
 """
@@ -21,7 +25,8 @@ from dataclasses import dataclass, field
 
 from django.db import connections
 
-from ..broker import forget_brokers_after_fork, get_broker
+from ..broker import broker_owns_client, forget_brokers_after_fork, get_broker, make_broker
+from ..broker.redis import RedisBroker
 from ..checks import eviction_warning
 from ..exceptions import BgTasksError, InvalidRedisSetting
 from .component import backoff_delay
@@ -33,6 +38,7 @@ logger = logging.getLogger("django_bgtasks.worker")
 REGISTRY_INTERVAL = 5.0
 SHORT_LIFE = 2.0  # a process that dies younger than this is crash-looping
 HARD_STOP_MARGIN = 10.0  # after the shutdown timeout, for requeueing and writing outcomes
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 @dataclass
@@ -61,6 +67,7 @@ class Supervisor:
         self._alive_at = multiprocessing.RawArray("d", self._slots)
         self._busy = multiprocessing.RawArray("i", self._slots)
         self._started_at = time.time()
+        self._broker: RedisBroker | None = None
 
     # -- entry point ------------------------------------------------------------------
 
@@ -70,7 +77,7 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_signal)
         if not self._wait_for_redis():
             return 0
-        broker = get_broker()
+        broker = self._own_broker()
         logger.info("worker %s starting: Redis %s, queues %s (%s), %d processes x %d threads "
                     "(+ 1 maintenance process)",
                     self.worker_id, broker.target,
@@ -82,11 +89,16 @@ class Supervisor:
         while True:
             self._reap()
             if self._signals >= 2:
+                killed = [(slot, c.pid) for slot, c in self._children.items() if c]
                 self._kill_all(signal.SIGKILL)
                 self._reap_all()
-                logger.warning("second signal: stopped at once; running tasks return to "
-                               "their queues when their leases expire")
+                logger.warning("second signal: stopped at once; the tasks that were running "
+                               "go back to their queues")
+                for slot, pid in killed:  # now, as a dead process's, not after their lease
+                    self._release_tasks_of(slot, pid, "was stopped at once by a second "
+                                                      "signal")
                 self._unregister(broker)
+                self._close_broker()
                 return 1
             if self._signals:
                 if not any(self._children.values()):
@@ -102,6 +114,7 @@ class Supervisor:
                 next_registry = time.monotonic() + REGISTRY_INTERVAL
             time.sleep(0.05)
         self._unregister(broker)
+        self._close_broker()
         logger.info("worker %s stopped", self.worker_id)
         return 0
 
@@ -128,24 +141,33 @@ class Supervisor:
     def _spawn(self, slot: int) -> None:
         connections.close_all()  # a child must not share the parent's database sockets
         self._alive_at[slot] = time.monotonic()
-        pid = os.fork()
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            raise
         if pid == 0:  # pragma: no cover - runs in the child, measured by end-to-end tests
             code = 1
             try:
-                code = self._child_main(slot)
+                code = self._child_main(slot, blocked)
             except BaseException:
                 logger.exception("worker process crashed")
             finally:
                 logging.shutdown()
                 os._exit(code)
         self._children[slot] = Child(pid, time.monotonic())
+        # A signal that came meanwhile is handled now, and reaches this child too.
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         logger.debug("started worker process %d (slot %d)", pid, slot)
 
-    def _child_main(self, slot: int) -> int:
-        # First of all: the supervisor's handlers must never run in a child.
+    def _child_main(self, slot: int, mask: set) -> int:
+        # First of all: the supervisor's handlers must never run in a child (the signals
+        # are blocked until the child's own are in place).
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
         signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         random.seed()
         forget_brokers_after_fork()
         runner = Runner(get_broker(), self.config, self._child_worker_id(slot, os.getpid()),
@@ -167,7 +189,7 @@ class Supervisor:
         error = (f"WorkerLost: worker process {pid} {how} while the task was running (or "
                  f"waiting for a thread in that process)")
         try:
-            broker = get_broker()
+            broker = self._own_broker()
             for queue in self.config.queues:
                 back, dead = broker.release_worker(queue, worker, error,
                                                    self.config.dead_max_tasks,
@@ -251,7 +273,7 @@ class Supervisor:
         failures = 0
         while not self._signals:
             try:
-                get_broker().ping()
+                self._own_broker().ping()
                 return True
             except InvalidRedisSetting:
                 raise  # waiting would not mend the settings
@@ -261,6 +283,17 @@ class Supervisor:
                 logger.error("%s; retrying in %.1fs", exc, delay)
                 time.sleep(delay)
         return False
+
+    def _own_broker(self) -> RedisBroker:
+        """The supervisor's broker: no thread of its own (it forks), never shared."""
+        if self._broker is None:
+            self._broker = make_broker(watch_master=False)
+        return self._broker
+
+    def _close_broker(self) -> None:
+        if self._broker is not None:
+            self._broker.close(close_client=broker_owns_client(self._broker))
+            self._broker = None
 
     def _warn_about_eviction(self, broker) -> None:
         try:

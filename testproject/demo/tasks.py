@@ -82,6 +82,15 @@ def sleep_then_record(token: str, seconds: float) -> str:
     return token
 
 
+@background_task(max_retries=0, result_ttl=3600)
+def run_once(token: str, seconds: float) -> str:
+    """Sleep `seconds`, then record `token`; no retry, and the record is kept an hour: a
+    test can tell whether its one attempt was charged for something it did not do."""
+    time.sleep(seconds)
+    recording.record(token)
+    return token
+
+
 @background_task(retry_backoff=lambda attempt: 0.2)
 def fail_always(token: str) -> None:
     """Record `token`, then raise ValueError: every attempt leaves one log entry."""

@@ -89,6 +89,7 @@ BGTASKS = {
     "REDIS_URL": REDIS_URL,
     "QUEUES": {"default": 1, "mail": 2},
     "LEASE_SECONDS": float(os.environ.get("BGTASKS_LEASE_SECONDS", "30")),
+    "SOCKET_TIMEOUT": float(os.environ.get("BGTASKS_SOCKET_TIMEOUT", "10")),
 }
 # Periodic entries for the tests' workers only: BGTASKS_TEST_PERIODIC names the entries
 # to declare, comma-separated ("1" means every-second).

@@ -103,7 +103,7 @@ local INFO_FIELDS = {
   {'max_retries', is_whole, true}, {'priority', is_priority, true},
   {'enqueued_at', is_finite}, {'run_after', is_finite}, {'started_at', is_finite},
   {'finished_at', is_finite}, {'worker', is_string}, {'last_error', is_string},
-  {'unique_key', is_string},
+  {'unique_key', is_string}, {'lost', is_attempts},
 }
 
 -- The fields of `stored` that pass their check, on a blank record, and the first
@@ -252,8 +252,10 @@ end
 -- An active task whose worker is gone (its lease expired, or its process died): back to
 -- the head of pending with `err` in its history (its id added to `returned`), or dead
 -- when that attempt was its last or its record is too damaged to say (added to `killed`).
--- The caller has removed it from the active set.
+-- The caller has removed it from the active set. `lost` marks the attempt, so that its
+-- worker, if it was only cut off, can still take it back (regain_lost).
 local function return_lost(id, info, problem, now, err, dead_max, dead_age, returned, killed)
+  info.lost = info.attempts
   if problem then
     -- Its attempts and retries are unknown: never run it again on guesses.
     kill(id, info, now, "InvalidTaskRecord: the task's record in Redis " .. problem, '',
@@ -270,6 +272,34 @@ local function return_lost(id, info, problem, now, err, dead_max, dead_age, retu
     redis.call('ZADD', K_PENDING, pending_score(info.priority, true), id)
     table.insert(returned, id)
   end
+end
+
+-- A task recovered from `attempt` (return_lost) that nobody has started since goes back to
+-- that attempt, active again: its worker was alive after all (cut off from Redis, or Redis
+-- itself stalled), and what it reports (a renewal, an outcome) is still the truth. The
+-- recovery's WorkerLost entry is taken out of its history. False when another attempt
+-- has started, or the task has gone on (deleted, trimmed, requeued by hand).
+local function regain_lost(id, info, attempt)
+  if info.lost ~= attempt or info.attempts ~= attempt then return false end
+  local from = K_PENDING
+  if info.state == 'dead' then from = K_DEAD elseif info.state ~= 'pending' then return false end
+  if redis.call('ZREM', from, id) == 0 then return false end
+  info.state, info.lost, info.finished_at, info.last_error = 'active', nil, nil, nil
+  local ok, history = pcall(cjson.decode, redis.call('HGET', K_ERRORS, id) or '[]')
+  if ok and type(history) == 'table' and #history > 0 then
+    local last = history[#history]
+    if type(last) == 'table' and last.attempt == attempt then table.remove(history) end
+    if #history == 0 then
+      redis.call('HDEL', K_ERRORS, id)
+    else
+      local fine, text = pcall(cjson.encode, history)
+      if fine then redis.call('HSET', K_ERRORS, id, text) end
+      if type(history[#history]) == 'table' and is_string(history[#history].error) then
+        info.last_error = history[#history].error
+      end
+    end
+  end
+  return true
 end
 
 -- A message's head: enough of its start for a list to show the task's name and first

@@ -1,8 +1,11 @@
 -- claim: acknowledge a worker's finished tasks, then claim up to `limit` pending tasks
 -- with a lease, in one call (one round trip per batch, not per task).
 -- KEYS: the queue's keys, then KEYS[16] = processed counter, KEYS[17] = failed counter
---       (today's, chosen by the caller).
+--       (today's, chosen by the caller), KEYS[18] = the queue's claims hash (worker id ->
+--       JSON [claim_seq, id, attempt, id, attempt...] of its last claim).
 -- ARGV: worker_id, lease_ms, limit, dead_max_tasks, dead_max_age_ms, wake_channel,
+--       claim_seq ('' = this caller keeps no claim sequence), known_seq (the last
+--       claim_seq whose reply reached the caller),
 --       n_acks, then 6 fields per ack: id, attempt, outcome, a, b, c where outcome is
 --         'done'    a = result JSON ('' = none), b = result_ttl_ms ('' = drop the task)
 --         'retry'   a = delay_ms, b = error, c = traceback
@@ -11,13 +14,45 @@
 -- Returns: {ignored_ids, claimed, killed} where claimed is a flat list id, msg, attempt,
 --          and killed a flat list id, error for the tasks no worker could run (no message,
 --          a damaged record, an id that is not text): they went to the dead queue here.
--- An ack applies only while the task is still active under the same attempt (its lease
--- token), so a resent call, or a late ack after the lease was recovered, changes nothing.
+-- An ack applies only while the task is still this attempt's (the attempt is its lease
+-- token): active, or recovered since and started by nobody (regain_lost). So a resent
+-- call changes nothing, and a late ack counts unless another attempt has begun.
+-- A claim whose reply never reached its worker (the socket timed out while Redis still
+-- ran the call) is undone by the worker's next call: its tasks, which that worker never
+-- saw, go back to the head of pending with their attempt not counted.
+local K_CLAIMS = KEYS[18]
 local worker, lease_ms, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local dead_max, dead_age, channel = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
-local n_acks = tonumber(ARGV[7])
+local claim_seq, known_seq = ARGV[7], ARGV[8]
+local n_acks = tonumber(ARGV[9])
 local now = now_ms()
 local ignored, processed, failed, requeued = {}, 0, 0, 0
+
+-- Back to the head of pending, this attempt not counted (a shutdown's or a lost claim's).
+local function put_back(id, info)
+  info.state = 'pending'
+  info.attempts = info.attempts - 1
+  info.started_at = nil
+  info.worker = nil
+  put_info(id, info)
+  redis.call('ZADD', K_PENDING, pending_score(info.priority, true), id)
+  requeued = requeued + 1
+end
+
+local last_claim = claim_seq ~= '' and redis.call('HGET', K_CLAIMS, worker)
+if last_claim then
+  local ok, record = pcall(cjson.decode, last_claim)
+  if ok and type(record) == 'table' and tostring(record[1]) ~= known_seq then
+    for i = #record - 1, 2, -2 do  -- backwards: they keep their order at the head
+      local id, attempt = record[i], record[i + 1]
+      local info, problem = get_info(id)
+      if not problem and info.state == 'active' and info.attempts == attempt
+          and info.worker == worker and redis.call('ZREM', K_ACTIVE, id) == 1 then
+        put_back(id, info)
+      end
+    end
+  end
+end
 
 -- Why a popped task cannot be handed to a worker, or nil. A worker reports on a task by
 -- its id as text, and runs it from its message and record: without those it would run on
@@ -33,12 +68,13 @@ local function unusable(id, msg, problem)
 end
 
 for i = 0, n_acks - 1 do
-  local base = 8 + i * 6
+  local base = 10 + i * 6
   local id, attempt, outcome = ARGV[base], tonumber(ARGV[base + 1]), ARGV[base + 2]
   local a, b, c = ARGV[base + 3], ARGV[base + 4], ARGV[base + 5]
   local info, problem = get_info(id)
-  if problem or info.state ~= 'active' or info.attempts ~= attempt
-      or not redis.call('ZSCORE', K_ACTIVE, id) then
+  if problem or info.attempts ~= attempt or not (
+      (info.state == 'active' and redis.call('ZSCORE', K_ACTIVE, id))
+      or regain_lost(id, info, attempt)) then
     table.insert(ignored, id)
   else
     redis.call('ZREM', K_ACTIVE, id)
@@ -68,13 +104,7 @@ for i = 0, n_acks - 1 do
       processed, failed = processed + 1, failed + 1
       kill(id, info, now, b, c, dead_max, dead_age)
     else -- requeue
-      info.state = 'pending'
-      info.attempts = info.attempts - 1
-      info.started_at = nil
-      info.worker = nil
-      put_info(id, info)
-      redis.call('ZADD', K_PENDING, pending_score(info.priority, true), id)
-      requeued = requeued + 1
+      put_back(id, info)
     end
   end
 end
@@ -99,6 +129,7 @@ if limit > 0 and redis.call('EXISTS', K_PAUSED) == 0 then
       info.attempts = info.attempts + 1
       info.started_at = now
       info.worker = worker
+      info.lost = nil
       put_info(id, info)
       redis.call('ZADD', K_ACTIVE, now + lease_ms, id)
       table.insert(claimed, id)
@@ -108,6 +139,20 @@ if limit > 0 and redis.call('EXISTS', K_PAUSED) == 0 then
   end
   -- Another idle worker may take what this claim left behind.
   if #popped > 0 and redis.call('ZCARD', K_PENDING) > 0 then notify(1) end
+end
+
+-- What this call claimed, until the worker's next call says it got the reply.
+if claim_seq ~= '' then
+  if #claimed > 0 then
+    local record = {tonumber(claim_seq)}
+    for i = 1, #claimed, 3 do
+      record[#record + 1] = claimed[i]
+      record[#record + 1] = claimed[i + 2]
+    end
+    redis.call('HSET', K_CLAIMS, worker, cjson.encode(record))
+  elseif last_claim then
+    redis.call('HDEL', K_CLAIMS, worker)
+  end
 end
 
 local ttl = 90 * 24 * 3600
