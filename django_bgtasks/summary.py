@@ -43,7 +43,8 @@ def summarize(queue: str, task_id: str, head: bytes | None, size: int,
     info = TaskInfo.from_record(TaskRecord(queue, task_id, head if whole else None, raw_info,
                                            None, None))
     if not whole:
-        name, preview, problem = _read_head(head.decode("utf-8", "replace"))
+        name, preview, problem = (_writable(text) for text in
+                                  _read_head(head.decode("utf-8", "replace")))
         return TaskSummary(replace(info, name=name, message_error=problem), preview, size,
                            False)
     preview = "" if info.message_error else _cut(call_args(info.args, info.kwargs))
@@ -94,6 +95,12 @@ def _members(text: str) -> tuple[dict[str, Any], str | None, str]:
         if text[pos:pos + 1] != ",":
             return members, None, ""
         pos += 1
+
+
+def _writable(text: str) -> str:
+    # A \ud800 escape decodes to half a UTF-16 pair, which no page or terminal can write
+    # out (a whole message is checked for them by TaskMessage.decode).
+    return text.encode("utf-8", "replace").decode()
 
 
 def _cut(text: str) -> str:

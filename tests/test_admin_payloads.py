@@ -16,7 +16,7 @@ import re
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from demo.tasks import record
@@ -260,10 +260,12 @@ def test_a_long_message_keeps_its_head_in_its_record_and_a_short_one_none(raw):
 
 @given(st.one_of(st.binary(max_size=600),
                  st.text(max_size=600).map(lambda t: ('{"name":"job","args":' + t).encode())))
+@example(b'{"name":"\\ud800","args":["\\udc00",1')
 def test_any_head_reads_as_a_summary(head):
     summary = summarize("default", "id", head, 10**6, None)
     assert isinstance(summary.info.name, str) and len(summary.preview) <= PREVIEW_CHARS
     summary.preview.encode()  # writable out, as a page or a terminal does
+    summary.info.name.encode()
 
 
 def test_a_head_shows_whole_arguments_as_a_call_and_cut_ones_as_stored():
