@@ -68,6 +68,12 @@ class QueueKeys:
         """Daily counter ``kind`` ('processed' or 'failed') for ``day`` (YYYY-MM-DD, UTC)."""
         return self._key(f"stats:{kind}:{day}")
 
+    @property
+    def listed(self) -> str:
+        """STRING set once the queue is in the global queue set: enqueue.lua reports its
+        absence (a FLUSHALL, a restart without persistence), and the caller lists it again."""
+        return self._key("listed")
+
     def waker(self, worker_id: str) -> str:
         """LIST a worker process also blocks on while it waits for work: a token there ends
         its wait at once (it is stopping). Short-lived (PEXPIRE)."""

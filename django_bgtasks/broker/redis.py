@@ -8,6 +8,7 @@ BrokerUnavailable; callers decide whether to retry.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +26,8 @@ from .sentinel_watch import watch_master_switches
 
 # Redis errors that mean "not now", not "never": retry later. A failover shows as any of
 # these (a cluster: CLUSTERDOWN, TRYAGAIN; Sentinel: the master unknown for a moment).
+logger = logging.getLogger("django_bgtasks")
+
 TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError,
                     redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError,
                     redis.exceptions.MasterDownError, redis.exceptions.SlotNotCoveredError)
@@ -201,6 +204,18 @@ def _enqueue_outcomes(reply: list) -> list[EnqueueOutcome]:
     return outcomes
 
 
+CACHE_LIMIT = 256  # queues whose keys a process keeps: names can come from a URL
+
+
+def _remember(cache: dict, key: Any, value: Any) -> Any:
+    """``cache[key] = value``, emptying the cache first when it is full: any queue name an
+    admin URL carries reaches these caches, and a process must not grow with them."""
+    if len(cache) >= CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
 def _socket_timeout(client: Any) -> float | None:
     """The socket timeout ``client`` was made with (plain, Sentinel or cluster), if any."""
     pool = getattr(client, "connection_pool", None)
@@ -252,7 +267,6 @@ class RedisBroker:
         self.keys = GlobalKeys(prefix)
         self._prefix = prefix
         self._queue_keys: dict[str, QueueKeys] = {}
-        self._registered_queues: set[str] = set()
         self._scripts = register_scripts(self.client)
         self._packed_heads: dict[tuple[str, str, int], bytes] = {}
         # A blocking wait must end well before the socket times out, or every idle wait
@@ -288,7 +302,7 @@ class RedisBroker:
     def queue_keys(self, queue: str) -> QueueKeys:
         keys = self._queue_keys.get(queue)
         if keys is None:
-            keys = self._queue_keys[queue] = QueueKeys(self._prefix, queue)
+            keys = _remember(self._queue_keys, queue, QueueKeys(self._prefix, queue))
         return keys
 
     def _run(self, name: str, queue: str, args: Sequence[Any], extra_keys: Sequence[str] = ()):
@@ -296,7 +310,8 @@ class RedisBroker:
         with self.translate_errors():
             return self._scripts[name](keys=[*keys.all, *extra_keys], args=list(args))
 
-    def _run_packed(self, name: str, queue: str, args: Sequence[Any]):
+    def _run_packed(self, name: str, queue: str, args: Sequence[Any],
+                    extra_keys: Sequence[str] = ()):
         """The hot path: EVALSHA written straight to a pooled connection, its constant head
         (sha, the queue's keys) packed once. redis-py's generic command path cost about
         three times the socket time per call (measured); anything unusual (NOSCRIPT after
@@ -304,19 +319,19 @@ class RedisBroker:
         is safe because every script may be applied twice."""
         head = self._packed_heads.get((name, queue, len(args)))
         if head is None:
-            keys = self.queue_keys(queue).all
+            keys = [*self.queue_keys(queue).all, *extra_keys]
             parts = [b"EVALSHA", self._scripts[name].sha.encode(), b"%d" % len(keys),
                      *(k.encode() for k in keys)]
             head = b"*%d\r\n" % (len(parts) + len(args)) + b"".join(
                 b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
-            self._packed_heads[(name, queue, len(args))] = head
+            _remember(self._packed_heads, (name, queue, len(args)), head)
         body = b"".join(b"$%d\r\n%s\r\n" % (len(v), v) for v in map(_encode_arg, args))
         try:
             pool = self._pool_for(queue)
             conn = pool.get_connection()
         except (redis.exceptions.RedisClusterException, *TRANSIENT_ERRORS):
             self._node_pools.pop(queue, None)
-            return self._run(name, queue, args)
+            return self._run(name, queue, args, extra_keys)
         try:
             conn.send_packed_command([head + body])
             return conn.read_response()
@@ -326,7 +341,7 @@ class RedisBroker:
                 # A hung master: the cluster client finds out whether its replica took
                 # over (and relearns the slots) instead of this cached node.
                 self._node_pools.pop(queue, None)
-                return self._run(name, queue, args)
+                return self._run(name, queue, args, extra_keys)
             # One Redis took the whole socket timeout: asking again would double the wait
             # of a caller who is owed a prompt error.
             raise self._translated(exc) from exc
@@ -343,7 +358,7 @@ class RedisBroker:
             self._node_pools.pop(queue, None)
         finally:
             pool.release(conn)
-        return self._run(name, queue, args)
+        return self._run(name, queue, args, extra_keys)
 
     def _pool_for(self, queue: str) -> Any:
         """The connection pool of the server holding ``queue``'s keys: on a cluster, that
@@ -353,7 +368,7 @@ class RedisBroker:
         pool = self._node_pools.get(queue)
         if pool is None:
             node = self.client.get_node_from_key(self.queue_keys(queue).pending)
-            pool = self._node_pools[queue] = node.redis_connection.connection_pool
+            pool = _remember(self._node_pools, queue, node.redis_connection.connection_pool)
         return pool
 
     def ping(self) -> None:
@@ -371,7 +386,8 @@ class RedisBroker:
         if close_client:
             self.client.close()
 
-    def _run_confirmed(self, name: str, queue: str, args: Sequence[Any]):
+    def _run_confirmed(self, name: str, queue: str, args: Sequence[Any],
+                       extra_keys: Sequence[str] = ()):
         """Run a script, then WAIT for WAIT_REPLICAS replicas to hold what it wrote, on the
         same connection (WAIT counts that connection's writes): one pipeline to the node
         that serves ``queue``. Too few replicas in time is "not now" (BrokerUnavailable):
@@ -381,7 +397,7 @@ class RedisBroker:
                 if self._cluster else self.client)
         with self.translate_errors():
             pipe = node.pipeline(transaction=False)
-            self._scripts[name](keys=keys.all, args=list(args), client=pipe)
+            self._scripts[name](keys=[*keys.all, *extra_keys], args=list(args), client=pipe)
             pipe.wait(self._wait_replicas, self._wait_timeout_ms)
             reply, confirmed = pipe.execute()
         if confirmed < self._wait_replicas:
@@ -397,11 +413,16 @@ class RedisBroker:
         task)."""
         run = self._run_confirmed if self._wait_replicas else self._run_packed
 
-        def write() -> Any:
-            self.register_queue(queue)
-            return run("enqueue", queue, args)
-
-        return ride_out(write, self.retry_for)
+        listed = self.queue_keys(queue).listed
+        reply = ride_out(lambda: run("enqueue", queue, args, [listed]), self.retry_for)
+        if reply and _text(reply[0]) == "unlisted":
+            reply = reply[1:]
+            try:
+                self.register_queue(queue)
+            except BgTasksError as exc:  # the tasks are written; the next enqueue lists it
+                logger.warning("queue %s could not be listed for the admin yet: %s", queue,
+                               exc)
+        return reply
 
     def eviction_policy(self) -> str:
         """Redis' maxmemory-policy, read from INFO (allowed where CONFIG GET is not)."""
@@ -425,12 +446,11 @@ class RedisBroker:
     # -- queues -----------------------------------------------------------------------
 
     def register_queue(self, queue: str) -> None:
-        """Record a queue name in the global set (once per process)."""
-        if queue in self._registered_queues:
-            return
+        """Record a queue name in the global set, then its "listed" marker (enqueue.lua
+        reports a missing marker: Redis lost its data, and the queue is listed again)."""
         with self.translate_errors():
             self.client.sadd(self.keys.queues, queue)
-        self._registered_queues.add(queue)
+            self.client.set(self.queue_keys(queue).listed, "1")
 
     def known_queues(self) -> list[str]:
         with self.translate_errors():

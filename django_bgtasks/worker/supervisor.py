@@ -312,7 +312,7 @@ class Supervisor:
             "started": f"{self._started_at:.3f}", "in_flight": str(sum(self._busy)),
         }
         try:
-            for queue in self.config.queues:  # for the admin; a no-op once done
+            for queue in self.config.queues:  # for the admin, again after a FLUSHALL
                 broker.register_queue(queue)
             broker.heartbeat_worker(self.worker_id, info, ttl=3 * REGISTRY_INTERVAL)
         except BgTasksError as exc:
