@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from .broker import get_broker
+from .broker.inspect import Inspector
 from .broker.redis import RedisBroker
 from .info import TaskInfo, ms_to_datetime
 from .periodic import PeriodicEntry, entries
@@ -166,8 +167,8 @@ class PeriodicEntries:
         for raw in history:
             item = _history_item(raw)
             if item.outcome in RUN_OUTCOMES and item.task_id:
-                record = self.broker.read_task(item.task_id, [queue])
-                return LastRun(item, TaskInfo.from_record(record) if record else None)
+                # Its state and start are all a page shows: a summary, however big it is.
+                return LastRun(item, Inspector(self.broker).summaries(queue, [item.task_id])[0])
         return None
 
     # -- actions ----------------------------------------------------------------------

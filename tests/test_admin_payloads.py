@@ -14,6 +14,7 @@ import json
 import re
 
 import pytest
+from django.contrib.admin.utils import quote
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 from hypothesis import example, given
@@ -278,3 +279,18 @@ def test_a_head_shows_whole_arguments_as_a_call_and_cut_ones_as_stored():
         '1, "a", "k":"vvv...'
     assert preview('{"name":"n","queue":"q","args":["xx') == '"xx...'
     assert preview('{"name":"n","queue":"q"') == "..."
+
+
+def test_the_periodic_pages_read_a_bounded_summary_of_the_last_run(admin, raw, settings):
+    from django_bgtasks.periodic_status import PeriodicEntries
+
+    settings.BGTASKS = {**settings.BGTASKS, "PERIODIC": [
+        {"name": "report", "task": "demo.tasks.record_tick", "every": 3600, "args": ["r"]}]}
+    task_id, _ = PeriodicEntries(get_broker()).run_now("report")
+    drive([task_id], "done", result=json.dumps("r" * BIG), result_ttl_ms=HOUR_MS)
+    for url in ("/admin/django_bgtasks/periodictask/",
+                "/admin/django_bgtasks/periodictask/report/change/"):
+        response, read = sent_by_redis(raw, lambda u=url: admin.get(u))
+        assert response.status_code == 200
+        assert quote(task_id) in response.content.decode()  # the link to its page
+        assert read < BOUND, f"{url} read {read:,} bytes from Redis"
