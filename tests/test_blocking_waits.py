@@ -20,7 +20,7 @@ def short_socket_timeout(settings):
 def test_an_idle_wait_longer_than_the_socket_timeout_is_not_an_error(short_socket_timeout):
     started = time.monotonic()
     assert short_socket_timeout.wait_for_work(["default", "mail"], 1.0) is None
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 1.5  # at most the wait asked for, no error
 
 
 def test_an_idle_wait_still_wakes_on_work(short_socket_timeout, raw):
