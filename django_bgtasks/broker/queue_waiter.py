@@ -24,7 +24,7 @@ class QueueWaiter:
     """One blocking thread per queue; ``wait()`` arms them until a token or a timeout.
 
     A thread still inside its BLPOP when the wait ends may take one more token (at most
-    SLICE later); that token's wake-up is lost to other hosts, which then find the task
+    SLICE later): it ends this process's next wait at once, and other hosts find the task
     at their own next fetch."""
 
     def __init__(self, client: Any,
@@ -49,7 +49,8 @@ class QueueWaiter:
                                               name=f"bgtasks-wait-{queue}", daemon=True)
                     self._threads[queue] = thread
                     thread.start()
-            self._woken = None
+            # A token a thread popped after the previous wait had ended is work announced
+            # meanwhile: it ends this wait at once instead of being dropped.
             self._deadline = time.monotonic() + timeout
             self._cond.notify_all()
             self._cond.wait_for(lambda: self._woken is not None
