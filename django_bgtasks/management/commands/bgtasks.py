@@ -6,6 +6,7 @@ Every read and action goes through broker.inspect.Inspector, as the admin pages 
 
 from __future__ import annotations
 
+import json as json_module
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from django_bgtasks.exceptions import BgTasksError
 from django_bgtasks.info import STATES, TaskInfo, ms_to_datetime
 from django_bgtasks.periodic import PeriodicEntry
 from django_bgtasks.periodic_status import PeriodicEntries, upcoming
+from django_bgtasks.settings_report import settings_report
 
 RUNNABLE = ("scheduled", "retry", "dead")  # states "run now" applies to
 DELETABLE = tuple(s for s in STATES if s != "active")
@@ -82,6 +84,10 @@ class Command(BaseCommand):
         p.add_argument("--all", action="store_true", dest="all_tasks",
                        help="Delete every task in STATE.")
 
+        p = add("settings", "Show the effective BGTASKS settings (defaults filled in, "
+                            "credentials hidden) and the Django Tasks backends' OPTIONS.")
+        json_option(p)
+
         p = add("pause", "Pause a queue: workers take no new tasks from it; its tasks stay.")
         p.add_argument("queue", metavar="Q", help="The queue name.")
         p = add("resume", "Resume a paused queue: workers take its tasks again.")
@@ -129,6 +135,9 @@ class Command(BaseCommand):
                 validate_queue_name(options["queue"])
             except ValueError as exc:
                 raise CommandError(str(exc)) from None
+        if action == "settings":  # needs no Redis, and shows even a malformed URL's place
+            self.do_settings(**options)
+            return
         try:
             inspector = Inspector(get_broker())
         except BgTasksError as exc:  # a malformed URL; a cluster's client connects as made
@@ -147,6 +156,16 @@ class Command(BaseCommand):
             self.stdout.write(fmt.to_json(fmt.stats_data(stats, workers)))
         else:
             self.stdout.write(fmt.stats_text(stats, workers))
+
+    def do_settings(self, *, json: bool, **_: Any) -> None:
+        rows = settings_report()
+        if json:
+            self.stdout.write(fmt.to_json({row.name: row.value for row in rows}))
+            return
+        self.stdout.write(fmt.table(
+            ["SETTING", "VALUE", "FROM"],
+            [[row.name, row.value if isinstance(row.value, str) else json_module.dumps(row.value),
+              "default" if row.is_default else "settings"] for row in rows]))
 
     def do_list(self, inspector: Inspector, *, state: str, queue: str | None, limit: int,
                 name: str | None, json: bool, **_: Any) -> None:
