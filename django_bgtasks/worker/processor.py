@@ -289,7 +289,8 @@ class Processor:
         self._claim_known[queue] = seq
         self._outbox[queue] = []
         self.inflight.acknowledged(acks)
-        resent = {ack.id for ack in acks if (ack.id, ack.attempt) in self._resent}
+        resent = ({ack.id for ack in acks if (ack.id, ack.attempt) in self._resent}
+                  if self._resent else set())
         for task_id in result.ignored:
             if task_id in resent:
                 logger.debug("task [%s]: its outcome was saved by a call whose reply was "
@@ -297,7 +298,8 @@ class Processor:
             else:
                 logger.warning("task [%s]: its lease was lost before its outcome was saved "
                                "(it was recovered and runs again)", task_id)
-        self._resent.difference_update((ack.id, ack.attempt) for ack in acks)
+        if self._resent:
+            self._resent.difference_update((ack.id, ack.attempt) for ack in acks)
         for task_id, error in result.killed:
             log_corrupt(task_id, error)
         for item in result.claimed:
