@@ -93,6 +93,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
     if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 1:
         found.append(Error("BGTASKS['MAX_MESSAGE_BYTES'] must be a positive integer (bytes).",
                            id="bgtasks.E016"))
+    batch = cfg["BULK_BATCH"]
+    if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= 10_000:
+        found.append(Error("BGTASKS['BULK_BATCH'] must be an integer from 1 to 10,000 (tasks "
+                           "per script call of a bulk job).", id="bgtasks.E017"))
     if not isinstance(cfg["PERIODIC"], (list, tuple)):
         found.append(Error("BGTASKS['PERIODIC'] must be a list of periodic entries (dicts).",
                            id="bgtasks.E013"))

@@ -355,6 +355,23 @@ def drive(ids: list[str], outcome: str | None, queue: str = "default", **ack: An
         assert broker.claim(queue, "test-host", acks, 0, lease_ms, 100_000, 10**12).ignored == []
 
 
+def seed_dead(n: int, queue: str = "default") -> list[str]:
+    """``n`` dead tasks in ``queue`` (which must hold no other pending task), the way a
+    worker makes them: enqueue_many, then claims of 500 acked 'dead'."""
+    from demo.tasks import fail_always
+    from django_bgtasks.broker import get_broker
+    from django_bgtasks.broker.redis import Ack
+
+    task = fail_always.using(queue_name=queue, max_retries=0)
+    ids = [info.id for info in task.enqueue_many(([f"t{i}"], {}) for i in range(n))]
+    broker = get_broker()
+    while claimed := broker.claim(queue, "seeder", [], 500, 60_000, 10**9, 10**12).claimed:
+        broker.claim(queue, "seeder", [Ack(c.id, c.attempt, "dead", error="ValueError: boom")
+                                       for c in claimed], 0, 60_000, 10**9, 10**12)
+    assert broker.counts(queue)["dead"] >= n
+    return ids
+
+
 def state_of(task_id: str) -> str | None:
     """The task's state, or None once it is gone from Redis."""
     from django_bgtasks import TaskNotFound, get_task_info

@@ -38,7 +38,7 @@ def test_full_valid_setting(settings):
         "REDIS_URL": "rediss://:secret@redis.example.com:6380/2", "PREFIX": "myapp",
         "QUEUES": {"default": 1, "mail": 3}, "STRICT_PRIORITY": True, "EAGER": False,
         "ENQUEUE_ON_COMMIT": False, "DEAD_MAX_TASKS": 0, "DEAD_MAX_AGE": 3600,
-        "LEASE_SECONDS": 0.5, "MAX_MESSAGE_BYTES": 16 * 2**20,
+        "LEASE_SECONDS": 0.5, "MAX_MESSAGE_BYTES": 16 * 2**20, "BULK_BATCH": 10_000,
     }
     assert check_settings() == []
     bgtasks(settings, REDIS_URL="unix:///run/redis.sock")
@@ -103,6 +103,10 @@ def test_setting_not_a_dict(settings):
     ({"MAX_MESSAGE_BYTES": "1MB"}, "bgtasks.E016"),
     ({"MAX_MESSAGE_BYTES": True}, "bgtasks.E016"),
     ({"MAX_MESSAGE_BYTES": None}, "bgtasks.E016"),
+    ({"BULK_BATCH": 0}, "bgtasks.E017"),
+    ({"BULK_BATCH": 10_001}, "bgtasks.E017"),
+    ({"BULK_BATCH": 50.0}, "bgtasks.E017"),
+    ({"BULK_BATCH": True}, "bgtasks.E017"),
 ])
 def test_invalid_values(settings, values, expected):
     bgtasks(settings, **values)

@@ -93,6 +93,13 @@ class QueueKeys:
         return self._key("swept")
 
     @property
+    def bulk(self) -> str:
+        """HASH bulk job id -> JSON of a "run all" / "delete all" job over one of this
+        queue's states: the queued and running ones, and the last finished ones (bounded
+        by bulk_queue.lua)."""
+        return self._key("bulk")
+
+    @property
     def cron(self) -> str:
         """HASH periodic entry name -> JSON state (last tick mark, spec id, enabled, task);
         never expires: the mark is what makes each tick fire once."""

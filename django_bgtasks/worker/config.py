@@ -45,6 +45,7 @@ class WorkerConfig:
     dead_max_age: float = 180 * 24 * 3600
     log_arguments: bool = False
     cron: bool = True  # fire periodic entries from this host
+    bulk_batch: int = 500  # tasks per script call of a bulk job (BULK_BATCH)
 
     @property
     def lease_ms(self) -> int:

@@ -1,8 +1,9 @@
 """Runner: composes one worker process (the seed's ``Background``).
 
 Start order: heartbeat first (leases of claimed tasks are renewed from the first claim),
-then the timeout watchdog (or, in the maintenance process, the poller, recoverer and
-janitor), and the processor last, once everything it relies on runs.
+then the timeout watchdog (or, in the maintenance process, the poller, recoverer,
+janitor, bulk jobs and cron scheduler), and the processor last, once everything it
+relies on runs.
 
 Shutdown order is the reverse where it matters: the processor stops first (no new claims;
 running tasks finish within the shutdown timeout or go back to the head of their queue;
@@ -17,6 +18,7 @@ import threading
 from collections.abc import Callable
 
 from ..broker.redis import RedisBroker
+from .bulk import BulkJobs
 from .component import Component
 from .config import WorkerConfig
 from .cron import CronScheduler
@@ -49,8 +51,8 @@ class Runner:
     """Runs one worker process until asked to stop or until its processor retires.
 
     A worker process runs tasks (processor, heartbeat, watchdog); the one maintenance
-    process runs the poller, recoverer and janitor, apart from task threads, so that no
-    task holding the GIL delays a due task or a lease recovery.
+    process runs the poller, recoverer, janitor and bulk jobs, apart from task threads,
+    so that no task holding the GIL delays a due task or a lease recovery.
     """
 
     def __init__(self, broker: RedisBroker, config: WorkerConfig, worker_id: str,
@@ -65,7 +67,7 @@ class Runner:
         if maintenance:
             queues = list(config.queues)
             self.components = [Poller(broker, queues), Recoverer(broker, config),
-                               Janitor(broker, config)]
+                               Janitor(broker, config), BulkJobs(broker, config, worker_id)]
             periodic = periodic_entries(config)
             if periodic:
                 self.components.append(CronScheduler(broker, periodic))

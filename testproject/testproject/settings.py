@@ -7,6 +7,7 @@ Environment:
                             cluster client: the tests' cluster topology sets it)
     BGTASKS_DEMO_DB         sqlite file (default: testproject/db.sqlite3)
     BGTASKS_LEASE_SECONDS   BGTASKS["LEASE_SECONDS"] (tests shorten it)
+    BGTASKS_BULK_BATCH      BGTASKS["BULK_BATCH"] (tests slow bulk jobs down with small batches)
     BGTASKS_TEST_PERIODIC   periodic entries for the tests' workers (TEST_PERIODIC_ENTRIES)
     BGTASKS_DEMO_PERIODIC   the demo's periodic entries (scripts/demo sets it)
 """
@@ -90,6 +91,7 @@ BGTASKS = {
     "QUEUES": {"default": 1, "mail": 2},
     "LEASE_SECONDS": float(os.environ.get("BGTASKS_LEASE_SECONDS", "30")),
     "SOCKET_TIMEOUT": float(os.environ.get("BGTASKS_SOCKET_TIMEOUT", "10")),
+    "BULK_BATCH": int(os.environ.get("BGTASKS_BULK_BATCH", "500")),
 }
 # Periodic entries for the tests' workers only: BGTASKS_TEST_PERIODIC names the entries
 # to declare, comma-separated ("1" means every-second).

@@ -196,6 +196,62 @@ local function forget(id)
   redis.call('HDEL', K_RESULT, id)
 end
 
+-- A task that left a waiting set goes to the tail of pending (forward, "run now"). A
+-- damaged record is left as found: the claim sends the task to the dead queue, saying what
+-- is wrong (its record is sound from then on, and "run now" runs it).
+local function to_pending(id)
+  local info, problem = get_info(id)
+  if not problem then
+    info.state = 'pending'
+    put_info(id, info)
+  end
+  redis.call('ZADD', K_PENDING, pending_score(info.priority, false), id)
+end
+
+-- "Run now" (requeue.lua, bulk_step.lua): scheduled, retry or dead tasks to the tail of
+-- pending. A dead task keeps its attempt count, so it gets exactly one more try.
+-- Returns the ids moved (others were in no movable state); the caller notifies.
+local function requeue_ids(ids)
+  local moved = {}
+  for _, id in ipairs(ids) do
+    -- The sets say where a task is: its record may be damaged, or disagree.
+    local found = 0
+    for _, set in ipairs({K_SCHEDULED, K_RETRY, K_DEAD}) do
+      found = found + redis.call('ZREM', set, id)
+    end
+    if found > 0 then
+      to_pending(id)
+      table.insert(moved, id)
+    end
+  end
+  return moved
+end
+
+-- Delete (delete.lua, bulk_step.lua) tasks in any state but active: a running task
+-- cannot be recalled. Returns the ids deleted and the ids refused (active).
+local function delete_ids(ids)
+  local deleted, refused = {}, {}
+  for _, id in ipairs(ids) do
+    -- The active set, not the record, says whether it runs: a record may be damaged.
+    if redis.call('ZSCORE', K_ACTIVE, id) then
+      table.insert(refused, id)
+    else
+      -- An id may sit in a set with no data at all (outside damage): it goes too.
+      local found = redis.call('HEXISTS', K_MSG, id) + redis.call('HEXISTS', K_INFO, id)
+      for _, set in ipairs({K_PENDING, K_SCHEDULED, K_RETRY, K_DEAD, K_COMPLETED}) do
+        found = found + redis.call('ZREM', set, id)
+      end
+      if found > 0 then
+        local info = get_info(id)
+        release_unique(id, info)
+        forget(id)
+        table.insert(deleted, id)
+      end
+    end
+  end
+  return deleted, refused
+end
+
 -- Drop dead tasks older than max_age_ms, then the oldest beyond max_tasks, at most
 -- `limit` in one call. Returns how many were removed and whether more remain.
 local function trim_dead(now, max_tasks, max_age_ms, limit)
@@ -373,4 +429,27 @@ local function cron_note(history, tick, now, outcome, id)
   redis.call('LPUSH', history, cjson.encode({tick = tick, at = now, outcome = outcome,
                                             id = id or ''}))
   redis.call('LTRIM', history, 0, CRON_HISTORY_KEEP - 1)
+end
+
+-- Bulk jobs (bulk_*.lua): "run all" / "delete all" over one state of the queue, one JSON
+-- record each in the queue's bulk hash (KEYS[16]). Statuses: queued, running, done, failed.
+local BULK_SETS = {pending = K_PENDING, scheduled = K_SCHEDULED, retry = K_RETRY,
+                   dead = K_DEAD, completed = K_COMPLETED}  -- active: never in bulk
+local BULK_ACTIONS = {requeue = {scheduled = true, retry = true, dead = true},
+                      delete = {pending = true, scheduled = true, retry = true, dead = true,
+                                completed = true}}
+
+-- The job's record, or nil when it is missing or not a job we could run (outside damage
+-- is left for the readers to show, never acted on).
+local function bulk_job(hash, id)
+  local raw = redis.call('HGET', hash, id)
+  if not raw then return nil end
+  local ok, job = pcall(cjson.decode, raw)
+  if not ok or type(job) ~= 'table' or type(job.status) ~= 'string'
+      or not BULK_ACTIONS[job.action] or not BULK_ACTIONS[job.action][job.state]
+      or not is_whole(job.done) or not is_whole(job.total) then
+    return nil
+  end
+  job.id = id  -- the field is the id, whatever the record says
+  return job
 end

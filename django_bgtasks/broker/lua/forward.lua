@@ -10,14 +10,7 @@ for _, source in ipairs({K_SCHEDULED, K_RETRY}) do
   if #ids == limit then more = 1 end
   for _, id in ipairs(ids) do
     redis.call('ZREM', source, id)
-    local info, problem = get_info(id)
-    -- A damaged record is left as found: the claim sends the task to the dead queue,
-    -- saying what is wrong with it.
-    if not problem then
-      info.state = 'pending'
-      put_info(id, info)
-    end
-    redis.call('ZADD', K_PENDING, pending_score(info.priority, false), id)
+    to_pending(id)
     moved = moved + 1
   end
 end

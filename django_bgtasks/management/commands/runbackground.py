@@ -55,6 +55,7 @@ class Command(BaseCommand):
             strict_priority=cfg.STRICT_PRIORITY, lease_seconds=float(cfg.LEASE_SECONDS),
             dead_max_tasks=cfg.DEAD_MAX_TASKS, dead_max_age=float(cfg.DEAD_MAX_AGE),
             log_arguments=verbosity >= 2, cron=not options["no_cron"],
+            bulk_batch=cfg.BULK_BATCH,
         )
         try:
             code = Supervisor(config).run()
