@@ -383,34 +383,6 @@ def test_running_tasks_are_not_deleted_and_nothing_selected_is_a_warning(admin_c
     assert "None of the selected tasks exists any more." in messages_of(response)
 
 
-@pytest.mark.parametrize("action,after", [("requeue_all", "pending"), ("delete_all", None)])
-def test_run_all_and_delete_all_1200_dead_tasks(admin_client_, action, after):
-    dead(1200)
-    dead(1, "mail")
-    back = list_url("dead", queue="default")
-
-    confirm = post_action(admin_client_, action, confirm=False, queue="default", state="dead",
-                          next=back)
-    assert confirm.status_code == 200
-    html = confirm.content.decode()
-    assert "every dead task of queue default" in html
-    assert "<strong>1,200</strong> dead tasks of queue default" in html
-    assert counts()["dead"] == 1200
-
-    done = post_action(admin_client_, action, queue="default", state="dead", next=back)
-
-    assert done.status_code == 302 and done["Location"] == back
-    assert counts()["dead"] == 0
-    assert counts()["pending"] == (1200 if after else 0)
-    assert counts("mail")["dead"] == 1  # other queues untouched
-    verb = "moved to pending" if after else "deleted"
-    assert f"1,200 tasks {verb}" in messages_of(done)
-    [entry] = entries()
-    what = "Ran" if after else "Deleted"
-    assert (entry.object_id, entry.change_message) == (
-        "default", f"{what} all 1,200 dead tasks of queue default")
-
-
 def test_run_all_buttons_show_for_one_queue_and_say_how_many(admin_client_):
     dead(3)
     html = admin_client_.get(list_url("dead", queue="default")).content.decode()

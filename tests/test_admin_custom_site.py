@@ -111,3 +111,15 @@ def test_a_periodic_run_now_on_the_custom_site(client, periodic_entry):
     assert get_broker().counts("default")["pending"] == 1
     detail = client.get(OPS + f"periodictask/{periodic_entry}/change/").content.decode()
     assert_stays_on_ops("entry page after run now", detail)
+
+
+def test_run_all_on_the_custom_site_queues_a_job_shown_on_its_dashboard(client, dead_task):
+    response = client.post(OPS + "task/action/", {
+        "action": "requeue_all", "queue": "default", "state": "dead",
+        "next": OPS + "task/dead/?queue=default", "post": "yes"})
+    assert response.status_code == 302
+    assert response["Location"] == OPS + "task/#bulk-jobs"
+    assert get_broker().counts("default")["dead"] == 1  # queued, not moved
+    dashboard = client.get(OPS + "task/").content.decode()
+    assert "Run all 1 dead task of queue default now" in dashboard
+    assert_stays_on_ops("dashboard with a bulk job", dashboard)

@@ -1,6 +1,7 @@
 """Actions: POST only, CSRF-checked, each behind the model's change or delete permission,
 each recorded as an admin LogEntry. Selected tasks and whole states go through the
-admin's usual confirmation page first; pause and resume act at once."""
+admin's usual confirmation page first; pause and resume act at once. A whole state is
+not moved by the request: it queues a bulk job that a worker runs (broker/bulk.py)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from .common import (
     log_change,
     page_context,
     queue_param,
+    served_queues,
     url,
 )
 
@@ -101,17 +103,26 @@ def _all(model_admin: TaskAdmin, request: HttpRequest, insp: Inspector, name: st
         count = insp.state_counts([queue], state)[0]
         return _confirm(model_admin, request, action, back, count=count, queue=queue,
                         state=state, description=f"every {state} task of queue {queue}")
-    if name == "requeue_all":
-        done = insp.requeue_all(queue, state)
-        what = f"Ran all {done:,} {state} tasks of queue {queue}"
-        note = ngettext("%(n)s task moved to pending", "%(n)s tasks moved to pending", done)
-    else:
-        done = insp.delete_all(queue, state)
-        what = f"Deleted all {done:,} {state} tasks of queue {queue}"
-        note = ngettext("%(n)s task deleted", "%(n)s tasks deleted", done)
-    log_change(request, [_queue_object(queue)], CHANGE, what)
-    messages.success(request, note % {"n": f"{done:,}"})
-    return redirect(back)
+    queued = insp.queue_bulk_job(queue, state, "requeue" if name == "requeue_all" else "delete",
+                                 request.user.get_username())
+    job, jobs_url = queued.job, url(model_admin, "changelist") + "#bulk-jobs"
+    if job is None:
+        messages.info(request, f"Queue {queue} has no {state} task: nothing to do.")
+        return redirect(back)
+    if queued.outcome == "exists":
+        messages.warning(request, f"Already {job.status}: {job.describe()} ({job.done:,} of "
+                                  f"{job.total:,} done). Nothing new was queued; its progress "
+                                  f"is under Bulk jobs.")
+        return redirect(jobs_url)
+    # Logged as it is queued: the request is what the admin's history records.
+    log_change(request, [_queue_object(queue)], CHANGE, f"Queued: {job.describe()} "
+                                                        f"(bulk job {job.id})")
+    messages.success(request, f"Queued: {job.describe()}. A worker runs it in batches; its "
+                              f"progress is under Bulk jobs.")
+    if queue not in served_queues(insp.workers()):
+        messages.warning(request, f"No running worker serves queue {queue}: the job waits "
+                                  f"until one does.")
+    return redirect(jobs_url)
 
 
 def _selected(model_admin: TaskAdmin, request: HttpRequest, insp: Inspector, name: str,

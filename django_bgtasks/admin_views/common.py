@@ -20,7 +20,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from ..broker import get_broker
-from ..broker.inspect import Inspector
+from ..broker.inspect import Inspector, WorkerInfo
 from ..broker.keys import validate_queue_name
 from ..exceptions import BgTasksError
 from ..info import TaskInfo
@@ -112,6 +112,12 @@ def sibling_admin(model_admin: ModelAdmin, request: HttpRequest,
         return None
     other = site.get_model_admin(model)
     return other if other.has_view_permission(request) else None
+
+
+def served_queues(workers: Sequence[WorkerInfo]) -> set[str]:
+    """The queues some live worker host serves (a worker lists them as "default:1,mail:2")."""
+    return {part.partition(":")[0] for worker in workers for part in worker.queues.split(",")
+            if part}
 
 
 def back_url(model_admin: ModelAdmin, request: HttpRequest) -> str:

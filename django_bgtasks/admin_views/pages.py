@@ -10,6 +10,8 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 
+from ..broker.bulk import BulkJob
+from ..broker.inspect import Inspector, WorkerInfo
 from ..charts import history_chart
 from ..info import STATES
 from ..models import PeriodicTask
@@ -22,6 +24,7 @@ from .common import (
     list_url,
     page_context,
     queue_param,
+    served_queues,
     sibling_admin,
     url,
 )
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
 
 PAGE_SIZE = 50
 HISTORY_DAYS = 14
+FINISHED_JOBS_SHOWN = 20  # besides every queued or running one
 # What each state's time (TaskRow.when) means.
 WHEN_LABELS = {"pending": "Enqueued", "active": "Lease expires", "scheduled": "Runs at",
                "retry": "Next attempt", "dead": "Died", "completed": "Kept until"}
@@ -38,9 +42,11 @@ WHEN_LABELS = {"pending": "Enqueued", "active": "Lease expires", "scheduled": "R
 
 @admin_page
 def dashboard(model_admin: TaskAdmin, request: HttpRequest) -> HttpResponse:
-    """Counts per queue and state, today's figures, the 14-day chart, live workers."""
+    """Counts per queue and state, today's figures, the 14-day chart, live workers, bulk
+    jobs."""
     insp = inspector()
     stats = insp.stats()
+    workers = insp.workers()
     rows = [{"stats": s, "cells": [(s.counts[state], list_url(model_admin, state, s.name))
                                    for state in STATES]} for s in stats]
     totals = [(sum(s.counts[state] for s in stats), list_url(model_admin, state))
@@ -51,7 +57,8 @@ def dashboard(model_admin: TaskAdmin, request: HttpRequest) -> HttpResponse:
         processed_today=sum(s.processed_today for s in stats),
         failed_today=sum(s.failed_today for s in stats),
         chart=history_chart(insp.history(HISTORY_DAYS)), history_days=HISTORY_DAYS,
-        workers=insp.workers(), action_url=url(model_admin, "action"),
+        workers=workers, bulk_jobs=_job_rows(insp, workers),
+        action_url=url(model_admin, "action"),
         here=request.get_full_path(),
         periodic_url=url(periodic_admin, "changelist") if periodic_admin else None)
     return TemplateResponse(request, f"{TEMPLATES}/dashboard.html", context)
@@ -117,3 +124,28 @@ def _page_links(page: Any, model_admin: TaskAdmin, state: str,
              else list_url(model_admin, state, queue, page=n))
             for n in page.paginator.get_elided_page_range(page.number)]
 
+
+
+def _job_rows(insp: Inspector, workers: list[WorkerInfo]) -> list[tuple[BulkJob, str]]:
+    """Each bulk job shown, with what its status means now."""
+    jobs = insp.bulk_jobs()
+    active = [job for job in jobs if job.active]
+    shown = active + [job for job in jobs if not job.active][:FINISHED_JOBS_SHOWN]
+    served = served_queues(workers)
+    now_ms = insp.broker.server_time_ms() if active else 0  # the leases' clock
+    return [(job, _job_status(job, served, now_ms)) for job in shown]
+
+
+def _job_status(job: BulkJob, served: set[str], now_ms: int) -> str:
+    if job.status == "queued":
+        return ("Queued: a worker starts it within seconds" if job.queue in served else
+                f"Waiting for a worker that serves queue {job.queue}")
+    if job.status == "running":
+        if job.lease_until_ms is not None and job.lease_until_ms < now_ms:
+            return "Its worker stopped: another worker takes it over"
+        return "Running" + (" (taken over)" if job.takeovers else "")
+    if job.status == "failed":
+        return f"Failed: {job.error}"
+    if job.status == "done":
+        return "Done" + (f": {job.note}" if job.note else "")
+    return f"Unreadable record: {job.error}" if job.status == "damaged" else job.status

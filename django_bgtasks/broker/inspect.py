@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from ..display import SHOW_BYTES
 from ..info import STATES, TaskInfo, ms_to_datetime
 from ..summary import WHOLE_BYTES, TaskDetail, TaskSummary, detailed, summarize
+from .bulk import BulkJob, BulkJobStore, QueuedJob
 from .redis import RedisBroker, _text
 
 BATCH = 500
@@ -353,6 +354,16 @@ class Inspector:
         if state == "active":
             raise ValueError("running tasks cannot be deleted")
         return sum(len(self.delete(queue, chunk)[0]) for chunk in self._drain_ids(queue, state))
+
+    def queue_bulk_job(self, queue: str, state: str, action: str,
+                       requested_by: str) -> QueuedJob:
+        """Queue "run all" / "delete all" of a state for a worker's maintenance process
+        (the admin: a request must not move a million tasks itself)."""
+        return BulkJobStore(self.broker).queue(queue, state, action, requested_by)
+
+    def bulk_jobs(self, queues: Sequence[str] | None = None) -> list[BulkJob]:
+        """The bulk jobs of every queue: queued and running first, then finished ones."""
+        return BulkJobStore(self.broker).jobs(self.queues() if queues is None else queues)
 
     def _drain_ids(self, queue: str, state: str) -> Iterator[list[str]]:
         # Each batch leaves the set before the next is read, so reading from rank 0 again
