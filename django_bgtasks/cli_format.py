@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from django.core.management.base import OutputWrapper
 
 from . import display
+from .broker.bulk import BulkJob
 from .broker.inspect import QueueStats, TaskRow, WorkerInfo
 from .display import relative, shorten
 from .info import STATES, TaskInfo, ms_to_datetime
@@ -136,6 +137,31 @@ def stats_text(stats: Sequence[QueueStats], workers: Sequence[WorkerInfo]) -> st
     else:
         parts.append("\nLive workers: none")
     return "\n".join(parts)
+
+
+# -- bulk jobs --------------------------------------------------------------------------
+
+
+def job_data(job: BulkJob) -> dict[str, Any]:
+    """Every field of a bulk job, and its percent done, JSON-ready."""
+    return {**dataclasses.asdict(job), "percent": job.percent}
+
+
+def jobs_text(jobs: Sequence[BulkJob]) -> str:
+    """One line per bulk job: queued and running first, then finished, newest first."""
+    if not jobs:
+        return "No bulk jobs (the admin's \"run all\" and \"delete all\" queue them)."
+    return table(
+        ["queue", "job", "status", "done", "total", "%", "asked by", "asked", "finished",
+         "id"],
+        [[j.queue, j.describe() if j.action else "?", _job_status(j), j.done, j.total,
+          j.percent, j.requested_by, when_text(j.requested_at),
+          when_text(j.finished_at) if j.finished_at else "", j.id] for j in jobs])
+
+
+def _job_status(job: BulkJob) -> str:
+    detail = job.error or job.note or (f"taken over {job.takeovers}x" if job.takeovers else "")
+    return f"{job.status}: {detail}" if detail else job.status
 
 
 # -- tasks ------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from django.core.management import call_command
 
 from demo.tasks import fail_always, record
 from django_bgtasks.broker import get_broker
+from django_bgtasks.broker.bulk import BulkJobStore
 from django_bgtasks.broker.redis import Ack
 from django_bgtasks.info import STATES
 from django_bgtasks.management.commands.bgtasks import Command
@@ -294,6 +295,52 @@ def test_requeue_a_state_needs_all_and_a_runnable_state():
     assert "unknown state 'deadd'" in fails("requeue", "deadd", "--all")
 
 
+# -- bulk jobs ----------------------------------------------------------------------------
+
+
+def test_jobs_shows_queued_running_and_finished_jobs_with_their_progress():
+    assert run("jobs").startswith("No bulk jobs")
+    store = BulkJobStore(get_broker())
+    seed("dead", 5)
+    finished = store.queue("default", "dead", "delete", "ada").job
+    job = store.claim("default", "host:1/1:1", 30_000)
+    while job.status == "running":
+        job = store.step(job, "host:1/1:1", 30_000, 2)
+    seed("dead", 4)
+    queued = store.queue("default", "dead", "requeue", "bob").job
+    seed("dead", 3, queue="mail")
+    running = store.queue("mail", "dead", "delete", "cy").job
+    store.step(store.claim("mail", "host:1/1:1", 30_000), "host:1/1:1", 30_000, 1)
+
+    lines = run("jobs").splitlines()
+    assert lines[0].split()[:6] == ["queue", "job", "status", "done", "total", "%"]
+    rows = lines[2:]
+    assert len(rows) == 3
+    assert rows[0].startswith("default  run all 4 dead tasks of queue default now  queued")
+    assert "bob" in rows[0] and queued.id in rows[0]
+    assert rows[1].startswith("mail     delete all 3 dead tasks of queue mail")
+    assert " running " in rows[1] and "cy" in rows[1]
+    assert rows[2].startswith("default  delete all 5 dead tasks of queue default")
+    assert " done " in rows[2] and finished.id in rows[2]
+
+    data = run_json("jobs")["jobs"]
+    assert [(j["id"], j["status"], j["done"], j["total"], j["percent"]) for j in data] == [
+        (queued.id, "queued", 0, 4, 0), (running.id, "running", 1, 3, 33),
+        (finished.id, "done", 5, 5, 100)]
+    assert data[1]["runner"] == "host:1/1:1" and data[2]["finished_at"].endswith("Z")
+    assert [j["id"] for j in run_json("jobs", "--queue", "mail")["jobs"]] == [running.id]
+
+
+def test_jobs_escapes_control_characters_of_a_stored_requester():
+    seed("dead", 1)
+    BulkJobStore(get_broker()).queue("default", "dead", "delete", f"u{HOSTILE}")
+    text, data = run("jobs"), run("jobs", "--json")
+    for out in (text, data):
+        assert_escaped(out)
+    assert "u\\x1b]0;title\\x07" in text
+    assert json.loads(data)["jobs"][0]["requested_by"] == f"u{HOSTILE}"
+
+
 # -- delete -------------------------------------------------------------------------------
 
 
@@ -341,7 +388,7 @@ def test_every_subcommand_has_help():
     parser = Command().create_parser("manage.py", "bgtasks")
     [sub] = [a for a in parser._actions if a.dest == "action"]
     assert set(sub.choices) == {"stats", "list", "show", "requeue", "delete", "pause",
-                                "resume", "cron"}
+                                "resume", "settings", "jobs", "cron"}
     for name, subparser in sub.choices.items():
         assert len(subparser.description) > 20, name
         assert all(a.help for a in subparser._actions), name

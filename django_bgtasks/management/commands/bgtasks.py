@@ -93,6 +93,12 @@ class Command(BaseCommand):
         p = add("resume", "Resume a paused queue: workers take its tasks again.")
         p.add_argument("queue", metavar="Q", help="The queue name.")
 
+        p = add("jobs", "Show the bulk jobs that the admin's \"run all\" and \"delete all\" "
+                        "queue: queued, running and the last finished ones, with their "
+                        "progress.")
+        queue_option(p, "Only this queue's jobs (default: every queue).")
+        json_option(p)
+
         p = add("cron", "Periodic entries: list them with their health, show their next "
                         "runs, run one now, switch one off or on.")
         self.add_cron_arguments(p, json_option)
@@ -231,6 +237,14 @@ class Command(BaseCommand):
             raise CommandError(f"task {info.id} could not be deleted (it changed meanwhile)")
         self.stdout.write(f"Deleted 1 task: {info.id} ({info.name}, queue "
                           f"{info.queue_name!r}, was {info.state}).")
+
+    def do_jobs(self, inspector: Inspector, *, queue: str | None, json: bool,
+                **_: Any) -> None:
+        jobs = inspector.bulk_jobs([queue] if queue else None)
+        if json:
+            self.stdout.write(fmt.to_json({"jobs": [fmt.job_data(job) for job in jobs]}))
+        else:
+            self.stdout.write(fmt.jobs_text(jobs))
 
     def do_pause(self, inspector: Inspector, *, queue: str, **_: Any) -> None:
         inspector.pause(existing_queue(inspector, queue))
