@@ -42,6 +42,7 @@ class TaskAdmin(RedisPagesAdmin):
         return [
             path("", self.page_view(views.dashboard), name=f"{prefix}_changelist"),
             path("action/", self.page_view(views.task_action), name=f"{prefix}_action"),
+            path("settings/", self.page_view(views.settings_page), name=f"{prefix}_settings"),
             # "change" keeps the admin's URL name, so LogEntry links open the task.
             path("<path:object_id>/change/", self.page_view(views.task_detail),
                  name=f"{prefix}_change"),

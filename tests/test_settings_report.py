@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from io import StringIO
 
+import pytest
 from django.core.management import call_command
 
 
@@ -45,3 +46,42 @@ def test_a_malformed_url_is_shown_as_malformed_without_any_part_of_it(settings):
     settings.BGTASKS = {**settings.BGTASKS, "REDIS_URL": "redis://:s3cr/et@127.0.0.1:6399/0"}
     text = run()
     assert "malformed" in text and "s3cr" not in text and "et@" not in text
+
+
+SETTINGS_PAGE = "/admin/django_bgtasks/task/settings/"
+
+
+def admin_client(*perms: str, superuser: bool = False):
+    from django.contrib.auth.models import Permission, User
+    from django.test import Client
+
+    name = f"user{User.objects.count()}"
+    if superuser:
+        user = User.objects.create_superuser(name, f"{name}@example.com", None)
+    else:
+        user = User.objects.create_user(name, is_staff=True)
+        user.user_permissions.set(Permission.objects.filter(
+            content_type__app_label="django_bgtasks", codename__in=perms))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.mark.django_db
+def test_the_admin_settings_page_shows_every_limit_and_no_secret(settings):
+    settings.BGTASKS = {**settings.BGTASKS, "MAX_MESSAGE_BYTES": 65536,
+                        "REDIS_URL": settings.BGTASKS["REDIS_URL"].replace(
+                            "redis://", "redis://user:Secr3tPass@")}
+    response = admin_client(superuser=True).get(SETTINGS_PAGE)
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert "MAX_MESSAGE_BYTES" in text and "65536" in text and "BULK_BATCH" in text
+    assert "Secr3tPass" not in text
+
+
+@pytest.mark.django_db
+def test_the_settings_page_needs_the_task_view_permission():
+    viewer = admin_client("view_task")
+    assert SETTINGS_PAGE in viewer.get("/admin/django_bgtasks/task/").content.decode()
+    assert viewer.get(SETTINGS_PAGE).status_code == 200
+    assert admin_client().get(SETTINGS_PAGE).status_code == 403

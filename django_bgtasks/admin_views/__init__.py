@@ -5,6 +5,7 @@ from .actions import task_action
 from .detail import task_detail, task_download
 from .pages import dashboard, task_list
 from .periodic import periodic_action, periodic_detail, periodic_list
+from .settings_page import settings_page
 
 __all__ = ["dashboard", "periodic_action", "periodic_detail", "periodic_list", "task_action",
-           "task_detail", "task_download", "task_list"]
+           "settings_page", "task_detail", "task_download", "task_list"]

@@ -60,7 +60,8 @@ def dashboard(model_admin: TaskAdmin, request: HttpRequest) -> HttpResponse:
         workers=workers, bulk_jobs=_job_rows(insp, workers),
         action_url=url(model_admin, "action"),
         here=request.get_full_path(),
-        periodic_url=url(periodic_admin, "changelist") if periodic_admin else None)
+        periodic_url=url(periodic_admin, "changelist") if periodic_admin else None,
+        settings_url=url(model_admin, "settings"))
     return TemplateResponse(request, f"{TEMPLATES}/dashboard.html", context)
 
 
