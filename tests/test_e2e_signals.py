@@ -149,6 +149,8 @@ def test_an_idle_worker_exits_promptly_on_sigterm(run_worker, redis_server):
     code, elapsed = stop_and_time(worker, lambda: worker.send_group(signal.SIGTERM),
                                   timeout=5)
     assert code == 0
+    # The figure is printed, not asserted tightly (a loaded machine moves it); what makes it
+    # short is tested in-process (test_processor_stop). Before: 0.7-0.9 s.
     print(f"\nidle worker (2 processes + maintenance) exited {elapsed * 1000:.0f} ms after "
           f"SIGTERM")
-    assert elapsed < 0.5, elapsed
+    assert elapsed < 2.0, elapsed
