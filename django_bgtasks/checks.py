@@ -97,6 +97,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
     if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= 10_000:
         found.append(Error("BGTASKS['BULK_BATCH'] must be an integer from 1 to 10,000 (tasks "
                            "per script call of a bulk job).", id="bgtasks.E017"))
+    journal = cfg["ENQUEUE_JOURNAL_SECONDS"]
+    if not (isinstance(journal, (int, float)) and not isinstance(journal, bool)
+            and 0 <= journal <= 3600):
+        found.append(Error("BGTASKS['ENQUEUE_JOURNAL_SECONDS'] must be a number of seconds "
+                           "from 0 (off) to 3600.", id="bgtasks.E018"))
     if not isinstance(cfg["PERIODIC"], (list, tuple)):
         found.append(Error("BGTASKS['PERIODIC'] must be a list of periodic entries (dicts).",
                            id="bgtasks.E013"))

@@ -42,6 +42,9 @@ DEFAULTS: dict[str, Any] = {
     # enqueue() refuses a task whose message (its JSON: arguments and options) is larger:
     # Redis holds it in memory, and every worker claim carries it.
     "MAX_MESSAGE_BYTES": 2**20,
+    # Behind Sentinel: enqueues acknowledged in the last this many seconds are written again
+    # to a new master (a failover drops what the old one had not replicated). 0: off.
+    "ENQUEUE_JOURNAL_SECONDS": 10.0,
     # Tasks a bulk job (the admin's "run all" / "delete all") moves per script call: each
     # call keeps Redis busy for about 10 us per task.
     "BULK_BATCH": 500,
@@ -73,6 +76,7 @@ class Settings:
     WAIT_REPLICAS: int
     WAIT_TIMEOUT: float
     MAX_MESSAGE_BYTES: int
+    ENQUEUE_JOURNAL_SECONDS: float
     BULK_BATCH: int
     unknown: tuple[str, ...] = field(default=())
 

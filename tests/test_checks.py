@@ -106,6 +106,9 @@ def test_setting_not_a_dict(settings):
     ({"BULK_BATCH": 0}, "bgtasks.E017"),
     ({"BULK_BATCH": 10_001}, "bgtasks.E017"),
     ({"BULK_BATCH": 50.0}, "bgtasks.E017"),
+    ({"ENQUEUE_JOURNAL_SECONDS": -1}, "bgtasks.E018"),
+    ({"ENQUEUE_JOURNAL_SECONDS": "10"}, "bgtasks.E018"),
+    ({"ENQUEUE_JOURNAL_SECONDS": 3601}, "bgtasks.E018"),
     ({"BULK_BATCH": True}, "bgtasks.E017"),
 ])
 def test_invalid_values(settings, values, expected):

@@ -14,7 +14,7 @@ from .redis import RedisBroker, ride_out
 # The settings a broker is built from: a change to any of them makes a new one.
 CONNECTION_SETTINGS = ("REDIS_URL", "CACHE_ALIAS", "PREFIX", "SOCKET_TIMEOUT", "CONNECT_TIMEOUT",
                        "CLUSTER_NODES", "SENTINELS", "MASTER_NAME", "SENTINEL_KWARGS",
-                       "RETRY_FOR", "WAIT_REPLICAS", "WAIT_TIMEOUT")
+                       "RETRY_FOR", "WAIT_REPLICAS", "WAIT_TIMEOUT", "ENQUEUE_JOURNAL_SECONDS")
 _lock = threading.Lock()
 _cache: dict[tuple, RedisBroker] = {}
 # The connection key of the Settings object seen last: get_settings() returns the same
@@ -51,7 +51,8 @@ def make_broker(cfg: Settings | None = None, watch_master: bool = True) -> Redis
 
     cfg = cfg or get_settings()
     return RedisBroker(make_client(cfg), cfg.PREFIX, cfg.WAIT_REPLICAS, cfg.WAIT_TIMEOUT,
-                       watch_master=watch_master)
+                       watch_master=watch_master,
+                       journal_seconds=cfg.ENQUEUE_JOURNAL_SECONDS)
 
 
 def get_broker_for_enqueue() -> RedisBroker:

@@ -19,10 +19,11 @@ import redis
 
 from ..exceptions import BgTasksError, BrokerUnavailable
 from .connection import Client, unreachable
+from .journal import EnqueueJournal
 from .keys import STATES, GlobalKeys, QueueKeys
 from .queue_waiter import QueueWaiter
 from .scripts import register_scripts
-from .sentinel_watch import watch_master_switches
+from .sentinel_watch import is_sentinel_client, master_address, watch_master_switches
 
 # Redis errors that mean "not now", not "never": retry later. A failover shows as any of
 # these (a cluster: CLUSTERDOWN, TRYAGAIN; Sentinel: the master unknown for a moment).
@@ -182,6 +183,7 @@ class FireOutcome:
 
 
 ENQUEUE_BATCH = 1000  # tasks per enqueue call: bounded work inside Redis (~10 ms)
+ENQUEUE_FIELDS = 8  # script arguments per task (enqueue.lua)
 WAKER_TTL_MS = 10_000  # a wake-up token nobody took (its process had already left)
 
 
@@ -253,7 +255,8 @@ class RedisBroker:
     """Named operations over one Redis client, for one key prefix."""
 
     def __init__(self, connection: Client, prefix: str, wait_replicas: int = 0,
-                 wait_timeout: float = 0.5, watch_master: bool = True) -> None:
+                 wait_timeout: float = 0.5, watch_master: bool = True,
+                 journal_seconds: float = 0.0) -> None:
         self.client = connection.redis
         self.target = connection.target
         self.kind = connection.kind
@@ -263,7 +266,11 @@ class RedisBroker:
         self._wait_timeout_ms = max(1, int(wait_timeout * 1000))
         self._queue_waiter: QueueWaiter | None = None
         self._node_pools: dict[str, Any] = {}  # cluster: queue -> its master's pool
-        self._master_watch = watch_master_switches(self.client) if watch_master else None
+        # Behind Sentinel: what was enqueued lately, written again to a new master.
+        self._journal = (EnqueueJournal(journal_seconds) if journal_seconds > 0 and (
+            self._cluster or is_sentinel_client(self.client)) else None)
+        self._master_watch = (watch_master_switches(self.client, self._master_switched)
+                              if watch_master else None)
         self.keys = GlobalKeys(prefix)
         self._prefix = prefix
         self._queue_keys: dict[str, QueueKeys] = {}
@@ -407,11 +414,13 @@ class RedisBroker:
                 f"{self._wait_timeout_ms} ms (WAIT_REPLICAS)")
         return reply
 
-    def _write_tasks(self, queue: str, args: Sequence[Any]):
+    def _write_tasks(self, queue: str, args: Sequence[Any], journal: bool = True):
         """One enqueue script call, confirmed by replicas if so configured, riding out a
         failover for up to retry_for seconds (safe: a script applied twice finds its
-        task)."""
+        task), then noted in the journal (behind Sentinel)."""
         run = self._run_confirmed if self._wait_replicas else self._run_packed
+        notes = self._journal if journal else None
+        switches = notes.switches if notes is not None else 0
 
         listed = self.queue_keys(queue).listed
         reply = ride_out(lambda: run("enqueue", queue, args, [listed]), self.retry_for)
@@ -422,7 +431,48 @@ class RedisBroker:
             except BgTasksError as exc:  # the tasks are written; the next enqueue lists it
                 logger.warning("queue %s could not be listed for the admin yet: %s", queue,
                                exc)
+        if notes is not None:
+            again = notes.record(queue, args, self._master_of(queue), switches)
+            if again:
+                self._write_again(again, "an acknowledgement came from a new master")
         return reply
+
+    def _master_of(self, queue: str) -> Any:
+        """The address of the master that holds ``queue`` as this client last found it."""
+        if self._cluster:
+            node = self.client.get_node_from_key(self.queue_keys(queue).pending)
+            return (node.host, node.port)
+        return master_address(self.client)
+
+    def _master_switched(self, master: tuple[str, int]) -> None:
+        """Sentinel announced a new master (the watcher's thread)."""
+        if self._journal is not None:
+            again = self._journal.switched(master)
+            if again:
+                self._write_again(again, f"Sentinel switched to {master[0]}:{master[1]}")
+
+    def _write_again(self, calls: Sequence[tuple[str, Sequence[Any]]], why: str) -> None:
+        """Write journaled enqueue calls to the current master, in batches per queue: what
+        it has is reported as existing, what the old master dropped is written again."""
+        batches: dict[str, list[Any]] = {}
+        for queue, args in calls:
+            batches.setdefault(queue, []).extend(args[1:])  # args[0]: the wake channel
+        per_call = ENQUEUE_BATCH * ENQUEUE_FIELDS
+        for queue, fields in batches.items():
+            try:
+                for start in range(0, len(fields), per_call):
+                    self._write_tasks(queue, [self.keys.wake_channel,
+                                              *fields[start:start + per_call]], journal=False)
+            except BgTasksError as exc:
+                logger.error("could not write %d recent task(s) of queue %s again after a "
+                             "master switch (%s): %s", len(fields) // ENQUEUE_FIELDS, queue,
+                             why, exc)
+                continue
+            if self._journal is not None:
+                self._journal.replayed += len(fields) // ENQUEUE_FIELDS
+        logger.warning("wrote the enqueues of the last %gs again (%s): %d task(s); those the "
+                       "new master had are unchanged", self._journal.window if self._journal
+                       else 0, why, sum(len(f) for f in batches.values()) // ENQUEUE_FIELDS)
 
     def eviction_policy(self) -> str:
         """Redis' maxmemory-policy, read from INFO (allowed where CONFIG GET is not)."""

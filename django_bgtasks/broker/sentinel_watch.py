@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -33,8 +34,10 @@ POLL = 1.0  # seconds between checks of the stop flag while listening
 class MasterSwitchWatcher:
     """A daemon thread subscribed to ``+switch-master`` on one sentinel at a time."""
 
-    def __init__(self, pool: SentinelConnectionPool) -> None:
+    def __init__(self, pool: SentinelConnectionPool,
+                 on_switch: Callable[[tuple[str, int]], None] | None = None) -> None:
         self._pool = pool
+        self._on_switch = on_switch
         self._name = pool.service_name
         self._sentinels = list(pool.sentinel_manager.sentinels)
         self._stop = threading.Event()
@@ -84,6 +87,11 @@ class MasterSwitchWatcher:
         _point_at(self._pool, new_master)
         self._pool.disconnect(inuse_connections=False)
         self.switches += 1
+        if self._on_switch is not None:
+            try:
+                self._on_switch(new_master)
+            except Exception:  # noqa: BLE001  (the watcher must keep watching)
+                logger.exception("sentinel watch: the switch handler failed")
 
 
 def _point_at(pool: SentinelConnectionPool, master: tuple[str, int]) -> None:
@@ -94,10 +102,24 @@ def _point_at(pool: SentinelConnectionPool, master: tuple[str, int]) -> None:
     holder.master_address = master
 
 
-def watch_master_switches(client: Any) -> MasterSwitchWatcher | None:
-    """A watcher for a client whose pool finds its master through Sentinel (ours, or a
-    django-redis SentinelClient's); None for any other client."""
+def master_address(client: Any) -> tuple[str, int] | None:
+    """The master a Sentinel-managed client's pool last found (None for other clients)."""
     pool = getattr(client, "connection_pool", None)
-    if isinstance(pool, SentinelConnectionPool):
-        return MasterSwitchWatcher(pool)
+    if not isinstance(pool, SentinelConnectionPool):
+        return None
+    return getattr(getattr(pool, "proxy", pool), "master_address", None)
+
+
+def is_sentinel_client(client: Any) -> bool:
+    """True for a client whose pool finds its master through Sentinel (ours, or a
+    django-redis SentinelClient's)."""
+    return isinstance(getattr(client, "connection_pool", None), SentinelConnectionPool)
+
+
+def watch_master_switches(client: Any, on_switch: Callable[[tuple[str, int]], None] | None = None
+                          ) -> MasterSwitchWatcher | None:
+    """A watcher for a Sentinel-managed client (None for any other client); ``on_switch``
+    is called with the new master's address after the pool was moved to it."""
+    if is_sentinel_client(client):
+        return MasterSwitchWatcher(client.connection_pool, on_switch)
     return None
