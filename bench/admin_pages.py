@@ -31,7 +31,7 @@ sys.path[:0] = [str(ROOT / "testproject"), str(ROOT)]
 def seed_dead(queue: str, count: int) -> None:
     from demo.tasks import fail_always
     from django_bgtasks.broker import get_broker
-    from django_bgtasks.broker.redis import Ack
+    from django_bgtasks.broker.types import Ack
 
     broker = get_broker()
     task = fail_always.using(queue_name=queue, max_retries=0)

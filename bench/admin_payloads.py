@@ -47,7 +47,7 @@ def seed(tasks: int, size: int) -> None:
                         "ENQUEUE_ON_COMMIT": False}
     from demo.tasks import fail_always
     from django_bgtasks.broker import get_broker
-    from django_bgtasks.broker.redis import Ack
+    from django_bgtasks.broker.types import Ack
 
     broker = get_broker()
     for queue in QUEUES:

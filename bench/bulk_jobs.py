@@ -54,7 +54,7 @@ def setup_django(redis_url: str, workdir: str) -> None:
 def seed_dead(count: int) -> float:
     from demo.tasks import fail_always
     from django_bgtasks.broker import get_broker
-    from django_bgtasks.broker.redis import Ack
+    from django_bgtasks.broker.types import Ack
 
     started = time.perf_counter()
     broker = get_broker()

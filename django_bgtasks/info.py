@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .broker.keys import STATES
-from .broker.redis import TaskRecord
+from .broker.types import TaskRecord
 from .exceptions import InvalidTaskMessage
 from .message import TaskMessage, shorten_raw
 

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .broker.redis import TaskRecord
+from .broker.types import TaskRecord
 from .display import call_args
 from .info import TaskInfo
 from .message import shorten_raw

@@ -17,7 +17,7 @@ from django.db import DEFAULT_DB_ALIAS, transaction
 from . import registry, signals
 from .broker import get_broker, get_broker_for_enqueue
 from .broker.keys import validate_queue_name
-from .broker.redis import EnqueueRequest
+from .broker.types import EnqueueRequest
 from .conf import get_settings
 from .context import running
 from .exceptions import BgTasksError, EnqueueError, TaskAlreadyExists, TaskNotFound

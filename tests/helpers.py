@@ -345,7 +345,7 @@ def drive(ids: list[str], outcome: str | None, queue: str = "default", **ack: An
     """Claim these (the only pending) tasks of ``queue`` as a worker would, then ack them
     with ``outcome`` (None: they stay active); ``ack`` is the rest of the Ack (error...)."""
     from django_bgtasks.broker import get_broker
-    from django_bgtasks.broker.redis import Ack
+    from django_bgtasks.broker.types import Ack
 
     lease_ms, broker = 60_000, get_broker()
     claimed = broker.claim(queue, "test-host", [], len(ids), lease_ms, 100_000, 10**12).claimed
@@ -360,7 +360,7 @@ def seed_dead(n: int, queue: str = "default") -> list[str]:
     worker makes them: enqueue_many, then claims of 500 acked 'dead'."""
     from demo.tasks import fail_always
     from django_bgtasks.broker import get_broker
-    from django_bgtasks.broker.redis import Ack
+    from django_bgtasks.broker.types import Ack
 
     task = fail_always.using(queue_name=queue, max_retries=0)
     ids = [info.id for info in task.enqueue_many(([f"t{i}"], {}) for i in range(n))]

@@ -21,7 +21,7 @@ from django.urls import reverse
 
 from django_bgtasks.admin_views.periodic import seconds
 from django_bgtasks.broker import get_broker
-from django_bgtasks.broker.redis import Ack
+from django_bgtasks.broker.types import Ack
 from django_bgtasks.models import PeriodicTask
 from django_bgtasks.periodic import entries
 from django_bgtasks.periodic_status import PeriodicEntries

@@ -34,7 +34,7 @@ from django_bgtasks import (
 )
 from django_bgtasks.broker.inspect import Inspector
 from django_bgtasks.broker.keys import STATES
-from django_bgtasks.broker.redis import Ack, EnqueueRequest
+from django_bgtasks.broker.types import Ack, EnqueueRequest
 from django_bgtasks.exceptions import InvalidTaskMessage
 from django_bgtasks.message import TaskMessage
 from django_bgtasks.worker.execution import TaskExecutor

@@ -15,7 +15,7 @@ import pytest
 
 from django_bgtasks import TaskAlreadyExists, background_task, get_task_info
 from django_bgtasks.broker import get_broker
-from django_bgtasks.broker.redis import Ack, EnqueueRequest
+from django_bgtasks.broker.types import Ack, EnqueueRequest
 from django_bgtasks.message import TaskMessage
 from django_bgtasks.worker.execution import TaskExecutor
 

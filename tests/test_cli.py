@@ -19,7 +19,7 @@ from django.core.management import call_command
 from demo.tasks import fail_always, record
 from django_bgtasks.broker import get_broker
 from django_bgtasks.broker.bulk import BulkJobStore
-from django_bgtasks.broker.redis import Ack
+from django_bgtasks.broker.types import Ack
 from django_bgtasks.info import STATES
 from django_bgtasks.management.commands.bgtasks import Command
 from helpers import MANAGE_PY, REPO_ROOT, BgtasksCommand, free_port

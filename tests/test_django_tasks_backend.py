@@ -33,7 +33,7 @@ from demo import django_tasks, recording, tasks  # noqa: E402
 from django_bgtasks import MessageTooLarge, get_task_info  # noqa: E402
 from django_bgtasks.backends import BackgroundTaskBackend  # noqa: E402
 from django_bgtasks.broker import get_broker  # noqa: E402
-from django_bgtasks.broker.redis import EnqueueRequest  # noqa: E402
+from django_bgtasks.broker.types import EnqueueRequest  # noqa: E402
 from django_bgtasks.conf import get_settings  # noqa: E402
 from django_bgtasks.django_tasks.resolve import InvalidDjangoTask, resolve  # noqa: E402
 from django_bgtasks.django_tasks.results import (  # noqa: E402

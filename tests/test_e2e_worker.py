@@ -17,7 +17,7 @@ from demo import recording, tasks
 from django_bgtasks import get_task_info
 from django_bgtasks.broker import get_broker
 from django_bgtasks.broker.connection import describe_target
-from django_bgtasks.broker.redis import EnqueueRequest
+from django_bgtasks.broker.types import EnqueueRequest
 from django_bgtasks.message import TaskMessage
 from helpers import counts, state_of, wait_until
 

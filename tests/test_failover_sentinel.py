@@ -24,7 +24,7 @@ import redis
 
 from demo import tasks
 from django_bgtasks import EnqueueError
-from django_bgtasks.broker.redis import EnqueueRequest
+from django_bgtasks.broker.types import EnqueueRequest
 from failover import (
     Producer,
     expect_within,

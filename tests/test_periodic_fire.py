@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from django_bgtasks.broker.redis import PeriodicTick
+from django_bgtasks.broker.types import PeriodicTick
 
 Q = "default"
 SECOND = 1000

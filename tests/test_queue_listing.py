@@ -10,7 +10,7 @@ from django.test import Client
 from demo import tasks
 from django_bgtasks import get_task_info
 from django_bgtasks.broker import get_broker
-from django_bgtasks.broker.redis import CACHE_LIMIT
+from django_bgtasks.broker.packing import CACHE_LIMIT
 from helpers import wait_until
 
 

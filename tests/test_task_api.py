@@ -25,7 +25,7 @@ from django_bgtasks import (
     signals,
 )
 from django_bgtasks.broker import get_broker
-from django_bgtasks.broker.redis import Ack
+from django_bgtasks.broker.types import Ack
 from helpers import free_port
 
 

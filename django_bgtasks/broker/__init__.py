@@ -9,7 +9,8 @@ from django.core.signals import setting_changed
 
 from ..conf import Settings, get_settings
 from ..exceptions import BrokerUnavailable
-from .redis import RedisBroker, ride_out
+from .errors import ride_out
+from .redis import RedisBroker
 
 # The settings a broker is built from: a change to any of them makes a new one.
 CONNECTION_SETTINGS = ("REDIS_URL", "CACHE_ALIAS", "PREFIX", "SOCKET_TIMEOUT", "CONNECT_TIMEOUT",

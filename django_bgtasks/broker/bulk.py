@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..info import ms_to_datetime
-from .redis import RedisBroker, _text
+from .packing import as_text
+from .redis import RedisBroker
 
 # The states each action applies to (bulk_queue.lua checks the same).
 BULK_ACTIONS: dict[str, tuple[str, ...]] = {
@@ -110,7 +111,7 @@ class BulkJobStore:
     def _job(self, queue: str, raw: Any) -> BulkJob | None:
         if not raw:
             return None
-        text = _text(raw)  # written by the script itself: a JSON object with its id
+        text = as_text(raw)  # written by the script itself: a JSON object with its id
         return BulkJob.from_json(queue, str(json.loads(text).get("id", "")), text)
 
     def queue(self, queue: str, state: str, action: str, requested_by: str) -> QueuedJob:
@@ -120,7 +121,7 @@ class BulkJobStore:
             raise ValueError(f"bulk {action} of {state} tasks is not possible")
         outcome, raw = self._run("bulk_queue", queue, [uuid.uuid4().hex, state, action,
                                                        requested_by, KEEP_FINISHED])
-        return QueuedJob(_text(outcome), self._job(queue, raw))
+        return QueuedJob(as_text(outcome), self._job(queue, raw))
 
     def claim(self, queue: str, runner: str, lease_ms: int) -> BulkJob | None:
         """The job ``runner`` should run now (its own, else the oldest queued or
@@ -146,7 +147,7 @@ class BulkJobStore:
             for queue in queues:
                 pipe.hgetall(self._broker.queue_keys(queue).bulk)
             replies = pipe.execute()
-        found = [BulkJob.from_json(queue, _text(job_id), raw)
+        found = [BulkJob.from_json(queue, as_text(job_id), raw)
                  for queue, entries in zip(queues, replies, strict=True)
                  for job_id, raw in entries.items()]
         active = sorted((j for j in found if j.active),

@@ -18,7 +18,8 @@ from ..display import SHOW_BYTES
 from ..info import STATES, TaskInfo, ms_to_datetime
 from ..summary import WHOLE_BYTES, TaskDetail, TaskSummary, detailed, summarize
 from .bulk import BulkJob, BulkJobStore, QueuedJob
-from .redis import RedisBroker, _text
+from .packing import as_text
+from .redis import RedisBroker
 
 BATCH = 500
 NAME_SCAN_LIMIT = 20_000  # a name filter reads at most this many ids per request
@@ -195,13 +196,13 @@ class Inspector:
             entries = self.client.zrangebyscore(keys.workers, now_ms, "+inf", withscores=True)
             pipe = self.client.pipeline(transaction=False)
             for worker_id, _ in entries:
-                pipe.hgetall(keys.worker(_text(worker_id)))
+                pipe.hgetall(keys.worker(as_text(worker_id)))
             details = pipe.execute()
         found = []
         for (worker_id, expiry), raw in zip(entries, details, strict=True):
-            data = {_text(k): _text(v) for k, v in raw.items()}
+            data = {as_text(k): as_text(v) for k, v in raw.items()}
             found.append(WorkerInfo(
-                id=_text(worker_id), host=data.get("host", "?"), pid=data.get("pid", "?"),
+                id=as_text(worker_id), host=data.get("host", "?"), pid=data.get("pid", "?"),
                 queues=data.get("queues", ""), processes=_int(data.get("processes")),
                 threads=_int(data.get("threads")),
                 started=_from_seconds(data.get("started")),
@@ -238,7 +239,7 @@ class Inspector:
                 entries = self.client.zrevrange(zset, start, end, withscores=True)
             else:
                 entries = self.client.zrange(zset, start, end, withscores=True)
-        return self._rows(queue, state, [(_text(i), s) for i, s in entries])
+        return self._rows(queue, state, [(as_text(i), s) for i, s in entries])
 
     def _rows(self, queue: str, state: str,
               entries: list[tuple[str, float]]) -> list[TaskRow]:
@@ -371,7 +372,7 @@ class Inspector:
         zset = getattr(self.broker.queue_keys(queue), validate_state(state))
         while True:
             with self.broker.translate_errors():
-                ids = [_text(i) for i in self.client.zrange(zset, 0, BATCH - 1)]
+                ids = [as_text(i) for i in self.client.zrange(zset, 0, BATCH - 1)]
             if not ids:
                 return
             yield ids

@@ -1,254 +1,60 @@
-"""The only code that talks to Redis: one method per state transition or read.
+"""RedisBroker: one method per state transition (each one Lua script, broker/lua) and the
+plain reads and writes around them.
 
-Every state change is one Lua script (broker/lua). redis-py may resend a script after a
-connection error, so each script is safe to apply twice. Connection failures surface as
-BrokerUnavailable; callers decide whether to retry.
+Only the broker package talks to Redis: this module (the transitions, the hot path's
+hand-packed calls, failover following), inspect.py (the read side: lists, counts,
+workers; its own pipelines), bulk.py (bulk jobs), queue_waiter.py and schedule_waiter.py
+(blocking waits). The requests and results are in types.py, the "is this error
+transient" policy in errors.py, argument and reply packing in packing.py. redis-py may
+resend a script after a connection error, so each script is safe to apply twice.
+Connection failures surface as BrokerUnavailable; callers decide whether to retry.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
 from ..exceptions import BgTasksError, BrokerUnavailable
 from .connection import Client, unreachable
+from .errors import TRANSIENT_ERRORS, is_transient, ride_out
 from .journal import EnqueueJournal
 from .keys import STATES, GlobalKeys, QueueKeys
+from .packing import (
+    as_text,
+    encode_arg,
+    enqueue_fields,
+    enqueue_outcomes,
+    json_object,
+    remember,
+    socket_timeout,
+)
 from .queue_waiter import QueueWaiter
+from .schedule_waiter import ScheduleWaiter
 from .scripts import register_scripts
 from .sentinel_watch import is_sentinel_client, master_address, watch_master_switches
+from .types import (
+    Ack,
+    ClaimedTask,
+    ClaimResult,
+    DueResult,
+    EnqueueOutcome,
+    EnqueueRequest,
+    FireOutcome,
+    PeriodicTick,
+    TaskRecord,
+)
 
-# Redis errors that mean "not now", not "never": retry later. A failover shows as any of
-# these (a cluster: CLUSTERDOWN, TRYAGAIN; Sentinel: the master unknown for a moment).
 logger = logging.getLogger("django_bgtasks")
-
-TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError,
-                    redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError,
-                    redis.exceptions.MasterDownError, redis.exceptions.SlotNotCoveredError)
-# Replies of a server that is changing roles or starting: the same command succeeds later.
-TRANSIENT_REPLIES = ("NOREPLICAS", "READONLY", "LOADING", "UNBLOCKED", "TRYAGAIN",
-                     "CLUSTERDOWN", "MASTERDOWN")
-
-
-def ride_out(call: Callable[[], Any], seconds: float) -> Any:
-    """``call()``, retried with backoff (50 ms doubling to 250 ms) for up to ``seconds``
-    while it fails with "Redis is away or failing over"; any other error, or the last
-    one, is raised."""
-    deadline = time.monotonic() + seconds
-    attempt = 0
-    while True:
-        try:
-            return call()
-        except BgTasksError as exc:
-            delay = min(0.25, 0.05 * 2 ** attempt)
-            if not worth_retrying(exc) or time.monotonic() + delay > deadline:
-                raise
-            attempt += 1
-            time.sleep(delay)
-
-
-def worth_retrying(exc: BgTasksError) -> bool:
-    """True when ``exc`` says Redis is away or failing over; a refused password is not
-    (redis-py makes it a ConnectionError, but it stays refused: fail at once)."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, redis.AuthenticationError):
-            return False
-        cause = cause.__cause__
-    return isinstance(exc, BrokerUnavailable) or (
-        exc.__cause__ is not None and is_transient(exc.__cause__))
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True when ``exc`` means "Redis is away or failing over", not "refused"."""
-    if isinstance(exc, TRANSIENT_ERRORS):
-        return True
-    return isinstance(exc, redis.ResponseError) and str(exc).startswith(TRANSIENT_REPLIES)
-
-
-@dataclass(frozen=True)
-class EnqueueRequest:
-    queue: str
-    id: str
-    message: str
-    priority: int
-    max_retries: int
-    run_at_ms: int | None = None
-    delay_ms: int | None = None
-    unique_key: str | None = None
-    unique_ttl_ms: int | None = None
-
-
-@dataclass(frozen=True)
-class EnqueueOutcome:
-    status: str  # 'ok', 'exists' or 'locked'
-    state: str  # on 'ok': 'pending' or 'scheduled'
-    holder_id: str  # on 'exists' / 'locked': the id that holds the name or lock
-    due_ms: int | None
-    # on 'ok': when the record says it was enqueued (Redis' clock), as get_task_info reads it
-    enqueued_ms: int | None = None
-
-
-@dataclass(frozen=True)
-class Ack:
-    """How one claimed attempt ended, sent with the worker's next claim."""
-
-    id: str
-    attempt: int
-    outcome: str  # 'done', 'retry', 'dead' or 'requeue'
-    result: str = ""  # done: the return value as JSON
-    result_ttl_ms: int | None = None  # done: keep the record this long; None drops it
-    delay_ms: int = 0  # retry
-    error: str = ""  # retry / dead: one line
-    traceback: str = ""
-
-    def fields(self) -> list[Any]:
-        if self.outcome == "done":
-            ttl = "" if self.result_ttl_ms is None else self.result_ttl_ms
-            return [self.id, self.attempt, "done", self.result, ttl, ""]
-        if self.outcome == "retry":
-            return [self.id, self.attempt, "retry", self.delay_ms, self.error, self.traceback]
-        return [self.id, self.attempt, self.outcome, "", self.error, self.traceback]
-
-
-@dataclass(frozen=True)
-class ClaimedTask:
-    id: str
-    raw_message: bytes | None
-    attempt: int
-
-
-@dataclass(frozen=True)
-class ClaimResult:
-    ignored: list[str]  # acks that no longer applied (lease lost, already acked)
-    claimed: list[ClaimedTask]
-    # (id, error) of popped tasks no worker could run (no message, damaged record, an id
-    # that is not text): the claim sent them to the dead queue itself.
-    killed: list[tuple[str, str]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class DueResult:
-    """Outcome of a periodic sweep (forward or recover) and when the next one is due."""
-
-    moved: list[str] | int
-    killed: list[str]
-    more: bool
-    next_ms: int | None
-    now_ms: int
-
-    def seconds_until_next(self, cap: float) -> float:
-        if self.more:
-            return 0.0
-        if self.next_ms is None:
-            return cap
-        return max(0.0, min(cap, (self.next_ms - self.now_ms) / 1000))
-
-
-@dataclass(frozen=True)
-class TaskRecord:
-    """A task's raw stored data, as read for TaskInfo and the admin."""
-
-    queue: str
-    id: str
-    raw_message: bytes | None
-    raw_info: bytes | None
-    raw_errors: bytes | None
-    raw_result: bytes | None
-
-
-@dataclass(frozen=True)
-class PeriodicTick:
-    """One tick a scheduler proposes: its time, and the task it would enqueue."""
-
-    tick_ms: int
-    id: str
-    message: str
-
-
-@dataclass(frozen=True)
-class FireOutcome:
-    """What cron_fire did: 'fired', 'nothing due', 'disabled', 'started' or 'skipped'."""
-
-    outcome: str
-    fired: list[str]
-    last_ms: int
-
 
 ENQUEUE_BATCH = 1000  # tasks per enqueue call: bounded work inside Redis (~10 ms)
 ENQUEUE_FIELDS = 8  # script arguments per task (enqueue.lua)
 WAKER_TTL_MS = 10_000  # a wake-up token nobody took (its process had already left)
-
-
-def _enqueue_fields(req: EnqueueRequest) -> list[Any]:
-    return [req.id, req.message, req.priority,
-            "" if req.run_at_ms is None else req.run_at_ms,
-            "" if req.delay_ms is None else req.delay_ms,
-            req.unique_key or "", req.unique_ttl_ms or 0, req.max_retries]
-
-
-def _enqueue_outcomes(reply: list) -> list[EnqueueOutcome]:
-    outcomes = []
-    for i in range(0, len(reply), 4):
-        status, value, due, enqueued = (_text(part) for part in reply[i:i + 4])
-        if status == "ok":
-            outcomes.append(EnqueueOutcome("ok", value, "", int(float(due)) if due else None,
-                                           int(float(enqueued)) if enqueued else None))
-        else:
-            outcomes.append(EnqueueOutcome(status, "", value, None))
-    return outcomes
-
-
-CACHE_LIMIT = 256  # queues whose keys a process keeps: names can come from a URL
-
-
-def _remember(cache: dict, key: Any, value: Any) -> Any:
-    """``cache[key] = value``, emptying the cache first when it is full: any queue name an
-    admin URL carries reaches these caches, and a process must not grow with them."""
-    if len(cache) >= CACHE_LIMIT:
-        cache.clear()
-    cache[key] = value
-    return value
-
-
-def _socket_timeout(client: Any) -> float | None:
-    """The socket timeout ``client`` was made with (plain, Sentinel or cluster), if any."""
-    pool = getattr(client, "connection_pool", None)
-    kwargs = getattr(pool, "connection_kwargs", None)
-    if kwargs is None:
-        kwargs = getattr(getattr(client, "nodes_manager", None), "connection_kwargs", None)
-    value = (kwargs or {}).get("socket_timeout")
-    return float(value) if value else None
-
-
-def _encode_arg(value: Any) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode()
-    if isinstance(value, float):
-        return repr(value).encode()
-    return str(value).encode()
-
-
-def _json_object(raw: bytes | str) -> dict[str, Any]:
-    """A stored JSON object; anything else (damage from outside) reads as empty."""
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
 
 
 class RedisBroker:
@@ -278,8 +84,8 @@ class RedisBroker:
         self._packed_heads: dict[tuple[str, str, int], bytes] = {}
         # A blocking wait must end well before the socket times out, or every idle wait
         # would be reported as "cannot reach Redis" and reconnect.
-        socket_timeout = _socket_timeout(self.client)
-        self._blocking_slice = socket_timeout / 2 if socket_timeout else float("inf")
+        timeout = socket_timeout(self.client)
+        self._blocking_slice = timeout / 2 if timeout else float("inf")
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -309,7 +115,7 @@ class RedisBroker:
     def queue_keys(self, queue: str) -> QueueKeys:
         keys = self._queue_keys.get(queue)
         if keys is None:
-            keys = _remember(self._queue_keys, queue, QueueKeys(self._prefix, queue))
+            keys = remember(self._queue_keys, queue, QueueKeys(self._prefix, queue))
         return keys
 
     def _run(self, name: str, queue: str, args: Sequence[Any], extra_keys: Sequence[str] = ()):
@@ -331,8 +137,8 @@ class RedisBroker:
                      *(k.encode() for k in keys)]
             head = b"*%d\r\n" % (len(parts) + len(args)) + b"".join(
                 b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
-            _remember(self._packed_heads, (name, queue, len(args)), head)
-        body = b"".join(b"$%d\r\n%s\r\n" % (len(v), v) for v in map(_encode_arg, args))
+            remember(self._packed_heads, (name, queue, len(args)), head)
+        body = b"".join(b"$%d\r\n%s\r\n" % (len(v), v) for v in map(encode_arg, args))
         try:
             pool = self._pool_for(queue)
             conn = pool.get_connection()
@@ -375,7 +181,7 @@ class RedisBroker:
         pool = self._node_pools.get(queue)
         if pool is None:
             node = self.client.get_node_from_key(self.queue_keys(queue).pending)
-            pool = _remember(self._node_pools, queue, node.redis_connection.connection_pool)
+            pool = remember(self._node_pools, queue, node.redis_connection.connection_pool)
         return pool
 
     def ping(self) -> None:
@@ -424,7 +230,7 @@ class RedisBroker:
 
         listed = self.queue_keys(queue).listed
         reply = ride_out(lambda: run("enqueue", queue, args, [listed]), self.retry_for)
-        if reply and _text(reply[0]) == "unlisted":
+        if reply and as_text(reply[0]) == "unlisted":
             reply = reply[1:]
             try:
                 self.register_queue(queue)
@@ -504,7 +310,7 @@ class RedisBroker:
 
     def known_queues(self) -> list[str]:
         with self.translate_errors():
-            return sorted(_text(q) for q in self.client.smembers(self.keys.queues))
+            return sorted(as_text(q) for q in self.client.smembers(self.keys.queues))
 
     def pause(self, queue: str) -> None:
         with self.translate_errors():
@@ -518,8 +324,8 @@ class RedisBroker:
 
     def enqueue(self, req: EnqueueRequest) -> EnqueueOutcome:
         """Write a new task (pending, or scheduled when due later)."""
-        reply = self._write_tasks(req.queue, [self.keys.wake_channel, *_enqueue_fields(req)])
-        return _enqueue_outcomes(reply)[0]
+        reply = self._write_tasks(req.queue, [self.keys.wake_channel, *enqueue_fields(req)])
+        return enqueue_outcomes(reply)[0]
 
     def enqueue_many(self, reqs: Sequence[EnqueueRequest]) -> list[EnqueueOutcome]:
         """Write many tasks: one script call per queue and batch of ENQUEUE_BATCH."""
@@ -532,8 +338,8 @@ class RedisBroker:
                 chunk = indexes[start:start + ENQUEUE_BATCH]
                 args: list[Any] = [self.keys.wake_channel]
                 for index in chunk:
-                    args += _enqueue_fields(reqs[index])
-                replies = _enqueue_outcomes(self._write_tasks(queue, args))
+                    args += enqueue_fields(reqs[index])
+                replies = enqueue_outcomes(self._write_tasks(queue, args))
                 outcomes.update(zip(chunk, replies, strict=True))
         return [outcomes[index] for index in range(len(reqs))]
 
@@ -555,10 +361,10 @@ class RedisBroker:
         ignored, flat, killed = self._run(
             "claim", queue, args,
             [keys.stats("processed", day), keys.stats("failed", day), keys.claims])
-        claimed = [ClaimedTask(_text(flat[i]), flat[i + 1], int(flat[i + 2]))
+        claimed = [ClaimedTask(as_text(flat[i]), flat[i + 1], int(flat[i + 2]))
                    for i in range(0, len(flat), 3)]
-        return ClaimResult([_text(i) for i in ignored], claimed,
-                           [(_text(killed[i]), _text(killed[i + 1]))
+        return ClaimResult([as_text(i) for i in ignored], claimed,
+                           [(as_text(killed[i]), as_text(killed[i + 1]))
                             for i in range(0, len(killed), 2)])
 
     def extend_leases(self, queue: str, leases: Sequence[tuple[str, int]],
@@ -567,7 +373,7 @@ class RedisBroker:
         args: list[Any] = [lease_ms]
         for task_id, attempt in leases:
             args += [task_id, attempt]
-        return [_text(i) for i in self._run("extend", queue, args)]
+        return [as_text(i) for i in self._run("extend", queue, args)]
 
     def forward_due(self, queue: str, limit: int = 100) -> DueResult:
         """Move due scheduled and retry tasks to pending."""
@@ -583,7 +389,7 @@ class RedisBroker:
         recovered, killed, next_expiry, now = self._run(
             "recover", queue, [limit, dead_max_tasks, dead_max_age_ms, lease_ms],
             [keys.claims, keys.swept])
-        return DueResult([_text(i) for i in recovered], [_text(i) for i in killed],
+        return DueResult([as_text(i) for i in recovered], [as_text(i) for i in killed],
                          len(recovered) + len(killed) >= limit, next_expiry, int(now))
 
     def release_worker(self, queue: str, worker_id: str, error: str, dead_max_tasks: int,
@@ -593,7 +399,7 @@ class RedisBroker:
         back, dead = self._run("release", queue,
                                [worker_id, error, dead_max_tasks, dead_max_age_ms],
                                [self.queue_keys(queue).claims])
-        return [_text(i) for i in back], [_text(i) for i in dead]
+        return [as_text(i) for i in back], [as_text(i) for i in dead]
 
     # -- periodic tasks ---------------------------------------------------------------
 
@@ -612,7 +418,7 @@ class RedisBroker:
             args += [tick.tick_ms, tick.id, tick.message]
         outcome, fired, last = self._run("cron_fire", queue, args,
                                          [keys.cron, keys.cron_history(name)])
-        return FireOutcome(_text(outcome), [_text(i) for i in fired], int(last))
+        return FireOutcome(as_text(outcome), [as_text(i) for i in fired], int(last))
 
     def enable_periodic(self, queue: str, name: str, enabled: bool, mark_ms: int) -> bool:
         """Switch entry ``name`` on or off; True when that changed something."""
@@ -630,19 +436,19 @@ class RedisBroker:
                                    [name, task_id, message, priority, max_retries],
                                    [keys.cron, keys.cron_history(name),
                                     keys.cron_request(task_id)])
-        return _text(status)
+        return as_text(status)
 
     def periodic_states(self, queue: str) -> dict[str, dict[str, Any]]:
         """Every entry's stored state in ``queue`` (last tick mark, enabled, last task)."""
         with self.translate_errors():
             raw = self.client.hgetall(self.queue_keys(queue).cron)
-        return {_text(name): _json_object(value) for name, value in raw.items()}
+        return {as_text(name): json_object(value) for name, value in raw.items()}
 
     def periodic_history(self, queue: str, name: str) -> list[dict[str, Any]]:
         """The entry's last 100 tick outcomes, newest first."""
         with self.translate_errors():
             raw = self.client.lrange(self.queue_keys(queue).cron_history(name), 0, -1)
-        return [_json_object(item) for item in raw]
+        return [json_object(item) for item in raw]
 
     def clean(self, queue: str, dead_max_tasks: int, dead_max_age_ms: int,
               limit: int = 200) -> tuple[int, int, int, bool]:
@@ -653,14 +459,14 @@ class RedisBroker:
 
     def requeue(self, queue: str, ids: Sequence[str]) -> list[str]:
         """Run now: scheduled, retry or dead tasks to pending. Returns the ids moved."""
-        return [_text(i) for i in self._run("requeue", queue, list(ids))] if ids else []
+        return [as_text(i) for i in self._run("requeue", queue, list(ids))] if ids else []
 
     def delete(self, queue: str, ids: Sequence[str]) -> tuple[list[str], list[str]]:
         """Delete tasks not running. Returns (deleted ids, refused active ids)."""
         if not ids:
             return [], []
         deleted, refused = self._run("delete", queue, list(ids))
-        return [_text(i) for i in deleted], [_text(i) for i in refused]
+        return [as_text(i) for i in deleted], [as_text(i) for i in refused]
 
     # -- waiting ----------------------------------------------------------------------
 
@@ -681,7 +487,7 @@ class RedisBroker:
             reply = self.client.blpop(keys, timeout=min(timeout, self._blocking_slice))
         if reply is None:
             return None
-        key = _text(reply[0])
+        key = as_text(reply[0])
         return next((q for q, name in zip(queues, names, strict=True) if name == key), None)
 
     def wake(self, queues: Sequence[str], waker: str) -> None:
@@ -759,36 +565,3 @@ class RedisBroker:
         with self.translate_errors():
             self.client.zrem(self.keys.workers, worker_id)
             self.client.delete(self.keys.worker(worker_id))
-
-
-class ScheduleWaiter:
-    """Sleeps until a timeout or until some enqueue publishes an earlier due time."""
-
-    def __init__(self, broker: RedisBroker) -> None:
-        self._broker = broker
-        self._pubsub = None
-
-    def wait(self, timeout: float) -> bool:
-        """True when woken by a publication, False on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._broker.translate_errors():
-            try:
-                if self._pubsub is None:
-                    self._pubsub = self._broker.client.pubsub(ignore_subscribe_messages=True)
-                    self._pubsub.subscribe(self._broker.keys.wake_channel)
-                while True:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return False
-                    if self._pubsub.get_message(timeout=remaining) is not None:
-                        return True
-            except TRANSIENT_ERRORS:
-                self.close()
-                raise
-
-    def close(self) -> None:
-        if self._pubsub is not None:
-            try:
-                self._pubsub.close()
-            finally:
-                self._pubsub = None

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 
 from ..broker.bulk import BulkJob, BulkJobStore
-from ..broker.redis import RedisBroker, worth_retrying
+from ..broker.errors import worth_retrying
+from ..broker.redis import RedisBroker
 from ..exceptions import BgTasksError
 from .component import Component
 from .config import WorkerConfig

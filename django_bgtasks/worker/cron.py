@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 
-from ..broker.redis import PeriodicTick, RedisBroker
+from ..broker.redis import RedisBroker
+from ..broker.types import PeriodicTick
 from ..periodic import MAX_CATCH_UP, PeriodicEntry
 from .component import Component
 

@@ -12,7 +12,7 @@ from django.db import close_old_connections
 
 from .. import registry, signals
 from ..backoff import decide_failure
-from ..broker.redis import Ack, ClaimedTask
+from ..broker.types import Ack, ClaimedTask
 from ..context import running
 from ..django_tasks.resolve import worker_task
 from ..exceptions import InvalidTaskMessage

@@ -7,7 +7,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 
-from ..broker.redis import Ack, ClaimedTask
+from ..broker.types import Ack, ClaimedTask
 from ..message import TaskMessage
 
 

@@ -9,7 +9,8 @@ import threading
 import time
 from collections import defaultdict
 
-from ..broker.redis import Ack, ClaimedTask, RedisBroker
+from ..broker.redis import RedisBroker
+from ..broker.types import Ack, ClaimedTask
 from ..exceptions import BgTasksError, TaskTimeout
 from .component import backoff_delay
 from .config import WorkerConfig

@@ -1,0 +1,73 @@
+"""Turning requests into script arguments and replies into results, and the small
+helpers of the broker's hand-packed commands."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .types import EnqueueOutcome, EnqueueRequest
+
+
+def enqueue_fields(req: EnqueueRequest) -> list[Any]:
+    return [req.id, req.message, req.priority,
+            "" if req.run_at_ms is None else req.run_at_ms,
+            "" if req.delay_ms is None else req.delay_ms,
+            req.unique_key or "", req.unique_ttl_ms or 0, req.max_retries]
+
+
+def enqueue_outcomes(reply: list) -> list[EnqueueOutcome]:
+    outcomes = []
+    for i in range(0, len(reply), 4):
+        status, value, due, enqueued = (as_text(part) for part in reply[i:i + 4])
+        if status == "ok":
+            outcomes.append(EnqueueOutcome("ok", value, "", int(float(due)) if due else None,
+                                           int(float(enqueued)) if enqueued else None))
+        else:
+            outcomes.append(EnqueueOutcome(status, "", value, None))
+    return outcomes
+
+
+CACHE_LIMIT = 256  # queues whose keys a process keeps: names can come from a URL
+
+
+def remember(cache: dict, key: Any, value: Any) -> Any:
+    """``cache[key] = value``, emptying the cache first when it is full: any queue name an
+    admin URL carries reaches these caches, and a process must not grow with them."""
+    if len(cache) >= CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
+def socket_timeout(client: Any) -> float | None:
+    """The socket timeout ``client`` was made with (plain, Sentinel or cluster), if any."""
+    pool = getattr(client, "connection_pool", None)
+    kwargs = getattr(pool, "connection_kwargs", None)
+    if kwargs is None:
+        kwargs = getattr(getattr(client, "nodes_manager", None), "connection_kwargs", None)
+    value = (kwargs or {}).get("socket_timeout")
+    return float(value) if value else None
+
+
+def encode_arg(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, float):
+        return repr(value).encode()
+    return str(value).encode()
+
+
+def json_object(raw: bytes | str) -> dict[str, Any]:
+    """A stored JSON object; anything else (damage from outside) reads as empty."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def as_text(value: bytes | str) -> str:
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value

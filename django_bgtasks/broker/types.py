@@ -1,0 +1,116 @@
+"""The requests and results the broker's operations take and return: plain frozen
+dataclasses, shared by the producer, the worker and the read side."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EnqueueRequest:
+    queue: str
+    id: str
+    message: str
+    priority: int
+    max_retries: int
+    run_at_ms: int | None = None
+    delay_ms: int | None = None
+    unique_key: str | None = None
+    unique_ttl_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class EnqueueOutcome:
+    status: str  # 'ok', 'exists' or 'locked'
+    state: str  # on 'ok': 'pending' or 'scheduled'
+    holder_id: str  # on 'exists' / 'locked': the id that holds the name or lock
+    due_ms: int | None
+    # on 'ok': when the record says it was enqueued (Redis' clock), as get_task_info reads it
+    enqueued_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Ack:
+    """How one claimed attempt ended, sent with the worker's next claim."""
+
+    id: str
+    attempt: int
+    outcome: str  # 'done', 'retry', 'dead' or 'requeue'
+    result: str = ""  # done: the return value as JSON
+    result_ttl_ms: int | None = None  # done: keep the record this long; None drops it
+    delay_ms: int = 0  # retry
+    error: str = ""  # retry / dead: one line
+    traceback: str = ""
+
+    def fields(self) -> list[Any]:
+        if self.outcome == "done":
+            ttl = "" if self.result_ttl_ms is None else self.result_ttl_ms
+            return [self.id, self.attempt, "done", self.result, ttl, ""]
+        if self.outcome == "retry":
+            return [self.id, self.attempt, "retry", self.delay_ms, self.error, self.traceback]
+        return [self.id, self.attempt, self.outcome, "", self.error, self.traceback]
+
+
+@dataclass(frozen=True)
+class ClaimedTask:
+    id: str
+    raw_message: bytes | None
+    attempt: int
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    ignored: list[str]  # acks that no longer applied (lease lost, already acked)
+    claimed: list[ClaimedTask]
+    # (id, error) of popped tasks no worker could run (no message, damaged record, an id
+    # that is not text): the claim sent them to the dead queue itself.
+    killed: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DueResult:
+    """Outcome of a periodic sweep (forward or recover) and when the next one is due."""
+
+    moved: list[str] | int
+    killed: list[str]
+    more: bool
+    next_ms: int | None
+    now_ms: int
+
+    def seconds_until_next(self, cap: float) -> float:
+        if self.more:
+            return 0.0
+        if self.next_ms is None:
+            return cap
+        return max(0.0, min(cap, (self.next_ms - self.now_ms) / 1000))
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """A task's raw stored data, as read for TaskInfo and the admin."""
+
+    queue: str
+    id: str
+    raw_message: bytes | None
+    raw_info: bytes | None
+    raw_errors: bytes | None
+    raw_result: bytes | None
+
+
+@dataclass(frozen=True)
+class PeriodicTick:
+    """One tick a scheduler proposes: its time, and the task it would enqueue."""
+
+    tick_ms: int
+    id: str
+    message: str
+
+
+@dataclass(frozen=True)
+class FireOutcome:
+    """What cron_fire did: 'fired', 'nothing due', 'disabled', 'started' or 'skipped'."""
+
+    outcome: str
+    fired: list[str]
+    last_ms: int
