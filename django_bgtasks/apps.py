@@ -8,7 +8,12 @@ class BgTasksConfig(AppConfig):
     default_auto_field = "django.db.models.AutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the system checks)
+        from . import checks, registry  # noqa: F401  (checks: registers the system checks)
+        from .django_tasks import PREFIX
+        from .django_tasks.resolve import worker_task
+
+        # "django:" names are Django tasks, found on demand (safely: resolve.py).
+        registry.add_resolver(PREFIX, worker_task)
 
         # Register every installed app's tasks so that the worker knows them by name.
         autodiscover_modules("tasks")

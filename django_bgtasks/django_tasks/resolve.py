@@ -70,7 +70,7 @@ def resolve(path: str) -> Task:
 
         raise InvalidDjangoTask(f"{path}: Django tasks need Django 6.0 or later (this is "
                                 f"Django {django.get_version()})") from None
-    from ..backends import BackgroundTaskBackend
+    from .backend import BackgroundTaskBackend
 
     module_name, _, attribute = path.rpartition(".")
     # Identifiers only: a dotted name cannot reach a file path or a relative import.

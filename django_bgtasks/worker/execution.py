@@ -14,7 +14,6 @@ from .. import registry, signals
 from ..backoff import decide_failure
 from ..broker.types import Ack, ClaimedTask
 from ..context import running
-from ..django_tasks.resolve import worker_task
 from ..exceptions import InvalidTaskMessage
 from ..info import TaskInfo
 from ..message import TaskMessage, dumps, shorten_raw, validate_result
@@ -111,14 +110,13 @@ class TaskExecutor:
 
     def _run(self, claimed: ClaimedTask, msg: TaskMessage) -> Ack:
         started = time.monotonic()
-        task = registry.lookup(msg.name)
+        task = None
         label = f"{msg.name}[{msg.id}]"
         if self.log_arguments:
             label += f" args={dumps(msg.args)} kwargs={dumps(msg.kwargs)}"
         try:
-            if task is None:
-                # A Django task (a "django:" name), found safely, or None for other names.
-                task = worker_task(msg.name)
+            # Registered, or found by the resolver of its prefix (a Django task).
+            task = registry.resolve(msg.name)
             if task is None:
                 raise UnknownTask(
                     f"no task named {msg.name!r} is registered in this worker (is its module "
