@@ -18,7 +18,7 @@ from .broker.inspect import QueueStats, TaskRow, WorkerInfo
 from .display import relative, shorten
 from .info import STATES, TaskInfo, ms_to_datetime
 from .periodic import PeriodicEntry
-from .periodic_status import EntryStatus, LastRun
+from .periodic.status import EntryStatus, LastRun
 from .summary import TaskSummary
 
 ARGS_WIDTH = 50

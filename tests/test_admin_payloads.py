@@ -282,7 +282,7 @@ def test_a_head_shows_whole_arguments_as_a_call_and_cut_ones_as_stored():
 
 
 def test_the_periodic_pages_read_a_bounded_summary_of_the_last_run(admin, raw, settings):
-    from django_bgtasks.periodic_status import PeriodicEntries
+    from django_bgtasks.periodic.status import PeriodicEntries
 
     settings.BGTASKS = {**settings.BGTASKS, "PERIODIC": [
         {"name": "report", "task": "demo.tasks.record_tick", "every": 3600, "args": ["r"]}]}

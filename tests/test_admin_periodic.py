@@ -2,7 +2,7 @@
 history), the actions (disable, enable, run now) with their permissions, CSRF, LogEntry
 rows and the run-now nonce, escaping, declaration problems, Redis down.
 
-Entries are declared in settings; a scheduler pass (the worker's own CronScheduler) moves
+Entries are declared in settings; a scheduler pass (the worker's own PeriodicScheduler) moves
 them as a runbackground host would, and the broker's claim starts a task as a worker would.
 """
 
@@ -24,8 +24,8 @@ from django_bgtasks.broker import get_broker
 from django_bgtasks.broker.types import Ack
 from django_bgtasks.models import PeriodicTask
 from django_bgtasks.periodic import entries
-from django_bgtasks.periodic_status import PeriodicEntries
-from django_bgtasks.worker.cron import CronScheduler
+from django_bgtasks.periodic.status import PeriodicEntries
+from django_bgtasks.worker.periodic import PeriodicScheduler
 from helpers import counts, free_port, wait_until
 
 pytestmark = pytest.mark.django_db
@@ -56,7 +56,7 @@ def declared(settings):
 
 def scheduler_pass() -> None:
     """One pass of a runbackground host's scheduler over the declared entries."""
-    CronScheduler(get_broker(), entries()[0]).tick()
+    PeriodicScheduler(get_broker(), entries()[0]).tick()
 
 
 def fire(name: str = "second") -> str:

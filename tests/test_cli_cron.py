@@ -22,8 +22,8 @@ from django_bgtasks.broker import get_broker
 from django_bgtasks.info import TaskInfo
 from django_bgtasks.management.commands.bgtasks import Command
 from django_bgtasks.periodic import entries
-from django_bgtasks.periodic_status import PeriodicEntries
-from django_bgtasks.worker.cron import CronScheduler
+from django_bgtasks.periodic.status import PeriodicEntries
+from django_bgtasks.worker.periodic import PeriodicScheduler
 from helpers import MANAGE_PY, REPO_ROOT, BgtasksCommand, counts, free_port, wait_until
 
 MINUTELY = {"name": "minutely", "task": "demo.tasks.record_tick", "every": 60,
@@ -48,7 +48,7 @@ fails = run.error  # the CommandError message of a command expected to fail
 
 def scheduler_pass() -> None:
     """One pass of a host's scheduler over the declared entries."""
-    CronScheduler(get_broker(), entries()[0]).tick()
+    PeriodicScheduler(get_broker(), entries()[0]).tick()
 
 
 def row(output: str, name: str) -> str:

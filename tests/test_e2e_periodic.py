@@ -72,7 +72,7 @@ def test_bad_entries_are_system_check_errors(settings):
 def test_the_decorator_declares_an_entry_and_keeps_an_enqueueable_task(monkeypatch, raw):
     from datetime import timedelta
 
-    from django_bgtasks import periodic
+    from django_bgtasks.periodic import declared as periodic
 
     monkeypatch.setattr(periodic, "_declared", {})
     monkeypatch.setattr(periodic, "_problems", [])

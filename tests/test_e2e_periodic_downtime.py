@@ -15,7 +15,7 @@ import time
 from demo import recording
 from django_bgtasks.broker import get_broker
 from django_bgtasks.periodic import MAX_CATCH_UP, entries
-from django_bgtasks.worker.cron import CronScheduler
+from django_bgtasks.worker.periodic import PeriodicScheduler
 from helpers import counts, wait_until
 
 Q = "default"
@@ -204,7 +204,7 @@ def test_all_hosts_down_five_minutes(start_worker, redis_server, settings):
     (mark, now + 300 s]. The rest of the stored state (spec id, enabled, last task) is
     kept: a changed spec id would restart the entry instead of catching up.
 
-    The entries are started by one tick of the hosts' own CronScheduler, in this process
+    The entries are started by one tick of the hosts' own PeriodicScheduler, in this process
     (the 'started' call: nothing fires), not by a host left running: a host would fire
     ticks, and the rewound window would offer those very task ids again, which a real
     downtime never does (it only offers ticks after the mark)."""
@@ -212,7 +212,7 @@ def test_all_hosts_down_five_minutes(start_worker, redis_server, settings):
     env = env_for(*TWO_SECOND)
     settings.BGTASKS = {**settings.BGTASKS, "PERIODIC": [
         {"name": name, **settings.TEST_PERIODIC_ENTRIES[name]} for name in TWO_SECOND]}
-    CronScheduler(get_broker(), [e for e in entries()[0] if e.name in TWO_SECOND]).tick()
+    PeriodicScheduler(get_broker(), [e for e in entries()[0] if e.name in TWO_SECOND]).tick()
     assert all([h["outcome"] for h in history(n)] == ["started"] for n in TWO_SECOND)
     stopped_at = redis_ms(r)
     marks = rewind_marks(r, REWIND)

@@ -13,8 +13,8 @@ from django_bgtasks import current_task
 from django_bgtasks.context import running
 from django_bgtasks.message import TaskMessage
 from django_bgtasks.periodic import entries
-from django_bgtasks.periodic_status import OVERDUE_AFTER_MS, PeriodicEntries
-from django_bgtasks.worker.cron import CronScheduler
+from django_bgtasks.periodic.status import OVERDUE_AFTER_MS, PeriodicEntries
+from django_bgtasks.worker.periodic import PeriodicScheduler
 from helpers import counts
 
 SECOND = 1000
@@ -33,7 +33,7 @@ def declared(settings):
 
 def scheduler_pass(broker) -> None:
     """One pass of a host's scheduler over the declared entries."""
-    CronScheduler(broker, entries()[0]).tick()
+    PeriodicScheduler(broker, entries()[0]).tick()
 
 
 def redis_now(raw) -> int:

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from django_bgtasks.schedules import (
+from django_bgtasks.periodic.schedules import (
     CronSchedule,
     EverySchedule,
     default_tz_name,

@@ -20,7 +20,7 @@ from django.template.response import TemplateResponse
 from ..display import pretty_json
 from ..models import PeriodicTask, Task
 from ..periodic import PeriodicEntry
-from ..periodic_status import EntryStatus, HistoryItem, PeriodicEntries
+from ..periodic.status import EntryStatus, HistoryItem, PeriodicEntries
 from .common import (
     TEMPLATES,
     admin_page,

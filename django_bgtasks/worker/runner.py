@@ -21,11 +21,11 @@ from ..broker.redis import RedisBroker
 from .bulk import BulkJobs
 from .component import Component
 from .config import WorkerConfig
-from .cron import CronScheduler
 from .execution import TaskExecutor
 from .heartbeat import Heartbeat
 from .inflight import InFlight
 from .janitor import Janitor
+from .periodic import PeriodicScheduler
 from .poller import Poller
 from .processor import Processor
 from .recoverer import Recoverer
@@ -70,7 +70,7 @@ class Runner:
                                Janitor(broker, config), BulkJobs(broker, config, worker_id)]
             periodic = periodic_entries(config)
             if periodic:
-                self.components.append(CronScheduler(broker, periodic))
+                self.components.append(PeriodicScheduler(broker, periodic))
         else:
             executor = TaskExecutor(worker_id, config.log_arguments)
             self.processor = Processor(broker, config, worker_id, executor, self.inflight)

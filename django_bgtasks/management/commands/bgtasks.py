@@ -20,7 +20,7 @@ from django_bgtasks.conf import get_settings
 from django_bgtasks.exceptions import BgTasksError
 from django_bgtasks.info import STATES, TaskInfo, ms_to_datetime
 from django_bgtasks.periodic import PeriodicEntry
-from django_bgtasks.periodic_status import PeriodicEntries, upcoming
+from django_bgtasks.periodic.status import PeriodicEntries, upcoming
 from django_bgtasks.settings_report import settings_report
 
 RUNNABLE = ("scheduled", "retry", "dead")  # states "run now" applies to

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from . import registry
-from .message import TaskMessage, validate_arguments
+from .. import registry
+from ..message import TaskMessage, validate_arguments
 from .schedules import Schedule, parse_schedule
 
 CATCH_UP = ("latest", "all", "skip")
@@ -111,7 +111,7 @@ def periodic_task(*, cron: str | None = None, every: timedelta | float | None = 
     more than ``max_lateness`` late are dropped; ``overlap="skip"`` skips a tick while
     the previous tick's task is still pending or running.
     """
-    from .task import BackgroundTask, background_task
+    from ..task import BackgroundTask, background_task
 
     def decorate(function: Callable[..., Any]) -> Any:
         task = function if isinstance(function, BackgroundTask) else background_task(
@@ -137,7 +137,7 @@ def declare(name: str, task_name: str, spec: Mapping[str, Any]) -> None:
 
 def entries() -> tuple[list[PeriodicEntry], list[str]]:
     """Every valid entry (decorated, then BGTASKS["PERIODIC"]) and every problem found."""
-    from .conf import get_settings
+    from ..conf import get_settings
 
     found, problems = dict(_declared), list(_problems)
     for index, spec in enumerate(get_settings().PERIODIC):

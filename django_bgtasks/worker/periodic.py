@@ -19,7 +19,7 @@ SETTLE_MS = 2  # wake just after a tick, so it is due on Redis' clock when propo
 MAX_COUNTED = 10_000
 
 
-class CronScheduler(Component):
+class PeriodicScheduler(Component):
     name = "scheduler"
 
     def __init__(self, broker: RedisBroker, entries: list[PeriodicEntry]) -> None:

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from .broker import get_broker
-from .broker.inspect import Inspector
-from .broker.redis import RedisBroker
-from .info import TaskInfo, ms_to_datetime
-from .periodic import PeriodicEntry, entries
+from ..broker import get_broker
+from ..broker.inspect import Inspector
+from ..broker.redis import RedisBroker
+from ..info import TaskInfo, ms_to_datetime
+from .declared import PeriodicEntry, entries
 
 # A tick not admitted this long after it was due means no scheduler fired it (the
 # schedulers propose every due tick within about a second).
