@@ -166,7 +166,7 @@ def main() -> int:
         from benchapp.tasks import noop
 
         from django_bgtasks.broker import get_broker
-        from django_bgtasks.broker.inspect import Inspector
+        from django_bgtasks.ops.inspect import Inspector
 
         broker = get_broker()
         inspector = Inspector(broker)

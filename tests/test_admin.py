@@ -18,11 +18,11 @@ from django.test import Client
 from django.urls import reverse
 
 from demo.tasks import flaky, record
+from django_bgtasks.admin_views.charts import history_chart, nice_ceiling
 from django_bgtasks.broker import get_broker
-from django_bgtasks.broker.inspect import DayStats, Inspector
-from django_bgtasks.charts import history_chart, nice_ceiling
 from django_bgtasks.info import STATES
 from django_bgtasks.models import Task
+from django_bgtasks.ops.inspect import DayStats, Inspector
 from helpers import drive, free_port
 
 pytestmark = pytest.mark.django_db
@@ -250,8 +250,8 @@ def test_name_filter_and_partial_scan(admin_client_, monkeypatch):
     assert sorted(r.info.id for r in response.context["rows"]) == sorted(add_ids)
     assert "Partial search" not in response.content.decode()
 
-    monkeypatch.setattr("django_bgtasks.broker.inspect.BATCH", 4)
-    monkeypatch.setattr("django_bgtasks.broker.inspect.NAME_SCAN_LIMIT", 4)
+    monkeypatch.setattr("django_bgtasks.ops.inspect.BATCH", 4)
+    monkeypatch.setattr("django_bgtasks.ops.inspect.NAME_SCAN_LIMIT", 4)
     html = admin_client_.get(list_url("pending", name="record")).content.decode()
     assert "Partial search" in html and "first 4 of 12 pending tasks" in html
 

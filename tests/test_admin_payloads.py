@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from demo.tasks import record
 from django_bgtasks.broker import get_broker
-from django_bgtasks.summary import PREVIEW_CHARS, summarize
+from django_bgtasks.ops.summary import PREVIEW_CHARS, summarize
 from helpers import BgtasksCommand, drive
 
 pytestmark = [pytest.mark.django_db,

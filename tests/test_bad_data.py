@@ -24,19 +24,14 @@ from hypothesis import strategies as st
 
 from demo import recording
 from demo import tasks as demo_tasks
-from django_bgtasks import (
-    SkipRetry,
-    TaskNotFound,
-    background_task,
-    cli_format,
-    display,
-    get_task_info,
-)
-from django_bgtasks.broker.inspect import Inspector
+from django_bgtasks import SkipRetry, TaskNotFound, background_task, get_task_info
 from django_bgtasks.broker.keys import STATES
 from django_bgtasks.broker.types import Ack, EnqueueRequest
 from django_bgtasks.exceptions import InvalidTaskMessage
+from django_bgtasks.management import cli_format
 from django_bgtasks.message import TaskMessage
+from django_bgtasks.ops import display
+from django_bgtasks.ops.inspect import Inspector
 from django_bgtasks.worker.execution import TaskExecutor
 from helpers import wait_until
 

@@ -18,9 +18,9 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.utils.translation import ngettext
 
-from ..broker.inspect import Inspector
 from ..info import STATES, TaskInfo
 from ..models import Task
+from ..ops.inspect import Inspector
 from .common import (
     RUNNABLE,
     TEMPLATES,

@@ -20,10 +20,10 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from ..broker import get_broker
-from ..broker.inspect import Inspector, WorkerInfo
 from ..broker.keys import validate_queue_name
 from ..exceptions import BgTasksError
 from ..info import TaskInfo
+from ..ops.inspect import Inspector, WorkerInfo
 
 if TYPE_CHECKING:
     from django.contrib.admin import ModelAdmin

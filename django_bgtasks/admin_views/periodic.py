@@ -17,8 +17,8 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 
-from ..display import pretty_json
 from ..models import PeriodicTask, Task
+from ..ops.display import pretty_json
 from ..periodic import PeriodicEntry
 from ..periodic.status import EntryStatus, HistoryItem, PeriodicEntries
 from .common import (

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from ..settings_report import settings_report
+from ..ops.settings import settings_report
 from .common import TEMPLATES, admin_page, page_context
 
 if TYPE_CHECKING:

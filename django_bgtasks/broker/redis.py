@@ -1,13 +1,14 @@
 """RedisBroker: one method per state transition (each one Lua script, broker/lua) and the
 plain reads and writes around them.
 
-Only the broker package talks to Redis: this module (the transitions, the hot path's
-hand-packed calls, failover following), inspect.py (the read side: lists, counts,
-workers; its own pipelines), bulk.py (bulk jobs), queue_waiter.py and schedule_waiter.py
-(blocking waits). The requests and results are in types.py, the "is this error
-transient" policy in errors.py, argument and reply packing in packing.py. redis-py may
-resend a script after a connection error, so each script is safe to apply twice.
-Connection failures surface as BrokerUnavailable; callers decide whether to retry.
+Two packages talk to Redis: this one (this module: the transitions, the hot path's
+hand-packed calls, failover following; bulk.py: bulk jobs; queue_waiter.py and
+schedule_waiter.py: blocking waits) and the read side's ops/inspect.py (lists, counts,
+workers; its own pipelines, over this broker's client and keys). The requests and
+results are in types.py, the "is this error transient" policy in errors.py, argument
+and reply packing in packing.py. redis-py may resend a script after a connection error,
+so each script is safe to apply twice. Connection failures surface as
+BrokerUnavailable; callers decide whether to retry.
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ from datetime import datetime
 from typing import Any
 
 from ..broker import get_broker
-from ..broker.inspect import Inspector
 from ..broker.redis import RedisBroker
 from ..info import TaskInfo, ms_to_datetime
+from ..ops.inspect import Inspector
 from .declared import PeriodicEntry, entries
 
 # A tick not admitted this long after it was due means no scheduler fired it (the

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django import template
 
-from .. import display
+from ..ops import display
 
 register = template.Library()
 

@@ -12,16 +12,16 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_bgtasks import cli_format as fmt
 from django_bgtasks.broker import get_broker
-from django_bgtasks.broker.inspect import Inspector
 from django_bgtasks.broker.keys import validate_queue_name
 from django_bgtasks.conf import get_settings
 from django_bgtasks.exceptions import BgTasksError
 from django_bgtasks.info import STATES, TaskInfo, ms_to_datetime
+from django_bgtasks.management import cli_format as fmt
+from django_bgtasks.ops.inspect import Inspector
+from django_bgtasks.ops.settings import settings_report
 from django_bgtasks.periodic import PeriodicEntry
 from django_bgtasks.periodic.status import PeriodicEntries, upcoming
-from django_bgtasks.settings_report import settings_report
 
 RUNNABLE = ("scheduled", "retry", "dead")  # states "run now" applies to
 DELETABLE = tuple(s for s in STATES if s != "active")

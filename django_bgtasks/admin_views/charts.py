@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
-from .broker.inspect import DayStats
+from ..ops.inspect import DayStats
 
 WIDTH, HEIGHT = 720, 220
 LEFT, RIGHT, TOP, BOTTOM = 48, 12, 28, 28  # margins: room for the axis labels and legend

@@ -12,14 +12,14 @@ from zoneinfo import ZoneInfo
 
 from django.core.management.base import OutputWrapper
 
-from . import display
-from .broker.bulk import BulkJob
-from .broker.inspect import QueueStats, TaskRow, WorkerInfo
-from .display import relative, shorten
-from .info import STATES, TaskInfo, ms_to_datetime
-from .periodic import PeriodicEntry
-from .periodic.status import EntryStatus, LastRun
-from .summary import TaskSummary
+from ..broker.bulk import BulkJob
+from ..info import STATES, TaskInfo, ms_to_datetime
+from ..ops import display
+from ..ops.display import relative, shorten
+from ..ops.inspect import QueueStats, TaskRow, WorkerInfo
+from ..ops.summary import TaskSummary
+from ..periodic import PeriodicEntry
+from ..periodic.status import EntryStatus, LastRun
 
 ARGS_WIDTH = 50
 ERROR_WIDTH = 70

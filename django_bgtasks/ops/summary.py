@@ -11,10 +11,10 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .broker.types import TaskRecord
+from ..broker.types import TaskRecord
+from ..info import TaskInfo
+from ..message import shorten_raw
 from .display import call_args
-from .info import TaskInfo
-from .message import shorten_raw
 
 PREVIEW_CHARS = 200  # of the arguments; a list shows fewer
 

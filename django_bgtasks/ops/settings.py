@@ -9,9 +9,9 @@ from typing import Any
 
 from django.conf import settings as django_settings
 
-from .broker.connection import check_url, describe_target
-from .conf import DEFAULTS, Settings, get_settings, raw_settings
-from .exceptions import InvalidRedisSetting
+from ..broker.connection import check_url, describe_target
+from ..conf import DEFAULTS, Settings, get_settings, raw_settings
+from ..exceptions import InvalidRedisSetting
 
 BACKEND_PATH = "django_bgtasks.backends.BackgroundTaskBackend"
 HIDDEN = "(hidden)"

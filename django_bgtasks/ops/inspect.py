@@ -14,12 +14,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from ..display import SHOW_BYTES
+from ..broker.bulk import BulkJob, BulkJobStore, QueuedJob
+from ..broker.packing import as_text
+from ..broker.redis import RedisBroker
 from ..info import STATES, TaskInfo, ms_to_datetime
-from ..summary import WHOLE_BYTES, TaskDetail, TaskSummary, detailed, summarize
-from .bulk import BulkJob, BulkJobStore, QueuedJob
-from .packing import as_text
-from .redis import RedisBroker
+from .display import SHOW_BYTES
+from .summary import WHOLE_BYTES, TaskDetail, TaskSummary, detailed, summarize
 
 BATCH = 500
 NAME_SCAN_LIMIT = 20_000  # a name filter reads at most this many ids per request
