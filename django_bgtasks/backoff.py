@@ -1,4 +1,4 @@
-"""Retry policy: pure functions, tested without Redis."""
+"""Retry policy and reconnect backoff: pure functions, tested without Redis."""
 
 from __future__ import annotations
 
@@ -12,6 +12,16 @@ from .exceptions import Retry, SkipRetry
 # The longest wait before a retry: beyond it a delay is a mistake (a backoff curve that
 # overflows), and Redis' scores and the record's timestamps must stay finite numbers.
 MAX_RETRY_DELAY = 10 * 365 * 24 * 3600.0
+
+
+def reconnect_delay(failures: int, base: float = 0.1, cap: float = 5.0,
+                    jitter: bool = True) -> float:
+    """Seconds to wait before trying Redis again after ``failures`` failures in a row:
+    ``base`` doubling up to ``cap``, jittered to 50-100% so that many processes do not
+    knock at once. The one curve of every reconnecting loop (worker components, the
+    broker's ride-out, the Sentinel watcher, the supervisor's restarts)."""
+    delay = min(cap, base * 2 ** max(0, failures))
+    return delay * random.uniform(0.5, 1.0) if jitter else delay
 
 
 def default_backoff(attempt: int) -> float:

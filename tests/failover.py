@@ -139,7 +139,7 @@ def verdict(ledger_runs: dict[str, float], producer: Producer, since: float) -> 
 
 
 # Why a worker may take seconds longer than the failover to run tasks again (figures in
-# the report of issue 8): its fetcher backs off up to 5 s (worker.component.backoff_delay),
+# the report of issue 8): its fetcher backs off up to 5 s (backoff.reconnect_delay),
 # and a claim failing on one queue ends the claims of every queue (Processor._exchange),
 # so queues on healthy masters wait too.
 WORKER_BACKOFF_ISSUE = "worker fetcher: 5-s backoff cap, one failing queue stalls all"

@@ -76,3 +76,12 @@ def test_custom_backoff_is_called_with_the_attempt():
 
 def test_negative_custom_backoff_is_clamped_to_zero():
     assert decide_failure(RuntimeError("x"), 1, 5, lambda attempt: -3).delay == 0.0
+
+
+def test_reconnect_delay_doubles_up_to_its_cap_with_jitter():
+    from django_bgtasks.backoff import reconnect_delay
+
+    assert [reconnect_delay(n, base=0.5, cap=30.0, jitter=False) for n in range(8)] == \
+        [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    delays = [reconnect_delay(3) for _ in range(200)]  # 0.8 s, jittered to 50-100 %
+    assert all(0.4 <= d <= 0.8 for d in delays) and max(delays) - min(delays) > 0.2

@@ -18,11 +18,11 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.utils.translation import ngettext
 
-from ..info import STATES, TaskInfo
+from ..broker.keys import DELETABLE, RUNNABLE
+from ..info import TaskInfo
 from ..models import Task
 from ..ops.inspect import Inspector
 from .common import (
-    RUNNABLE,
     TEMPLATES,
     admin_page,
     back_url,
@@ -49,7 +49,6 @@ class Action:
     states: tuple[str, ...] = ()  # for scope 'all': the states it applies to
 
 
-DELETABLE = tuple(s for s in STATES if s != "active")
 ACTIONS = {
     "requeue": Action("change", "selected", "run {} now"),
     "delete": Action("delete", "selected", "delete {}"),

@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
     from ..admin import TaskAdmin
 
-RUNNABLE = ("scheduled", "retry", "dead")  # the states "run now" applies to
 TEMPLATES = "admin/django_bgtasks"
 
 

@@ -14,12 +14,12 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.utils.http import content_disposition_header
 
+from ..broker.keys import RUNNABLE
 from ..info import STATES, TaskInfo, ms_to_datetime
 from ..ops.display import Shown, pretty_json, shown
 from ..ops.inspect import PARTS
 from ..ops.summary import StoredPart, TaskDetail
 from .common import (
-    RUNNABLE,
     TEMPLATES,
     admin_page,
     inspector,

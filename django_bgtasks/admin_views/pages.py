@@ -11,12 +11,12 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 
 from ..broker.bulk import BulkJob
+from ..broker.keys import RUNNABLE
 from ..info import STATES
 from ..models import PeriodicTask
 from ..ops.inspect import Inspector, WorkerInfo
 from .charts import history_chart
 from .common import (
-    RUNNABLE,
     TEMPLATES,
     admin_page,
     detail_url,

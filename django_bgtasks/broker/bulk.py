@@ -18,13 +18,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..info import ms_to_datetime
+from .keys import DELETABLE, RUNNABLE
 from .packing import as_text
 from .redis import RedisBroker
 
 # The states each action applies to (bulk_queue.lua checks the same).
 BULK_ACTIONS: dict[str, tuple[str, ...]] = {
-    "requeue": ("scheduled", "retry", "dead"),
-    "delete": ("pending", "scheduled", "retry", "dead", "completed"),
+    "requeue": RUNNABLE,
+    "delete": DELETABLE,
 }
 KEEP_FINISHED = 20  # finished jobs kept per queue, for the dashboard and `bgtasks jobs`
 ACTIVE = ("queued", "running")

@@ -9,6 +9,7 @@ from typing import Any
 
 import redis
 
+from ..backoff import reconnect_delay
 from ..exceptions import BgTasksError, BrokerUnavailable
 
 # Redis errors that mean "not now", not "never": retry later. A failover shows as any of
@@ -31,7 +32,7 @@ def ride_out(call: Callable[[], Any], seconds: float) -> Any:
         try:
             return call()
         except BgTasksError as exc:
-            delay = min(0.25, 0.05 * 2 ** attempt)
+            delay = reconnect_delay(attempt, base=0.05, cap=0.25, jitter=False)
             if not worth_retrying(exc) or time.monotonic() + delay > deadline:
                 raise
             attempt += 1

@@ -14,6 +14,10 @@ from functools import cached_property
 
 # The task states; each is one per-queue ZSET of the same name.
 STATES: tuple[str, ...] = ("pending", "active", "scheduled", "retry", "dead", "completed")
+# What "run now" (requeue.lua) and "delete" (delete.lua) apply to: a running task is never
+# moved nor deleted under its worker.
+RUNNABLE: tuple[str, ...] = ("scheduled", "retry", "dead")
+DELETABLE: tuple[str, ...] = tuple(s for s in STATES if s != "active")
 
 # Per-queue keys, in the order the scripts receive them in KEYS.
 QUEUE_KEY_NAMES: tuple[str, ...] = (

@@ -18,13 +18,14 @@ as it no longer points at the master.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import redis
 from redis.sentinel import SentinelConnectionPool
+
+from ..backoff import reconnect_delay
 
 logger = logging.getLogger("django_bgtasks")
 
@@ -59,7 +60,7 @@ class MasterSwitchWatcher:
             except redis.RedisError as exc:
                 failures += 1
                 logger.debug("sentinel watch: %s; trying the next sentinel", exc)
-                self._stop.wait(min(2.0, 0.1 * failures) * random.uniform(0.5, 1.0))
+                self._stop.wait(reconnect_delay(failures, cap=2.0))
 
     def _listen(self, sentinel: redis.Redis) -> None:
         pubsub = sentinel.pubsub(ignore_subscribe_messages=True)

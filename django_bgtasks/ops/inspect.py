@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from ..broker.bulk import BulkJob, BulkJobStore, QueuedJob
+from ..broker.keys import RUNNABLE
 from ..broker.packing import as_text
 from ..broker.redis import RedisBroker
 from ..info import STATES, TaskInfo, ms_to_datetime
@@ -346,7 +347,7 @@ class Inspector:
 
     def requeue_all(self, queue: str, state: str) -> int:
         """Run every task of a scheduled/retry/dead set now, one bounded batch at a time."""
-        if state not in ("scheduled", "retry", "dead"):
+        if state not in RUNNABLE:
             raise ValueError(f"only scheduled, retry and dead tasks can be run now, not {state}")
         return sum(len(self.requeue(queue, chunk)) for chunk in self._drain_ids(queue, state))
 

@@ -4,9 +4,9 @@ long to sleep, and broker errors logged with backoff instead of killing the loop
 from __future__ import annotations
 
 import logging
-import random
 import threading
 
+from ..backoff import reconnect_delay
 from ..exceptions import BgTasksError
 
 logger = logging.getLogger("django_bgtasks.worker")
@@ -53,17 +53,13 @@ class Component:
                     logger.info("%s: Redis is reachable again", self.name)
                 self._failures = 0
             except BgTasksError as exc:
-                delay = backoff_delay(self._failures, cap=self.backoff_cap)
+                delay = reconnect_delay(self._failures, cap=self.backoff_cap)
                 self._failures += 1
                 logger.warning("%s: %s; retrying in %.1fs", self.name, exc, delay)
             except Exception:
-                delay = backoff_delay(self._failures)
+                delay = reconnect_delay(self._failures)
                 self._failures += 1
                 logger.exception("%s: unexpected error; retrying in %.1fs", self.name, delay)
             if delay > 0 and not self._stop.is_set():
                 self.wait(delay)
 
-
-def backoff_delay(failures: int, base: float = 0.1, cap: float = 5.0) -> float:
-    """Exponential backoff with jitter for reconnecting (redis-py's own retries don't wait)."""
-    return min(cap, base * 2**failures) * random.uniform(0.5, 1.0)

@@ -9,10 +9,10 @@ import threading
 import time
 from collections import defaultdict
 
+from ..backoff import reconnect_delay
 from ..broker.redis import RedisBroker
 from ..broker.types import Ack, ClaimedTask
 from ..exceptions import BgTasksError, TaskTimeout
-from .component import backoff_delay
 from .config import WorkerConfig
 from .execution import TaskExecutor, log_corrupt
 from .inflight import InFlight, Running
@@ -161,14 +161,14 @@ class Processor:
                         self._wait()
                 except BgTasksError as exc:
                     self._queue_retry_at.clear()  # the loop's backoff is the wait now
-                    delay = backoff_delay(failures, cap=QUEUE_RETRY_CAP)
+                    delay = reconnect_delay(failures, cap=QUEUE_RETRY_CAP)
                     failures += 1
                     logger.warning("fetcher: %s; retrying in %.1fs (outcomes are kept)", exc,
                                    delay)
                     time.sleep(delay)
                     continue
                 except Exception:
-                    delay = backoff_delay(failures)
+                    delay = reconnect_delay(failures)
                     failures += 1
                     logger.exception("fetcher: unexpected error; retrying in %.1fs", delay)
                     time.sleep(delay)
@@ -258,7 +258,7 @@ class Processor:
         except BgTasksError as exc:
             failures = self._queue_failures.get(queue, 0)
             self._queue_failures[queue] = failures + 1
-            delay = backoff_delay(failures, cap=QUEUE_RETRY_CAP)
+            delay = reconnect_delay(failures, cap=QUEUE_RETRY_CAP)
             self._queue_retry_at[queue] = time.monotonic() + delay
             errors.append((queue, exc, delay))
             return 0

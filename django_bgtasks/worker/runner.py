@@ -77,10 +77,6 @@ class Runner:
             self.components = [TimeoutWatchdog(self.inflight, self.processor, executor)]
         self._stop = stop or threading.Event()
 
-    def request_stop(self) -> None:
-        """Graceful shutdown (signal handlers call this; a second call changes nothing)."""
-        self._stop.set()
-
     def run(self) -> int:
         self.heartbeat.start()
         for component in self.components:

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 
 from django.db import connections
 
+from ..backoff import reconnect_delay
 from ..broker import broker_owns_client, forget_brokers_after_fork, get_broker, make_broker
 from ..broker.redis import RedisBroker
 from ..checks import eviction_warning
 from ..exceptions import BgTasksError, InvalidRedisSetting
-from .component import backoff_delay
 from .config import WorkerConfig
 from .runner import Runner
 
@@ -45,8 +45,6 @@ STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 class Child:
     pid: int
     started: float
-    failures: int = 0  # consecutive short lives of this slot
-    restart_at: float = 0.0
 
 
 @dataclass
@@ -225,7 +223,8 @@ class Supervisor:
             crashed_young = lived < SHORT_LIFE and not clean_exit
             failures = self._failures.get(slot, 0) + 1 if crashed_young else 0
             self._failures[slot] = failures
-            delay = min(30.0, 0.5 * 2 ** (failures - 1)) if failures else 0.0
+            delay = (reconnect_delay(failures - 1, base=0.5, cap=30.0, jitter=False)
+                     if failures else 0.0)
             self._restart_at[slot] = time.monotonic() + delay
             if clean_exit:
                 logger.info("worker process %d exited; starting a new one", child.pid)
@@ -278,7 +277,7 @@ class Supervisor:
             except InvalidRedisSetting:
                 raise  # waiting would not mend the settings
             except BgTasksError as exc:
-                delay = backoff_delay(failures, base=0.5, cap=10.0)
+                delay = reconnect_delay(failures, base=0.5, cap=10.0)
                 failures += 1
                 logger.error("%s; retrying in %.1fs", exc, delay)
                 time.sleep(delay)

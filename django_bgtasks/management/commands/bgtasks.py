@@ -13,7 +13,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_bgtasks.broker import get_broker
-from django_bgtasks.broker.keys import validate_queue_name
+from django_bgtasks.broker.keys import DELETABLE, RUNNABLE, validate_queue_name
 from django_bgtasks.conf import get_settings
 from django_bgtasks.exceptions import BgTasksError
 from django_bgtasks.info import STATES, TaskInfo, ms_to_datetime
@@ -23,8 +23,6 @@ from django_bgtasks.ops.settings import settings_report
 from django_bgtasks.periodic import PeriodicEntry
 from django_bgtasks.periodic.status import PeriodicEntries, upcoming
 
-RUNNABLE = ("scheduled", "retry", "dead")  # states "run now" applies to
-DELETABLE = tuple(s for s in STATES if s != "active")
 MAX_NEXT = 100  # `cron next -n` at most
 
 
