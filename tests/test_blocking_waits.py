@@ -27,14 +27,18 @@ def test_an_idle_wait_still_wakes_on_work(short_socket_timeout, raw):
     broker = short_socket_timeout
     # (queues no earlier test waited on: on a cluster, a closed broker's waiting thread may
     # still take one token of its queues)
-    threading.Timer(0.1, lambda: raw.rpush(broker.queue_keys("work").notify, "1")).start()
+    timer = threading.Timer(0.1, lambda: raw.rpush(broker.queue_keys("work").notify, "1"))
+    timer.start()
     assert broker.wait_for_work(["other", "work"], 1.0) == "work"
+    timer.join()
 
 
 def test_wake_ends_the_wait_of_that_waker_only(broker, raw):
-    threading.Timer(0.2, lambda: broker.wake(["default", "mail"], "w1")).start()
+    timer = threading.Timer(0.2, lambda: broker.wake(["default", "mail"], "w1"))
+    timer.start()
     started = time.monotonic()
     assert broker.wait_for_work(["default", "mail"], 5.0, waker="w1") is None
+    timer.join()
     assert time.monotonic() - started < 1.0
     # nobody else's wait ends, and no task is announced
     assert raw.llen(broker.queue_keys("default").notify) == 0
