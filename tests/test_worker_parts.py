@@ -1,0 +1,87 @@
+"""Worker parts in-process, given their collaborators by hand (real Redis where they need
+one, no mocks): the in-flight table and the timeout watchdog."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from demo import tasks
+from django_bgtasks.broker.types import Ack
+from django_bgtasks.exceptions import TaskTimeout
+from django_bgtasks.worker.config import WorkerConfig
+from django_bgtasks.worker.execution import TaskExecutor
+from django_bgtasks.worker.inflight import InFlight, Running
+from django_bgtasks.worker.processor import Processor
+from django_bgtasks.worker.timeouts import TimeoutWatchdog
+from helpers import wait_until
+
+QUEUE = "default"
+
+
+def claimed_entries(broker, n: int) -> list[Running]:
+    for i in range(n):
+        tasks.record.enqueue(f"t{i}")
+    executor = TaskExecutor("w-parts")
+    result = broker.claim(QUEUE, "w-parts", [], n, 30_000, 100, 10**9)
+    return [Running(c, QUEUE, executor.decode(c)) for c in result.claimed]
+
+
+def test_inflight_tracks_an_attempt_until_its_ack_is_taken(broker):
+    [entry] = claimed_entries(broker, 1)
+    table = InFlight()
+    table.add(entry)
+    assert table.leases() == {QUEUE: [entry.key]} and table.busy_threads() == 1
+    assert table.start(entry, time.monotonic() + 60)
+    ack = Ack(entry.claimed.id, entry.claimed.attempt, "done")
+    assert table.finish(entry, ack) and not table.finish(entry, ack)  # decided once
+    table.release_thread(entry)
+    assert table.busy_threads() == 0 and table.owes_ack(entry.claimed.id)
+    table.acknowledged([ack])
+    assert table.leases() == {} and not table.owes_ack(entry.claimed.id)
+
+
+def test_take_unstarted_decides_only_what_no_thread_took(broker):
+    first, second = claimed_entries(broker, 2)
+    table = InFlight()
+    table.add(first)
+    table.add(second)
+    table.start(first, time.monotonic() + 60)
+    taken = table.take_unstarted(lambda e: Ack(e.claimed.id, e.claimed.attempt, "requeue"))
+    assert [entry for entry, _ in taken] == [second]
+    assert not table.start(second, time.monotonic() + 60)  # a thread comes too late
+
+
+def test_the_watchdog_interrupts_an_overdue_task_in_its_own_thread_only(broker):
+    overdue, innocent = claimed_entries(broker, 2)
+    table = InFlight()
+    config = WorkerConfig(queues={QUEUE: 1}, processes=1, threads=1)
+    executor = TaskExecutor("w-parts")
+    processor = Processor(broker, config, "w-parts", executor, table)
+    watchdog = TimeoutWatchdog(table, processor, executor)
+    interrupted = threading.Event()
+
+    def run(entry: Running) -> None:
+        table.add(entry)
+        table.start(entry, time.monotonic() - 1)  # already past its deadline
+        try:
+            while True:
+                time.sleep(0.01)
+        except TaskTimeout:
+            interrupted.set()
+
+    thread = threading.Thread(target=run, args=(overdue,))
+    thread.start()
+    wait_until(lambda: overdue.thread_ident is not None, timeout=2, interval=0.01)
+    watchdog.tick()
+    thread.join(2)
+    assert interrupted.is_set() and not thread.is_alive()
+
+    # the thread has left that task for another: the old entry never interrupts it again
+    table.release_thread(overdue)
+    table.add(innocent)
+    table.start(innocent, time.monotonic() + 60)
+    interrupted.clear()
+    overdue.interrupted_at = None  # even were it not marked as interrupted already
+    assert not table.interrupt(overdue, lambda ident: interrupted.set())
+    assert not interrupted.is_set()
