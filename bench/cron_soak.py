@@ -2,7 +2,7 @@
 
 Three `manage.py runbackground` hosts fire the 1-second entry "soak" (testproject's
 BGTASKS_TEST_PERIODIC=soak: demo.tasks.record_tick, catch_up "all") with no leader; one
-host's wall clock runs 3 s ahead and one 3 s behind (tests/clock_skew.c, LD_PRELOAD).
+host's wall clock runs 3 s ahead and one 3 s behind (tests/support/clock_skew.c, LD_PRELOAD).
 The queue's redis-server runs with appendonly yes, appendfsync always. Once each, at
 seeded random moments (never in the first or last 10 s, apart from each other):
   pause      SIGSTOP a host's process group for 5 s, then SIGCONT
@@ -24,7 +24,7 @@ The verdict comes from the task's own ledger (a second Redis, never touched):
     their clocks 3 s off.
 
     python bench/cron_soak.py                 # 10 minutes
-    python bench/cron_soak.py --short         # 60 s (tests/test_cron_soak.py)
+    python bench/cron_soak.py --short         # 60 s (tests/e2e/test_cron_soak.py)
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def inject(kind: str, target: str, hosts: dict[str, Host], redis: Redis,
 
 
 def build_shim(workdir: Path) -> Path:
-    """tests/clock_skew.c built into workdir (as tests/test_e2e_clock_skew.py builds it)."""
+    """tests/support/clock_skew.c built into workdir (as tests/e2e/test_e2e_clock_skew.py builds it)."""
     library = workdir / "clock_skew.so"
     subprocess.run(["cc", "-shared", "-fPIC", "-o", str(library), str(SHIM_SOURCE), "-ldl"],
                    check=True)
@@ -156,7 +156,7 @@ def host_facts(lines: list[Line], started: float) -> dict:
         "enqueued": enqueued,
         "succeeded": [(m[1], int(m[2])) for line in lines if (m := SUCCEEDED.search(line.text))],
         "clock_offset_s": round(statistics.median(offsets), 2) if offsets else None,
-        # as tests/test_e2e_clock_skew.py does: its first line against when it was started
+        # as tests/e2e/test_e2e_clock_skew.py does: its first line against when it was started
         "first_line_offset_s": round(lines[0].at - started, 2) if lines else None,
         "started_lines": sum(f"periodic {ENTRY}: started" in line.text for line in lines),
         "lease_lost": sum("lease lost" in line.text for line in lines),

@@ -3,7 +3,7 @@
     python bench/topology_throughput.py [--tasks 20000] [--queues 3] [--reps 3]
 
 For each topology (one redis-server; a cluster of 3 masters + 3 replicas started from
-tests/topologies/), the same queues (chosen so that on the cluster they land on every
+tests/support/topologies/), the same queues (chosen so that on the cluster they land on every
 master), the same tasks (noop), in the same run on this machine:
   - enqueue: one producer, one task at a time, round-robin over the queues (tasks/s);
   - enqueue_many: batches of 1,000 per queue (tasks/s);

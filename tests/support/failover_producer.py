@@ -2,7 +2,7 @@
 public API at default settings (behind Sentinel when BGTASKS_TEST_SENTINELS is set), until
 the file STOP exists; then it writes the ids of the calls that returned to OUT, one a line.
 
-    python tests/failover_producer.py QUEUE STOP OUT
+    python tests/support/failover_producer.py QUEUE STOP OUT
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "testproject")]
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
 

@@ -443,8 +443,8 @@ def test_no_acknowledged_enqueue_is_lost(fresh_sentinel, tmp_path, event, replic
         "BGTASKS_TEST_MASTER_NAME": topology.master_name}
     stop = tmp_path / "stop"
     outs = [tmp_path / f"acked-{i}" for i in range(producers)]
-    procs = [subprocess.Popen([sys.executable, str(Path(__file__).with_name(
-        "failover_producer.py")), "journal", str(stop), str(out)], env=env) for out in outs]
+    procs = [subprocess.Popen([sys.executable, str(Path(__file__).parents[1] / "support" /
+        "failover_producer.py"), "journal", str(stop), str(out)], env=env) for out in outs]
     try:
         time.sleep(2.0)  # every producer enqueues by now
         old = topology.force_failover() if event == "planned" else topology.kill_master()

@@ -21,7 +21,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # What the suite's Redis is (conftest's redis_server): "single" (one redis-server) or
 # "cluster" (a 3+3 Redis Cluster; tests marked single_redis are skipped).
 TEST_TOPOLOGY = os.environ.get("BGTASKS_TEST_TOPOLOGY") or "single"

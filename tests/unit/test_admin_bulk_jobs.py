@@ -1,7 +1,7 @@
 """The admin's "Run all" / "Delete all": the request queues a bulk job (and logs it) and
 moves no task itself; the dashboard shows the jobs; permissions and CSRF.
 
-A job is run here by the BulkJobs component in this process (tests/test_bulk_jobs.py
+A job is run here by the BulkJobs component in this process (tests/unit/test_bulk_jobs.py
 runs it in a real worker).
 """
 

@@ -1,7 +1,7 @@
 """End-to-end: two worker hosts whose clocks differ by 30 s neither lose nor double-run
 tasks, because leases, due times and retry delays are judged on Redis' clock.
 
-One worker runs with tests/clock_skew.c preloaded (LD_PRELOAD), its wall clock 30 s
+One worker runs with tests/support/clock_skew.c preloaded (LD_PRELOAD), its wall clock 30 s
 ahead of or behind the other's; monotonic clocks stay real.
 """
 
@@ -18,7 +18,7 @@ from demo import recording, tasks
 from helpers import counts, wait_until
 
 LEASE = 2
-SHIM_SOURCE = Path(__file__).with_name("clock_skew.c")
+SHIM_SOURCE = Path(__file__).parents[1] / "support" / "clock_skew.c"
 
 
 def first_log_time(worker) -> datetime:
@@ -30,7 +30,7 @@ def first_log_time(worker) -> datetime:
 
 @pytest.fixture(scope="module")
 def skew_shim(tmp_path_factory) -> Path:
-    """tests/clock_skew.c built into a shared library (scripts/bootstrap installs cc)."""
+    """tests/support/clock_skew.c built into a shared library (scripts/bootstrap installs cc)."""
     library = tmp_path_factory.mktemp("clock-skew") / "clock_skew.so"
     subprocess.run(["cc", "-shared", "-fPIC", "-o", str(library), str(SHIM_SOURCE), "-ldl"],
                    check=True)
