@@ -1,5 +1,6 @@
 """Worker parts in-process, given their collaborators by hand (real Redis where they need
-one, no mocks): the in-flight table and the timeout watchdog."""
+one, no mocks): the in-flight table, the timeout watchdog, the supervisor's handling of a
+dead process, and the cluster's queue waiter."""
 
 from __future__ import annotations
 
@@ -85,3 +86,48 @@ def test_the_watchdog_interrupts_an_overdue_task_in_its_own_thread_only(broker):
     overdue.interrupted_at = None  # even were it not marked as interrupted already
     assert not table.interrupt(overdue, lambda ident: interrupted.set())
     assert not interrupted.is_set()
+
+
+def test_the_supervisor_returns_a_dead_process_tasks_at_once_and_backs_off(broker):
+    import os
+
+    from django_bgtasks import get_task_info
+    from django_bgtasks.worker.supervisor import Child, Supervisor
+
+    supervisor = Supervisor(WorkerConfig(queues={QUEUE: 1}, processes=1, threads=1))
+    task_id = tasks.record.enqueue("held").id
+    pid = os.fork()
+    if pid == 0:  # a worker process that dies at once (it runs nothing of pytest)
+        os._exit(3)
+    worker_id = supervisor._child_worker_id(0, pid)
+    [claimed] = broker.claim(QUEUE, worker_id, [], 1, 60_000, 100, 10**9).claimed
+    assert claimed.id == task_id
+    supervisor._children[0] = Child(pid, time.monotonic())
+
+    wait_until(lambda: (supervisor._reap(), supervisor._children[0] is None)[1], timeout=5,
+               interval=0.01, message="the dead process reaped")
+
+    info = get_task_info(task_id)
+    assert (info.state, info.attempts) == ("pending", 1)  # now, not after its 60 s lease
+    assert f"worker process {pid} died (exit code 3)" in info.last_error
+    assert supervisor._restart_at[0] > time.monotonic()  # it died young: restart later
+
+
+def test_the_queue_waiter_wakes_on_the_queue_that_got_work_and_on_interrupt(broker, raw):
+    from django_bgtasks.broker.queue_waiter import QueueWaiter
+
+    waiter = QueueWaiter(broker.client, broker.translate_errors, slice_cap=0.2)
+    keys = {q: broker.queue_keys(q).notify for q in ("qw-a", "qw-b")}
+    try:
+        timer = threading.Timer(0.1, lambda: raw.rpush(keys["qw-b"], "1"))
+        timer.start()
+        assert waiter.wait(keys, 5.0) == "qw-b"
+        timer.join()
+        timer = threading.Timer(0.1, waiter.interrupt)
+        timer.start()
+        started = time.monotonic()
+        assert waiter.wait(keys, 5.0) is None
+        assert time.monotonic() - started < 1.0
+        timer.join()
+    finally:
+        waiter.close()
