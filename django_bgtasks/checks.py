@@ -7,8 +7,12 @@ from typing import Any
 from django.conf import settings as django_settings
 from django.core.checks import Error, Tags, Warning, register
 
+from .broker import get_broker
+from .broker.connection import CLUSTER_SCHEMES, check_url, parse_nodes, url_scheme
+from .broker.keys import validate_queue_name
 from .conf import DEFAULTS
-from .exceptions import InvalidRedisSetting
+from .exceptions import BgTasksError, InvalidRedisSetting
+from .periodic import entries
 
 
 def _positive_number(value: Any) -> bool:
@@ -16,8 +20,6 @@ def _positive_number(value: Any) -> bool:
 
 
 def _check_queues(queues: Any) -> list[Error]:
-    from .broker.keys import validate_queue_name
-
     if not isinstance(queues, dict) or not queues:
         return [Error("BGTASKS['QUEUES'] must be a non-empty dict of queue name -> weight.",
                       id="bgtasks.E004")]
@@ -66,8 +68,6 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
                      "OPTIONS (BGTASKS' own REDIS_URL client sets both).",
                 id="bgtasks.W003"))
     else:
-        from .broker.connection import check_url
-
         try:
             check_url(url)
         except InvalidRedisSetting as exc:  # its message quotes no part of the URL
@@ -110,8 +110,6 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
 
 def _check_topology(cfg: dict[str, Any]) -> list[Error]:
     """Cluster nodes, Sentinel and the failover options (bgtasks.E014)."""
-    from .broker.connection import CLUSTER_SCHEMES, parse_nodes, url_scheme
-
     problems: list[str] = []
     url = cfg["REDIS_URL"] if isinstance(cfg["REDIS_URL"], str) else ""
     cluster_url = url_scheme(url) in CLUSTER_SCHEMES  # the URL itself is E003's
@@ -165,8 +163,6 @@ def check_periodic(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     zone, task, JSON arguments and options; names are unique."""
     if any(isinstance(problem, Error) for problem in check_settings()):
         return []
-    from .periodic import entries
-
     return [Error(problem, id="bgtasks.E013") for problem in entries()[1]]
 
 
@@ -175,9 +171,6 @@ def check_redis_server(app_configs: Any = None, **kwargs: Any) -> list[Error | W
     """Deploy check: the configured Redis answers, and will not evict task data."""
     if any(isinstance(problem, Error) for problem in check_settings()):
         return []  # the settings errors say more than a failed connection would
-    from .broker import get_broker
-    from .exceptions import BgTasksError
-
     try:
         broker = get_broker()  # a cluster's client connects as it is made
         broker.ping()

@@ -9,6 +9,7 @@ from django.core.signals import setting_changed
 
 from ..conf import Settings, get_settings
 from ..exceptions import BrokerUnavailable
+from .connection import creation_retry_for, make_client
 from .errors import ride_out
 from .redis import RedisBroker
 
@@ -48,8 +49,6 @@ def get_broker() -> RedisBroker:
 def make_broker(cfg: Settings | None = None, watch_master: bool = True) -> RedisBroker:
     """A new broker, not cached (get_broker() shares one per process). ``watch_master``
     False: no Sentinel watcher thread, for a process that forks (the supervisor)."""
-    from .connection import make_client
-
     cfg = cfg or get_settings()
     return RedisBroker(make_client(cfg), cfg.PREFIX, cfg.WAIT_REPLICAS, cfg.WAIT_TIMEOUT,
                        watch_master=watch_master,
@@ -62,8 +61,6 @@ def get_broker_for_enqueue() -> RedisBroker:
     try:
         return get_broker()
     except BrokerUnavailable:
-        from .connection import creation_retry_for
-
         window = creation_retry_for(get_settings())  # not on every enqueue: it parses a URL
         if not window:
             raise

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 
 from ..broker.redis import RedisBroker
+from ..periodic import entries
 from .bulk import BulkJobs
 from .component import Component
 from .config import WorkerConfig
@@ -39,8 +40,6 @@ def periodic_entries(config: WorkerConfig) -> list:
     system checks' to report (bgtasks.E013), here only logged."""
     if not config.cron:
         return []
-    from ..periodic import entries
-
     found, problems = entries()
     for problem in problems:
         logger.error("%s; this entry does not fire", problem)
