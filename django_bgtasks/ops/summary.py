@@ -1,8 +1,8 @@
 """TaskSummary: what a list shows of a task, from a bounded read (broker peek.lua): its
 record and its message's head, never the whole message, error history or result. A
 list, the name search and the confirmation page read these, so that their cost does not
-grow with what the tasks carry (issue 13: 50 dead tasks of 2.7 MB made one page take 9 s
-and 625 MB)."""
+grow with what the tasks carry (reading whole records, 50 dead tasks of 2.7 MB made one
+list page take 9 s and 625 MB of a web process)."""
 
 from __future__ import annotations
 
