@@ -13,25 +13,10 @@ import pytest
 
 from demo import recording, tasks
 from django_bgtasks import EnqueueError
-from helpers import RedisServer, counts, wait_until
+from helpers import counts, wait_until
 
 pytestmark = pytest.mark.single_redis(reason="stops the redis-server for 10 s and 60 s")
 
-
-@pytest.fixture(scope="module")
-def ledger_server(tmp_path_factory) -> RedisServer:
-    server = RedisServer(tmp_path_factory.mktemp("ledger"))
-    server.start()
-    yield server
-    server.stop()
-    server.kill()
-
-
-@pytest.fixture
-def ledger(ledger_server):
-    with ledger_server.client() as client:
-        client.flushall()
-        yield client
 
 
 @pytest.mark.parametrize("outage", [10, 60])

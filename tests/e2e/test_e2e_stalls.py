@@ -25,20 +25,6 @@ LEASE = 3.0
 SOCKET_TIMEOUT = 1.5
 
 
-@pytest.fixture(scope="module")
-def ledger_server(tmp_path_factory) -> RedisServer:
-    server = RedisServer(tmp_path_factory.mktemp("ledger"))
-    server.start()
-    yield server
-    server.kill()
-
-
-@pytest.fixture
-def ledger(ledger_server):
-    with ledger_server.client() as client:
-        client.flushall()
-        yield client
-
 
 def stall(server: RedisServer, seconds: float) -> None:
     server.process.send_signal(signal.SIGSTOP)
