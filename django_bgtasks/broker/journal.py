@@ -1,5 +1,5 @@
-"""The enqueue journal: behind Sentinel, what this process enqueued lately, to be written
-again to a new master.
+"""The enqueue journal: behind Sentinel and on a cluster, what this process enqueued
+lately, to be written again to a new master.
 
 Redis replicates asynchronously. When Sentinel promotes a replica (a planned failover, or
 the master's death), writes the old master acknowledged after the promotion, or before
