@@ -50,7 +50,7 @@ from chaos import Host, Redis, clock, log
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SHIM_SOURCE = ROOT / "tests" / "clock_skew.c"
+SHIM_SOURCE = ROOT / "tests" / "support" / "clock_skew.c"
 ENTRY = "soak"
 SKEWS = {"skew+3": 3, "skew-3": -3, "noskew": 0}
 FAULTS = ("pause", "host_kill", "redis")

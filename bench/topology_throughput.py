@@ -27,7 +27,7 @@ from pathlib import Path
 
 from common import HERE, ROOT, start_redis, stop_redis
 
-sys.path[:0] = [str(HERE), str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(HERE), str(ROOT), str(ROOT / "tests" / "support")]
 
 
 def setup_django(url: str) -> dict[str, str]:
