@@ -155,7 +155,7 @@ def skip_retry(token: str) -> None:
     raise SkipRetry(f"skip {token}")
 
 
-# --- test tasks for the end-to-end worker tests (tests/test_e2e_*.py) ---------------
+# --- test tasks for the end-to-end worker tests (tests/e2e/test_e2e_*.py) ---------------
 
 
 @background_task

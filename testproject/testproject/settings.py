@@ -160,7 +160,7 @@ LOGGING = {
     },
 }
 
-# tests/test_failover_sentinel.py: the tasks behind Sentinel (the cache and the ledger stay
+# tests/failover/test_failover_sentinel.py: the tasks behind Sentinel (the cache and the ledger stay
 # on a plain Redis, so that the verdict survives the failover).
 #   BGTASKS_TEST_SENTINELS     "host:port,host:port,...": BGTASKS SENTINELS
 #   BGTASKS_TEST_MASTER_NAME   the master they monitor (default "mymaster")

@@ -4,7 +4,7 @@
  * Only the wall-clock reads are wrapped: clock_gettime(CLOCK_REALTIME*), gettimeofday()
  * and time(), which is what Python's time.time() and datetime.now() use. (libfaketime
  * also rewrites sleeps and timed waits, and breaks Python's time.sleep with EINVAL.)
- * Built by tests/test_e2e_clock_skew.py with: cc -shared -fPIC -o skew.so clock_skew.c -ldl
+ * Built by tests/e2e/test_e2e_clock_skew.py with: cc -shared -fPIC -o skew.so clock_skew.c -ldl
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
