@@ -15,8 +15,10 @@ import signal
 from collections.abc import Iterator, Mapping
 
 import pytest
+import redis
 from django.test import override_settings
 
+from failover import ledger_server_fixture
 from helpers import TEST_TOPOLOGY, RedisServer, WorkerProcess
 from topologies import SessionCluster
 
@@ -166,3 +168,16 @@ def start_worker(run_worker):
         if worker.is_running():
             worker.send_group(signal.SIGKILL)
             worker.wait(5)
+
+
+# The ledger: a second Redis the tasks record what ran in, for the tests that stop or stall
+# the queue's Redis under a worker (the failover tests bring their own).
+ledger_server = pytest.fixture(scope="module", name="ledger_server")(ledger_server_fixture)
+
+
+@pytest.fixture
+def ledger(ledger_server: RedisServer) -> Iterator[redis.Redis]:
+    """The ledger's client, emptied for each test."""
+    with ledger_server.client() as client:
+        client.flushall()
+        yield client
