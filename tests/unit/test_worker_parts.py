@@ -90,15 +90,16 @@ def test_the_watchdog_interrupts_an_overdue_task_in_its_own_thread_only(broker):
 
 def test_the_supervisor_returns_a_dead_process_tasks_at_once_and_backs_off(broker):
     import os
+    import sys
 
     from django_bgtasks import get_task_info
     from django_bgtasks.worker.supervisor import Child, Supervisor
 
     supervisor = Supervisor(WorkerConfig(queues={QUEUE: 1}, processes=1, threads=1))
     task_id = tasks.record.enqueue("held").id
-    pid = os.fork()
-    if pid == 0:  # a worker process that dies at once (it runs nothing of pytest)
-        os._exit(3)
+    # a worker process that dies at once (a plain child: no fork of this threaded process)
+    pid = os.posix_spawn(sys.executable, [sys.executable, "-c", "raise SystemExit(3)"],
+                         os.environ)
     worker_id = supervisor._child_worker_id(0, pid)
     [claimed] = broker.claim(QUEUE, worker_id, [], 1, 60_000, 100, 10**9).claimed
     assert claimed.id == task_id
