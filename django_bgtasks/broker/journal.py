@@ -51,7 +51,6 @@ class EnqueueJournal:
         self._bytes = 0
         self._masters: dict[str, Any] = {}  # queue -> the master its calls reached
         self.switches = 0  # master changes seen, for calls that straddle one
-        self.replayed = 0  # tasks written again, for tests and logs
         self._dropped_warned = False
 
     def record(self, queue: str, args: Sequence[Any], master: Any,

@@ -265,6 +265,7 @@ class RedisBroker:
         for queue, args in calls:
             batches.setdefault(queue, []).extend(args[1:])  # args[0]: the wake channel
         per_call = ENQUEUE_BATCH * ENQUEUE_FIELDS
+        written = 0
         for queue, fields in batches.items():
             try:
                 for start in range(0, len(fields), per_call):
@@ -275,11 +276,10 @@ class RedisBroker:
                              "master switch (%s): %s", len(fields) // ENQUEUE_FIELDS, queue,
                              why, exc)
                 continue
-            if self._journal is not None:
-                self._journal.replayed += len(fields) // ENQUEUE_FIELDS
+            written += len(fields) // ENQUEUE_FIELDS
+        window = self._journal.window if self._journal is not None else 0
         logger.warning("wrote the enqueues of the last %gs again (%s): %d task(s); those the "
-                       "new master had are unchanged", self._journal.window if self._journal
-                       else 0, why, sum(len(f) for f in batches.values()) // ENQUEUE_FIELDS)
+                       "new master had are unchanged", window, why, written)
 
     def eviction_policy(self) -> str:
         """Redis' maxmemory-policy, read from INFO (allowed where CONFIG GET is not)."""
