@@ -15,7 +15,7 @@ A master change is learnt from Sentinel's ``+switch-master`` (sentinel_watch.py)
 the address an acknowledgement came from, whichever comes first. On Redis Cluster, each
 queue's master is the node serving its slot: when a replica takes over (a killed master,
 or a forced failover), the first acknowledgement from it writes that queue's recent calls
-again.
+again. The replay runs on a thread of its own (``Replayer``): no ``enqueue()`` waits for it.
 The window is counted back from the newest acknowledgement, not from now: while the
 master is unreachable nothing is pruned, so the unreplicated tail of a dead master is
 still there when its successor is found, however long Sentinel takes.
@@ -31,7 +31,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 logger = logging.getLogger("django_bgtasks")
@@ -97,3 +97,53 @@ class EnqueueJournal:
                                "are dropped before their window ends (a failover now could "
                                "lose them)", self._max_bytes // 2**20)
             self._bytes -= entries.popleft()[3]
+
+
+Replay = Sequence[tuple[str, Sequence[Any]]]
+
+
+class Replayer:
+    """Writes journaled calls again on a thread of its own, so that no ``enqueue()`` waits
+    for it: the call that first reaches a new master (hundreds of journaled tasks behind
+    it) returns as fast as any other.
+
+    The thread is started when there is something to write and ends when there is nothing
+    left. It is not a daemon: a producer that exits right after a failover (a management
+    command, a script) still writes its journal to the new master before the interpreter
+    ends, as it did when the replay ran inside its last ``enqueue()``.
+    """
+
+    def __init__(self, write: Callable[[Replay, str], None]) -> None:
+        self._write = write
+        self._lock = threading.Lock()
+        self._todo: deque[tuple[Replay, str]] = deque()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, calls: Replay, why: str) -> None:
+        """Write ``calls`` again soon, after anything submitted before them."""
+        with self._lock:
+            self._todo.append((calls, why))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="bgtasks-journal-replay")
+                self._thread.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until everything submitted so far was written (or failed); True if so."""
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._todo:
+                    self._thread = None
+                    return
+                calls, why = self._todo.popleft()
+            try:
+                self._write(calls, why)
+            except Exception:  # noqa: BLE001  (the next batch must still be written)
+                logger.exception("writing the enqueue journal again failed (%s)", why)

@@ -24,7 +24,7 @@ import redis
 from ..exceptions import BgTasksError, BrokerUnavailable
 from .connection import Client, unreachable
 from .errors import TRANSIENT_ERRORS, is_transient, ride_out
-from .journal import EnqueueJournal
+from .journal import EnqueueJournal, Replayer
 from .keys import STATES, GlobalKeys, QueueKeys
 from .packing import (
     as_text,
@@ -76,6 +76,7 @@ class RedisBroker:
         # Behind Sentinel: what was enqueued lately, written again to a new master.
         self._journal = (EnqueueJournal(journal_seconds) if journal_seconds > 0 and (
             self._cluster or is_sentinel_client(self.client)) else None)
+        self._replayer = Replayer(self._write_again) if self._journal is not None else None
         self._master_watch = (watch_master_switches(self.client, self._master_switched)
                               if watch_master else None)
         self.keys = GlobalKeys(prefix)
@@ -195,6 +196,8 @@ class RedisBroker:
         django-redis cache's client belongs to the cache framework)."""
         if self._master_watch is not None:
             self._master_watch.stop()
+        if self._replayer is not None:  # a replay under way needs the client
+            self._replayer.wait(self.retry_for + 5)
         if self._queue_waiter is not None:
             self._queue_waiter.close()
         if close_client:
@@ -240,8 +243,8 @@ class RedisBroker:
                                exc)
         if notes is not None:
             again = notes.record(queue, args, self._master_of(queue), switches)
-            if again:
-                self._write_again(again, "an acknowledgement came from a new master")
+            if again and self._replayer is not None:
+                self._replayer.submit(again, "an acknowledgement came from a new master")
         return reply
 
     def _master_of(self, queue: str) -> Any:
@@ -255,8 +258,8 @@ class RedisBroker:
         """Sentinel announced a new master (the watcher's thread)."""
         if self._journal is not None:
             again = self._journal.switched(master)
-            if again:
-                self._write_again(again, f"Sentinel switched to {master[0]}:{master[1]}")
+            if again and self._replayer is not None:
+                self._replayer.submit(again, f"Sentinel switched to {master[0]}:{master[1]}")
 
     def _write_again(self, calls: Sequence[tuple[str, Sequence[Any]]], why: str) -> None:
         """Write journaled enqueue calls to the current master, in batches per queue: what

@@ -3,9 +3,12 @@ written again when the master changes."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
 import time
 
-from django_bgtasks.broker.journal import EnqueueJournal
+from django_bgtasks.broker.journal import EnqueueJournal, Replayer
 
 OLD, NEW = ("10.0.0.1", 6379), ("10.0.0.2", 6379)
 
@@ -60,3 +63,61 @@ def test_memory_is_bounded():
         journal.record("q", ["c", f"id{i}", "x" * 90], OLD, 0)
     kept = journal.switched(NEW)
     assert 5 <= len(kept) <= 11 and kept[-1][1][1] == "id99"
+
+
+# --- the replay thread ------------------------------------------------------------------
+
+
+def test_a_replay_does_not_hold_up_the_call_that_asked_for_it():
+    """The enqueue() that first reaches a new master hands the journal over and returns:
+    the replay (hundreds of tasks) is written behind it, in the order it was asked for."""
+    written: list[str] = []
+    release = threading.Event()
+
+    def slow_write(calls, why):
+        release.wait(10)
+        written.extend(args[1] for _, args in calls)
+
+    replayer = Replayer(slow_write)
+    started = time.monotonic()
+    replayer.submit([("q", call(0)), ("q", call(1))], "first switch")
+    replayer.submit([("q", call(2))], "second switch")
+    assert time.monotonic() - started < 1.0 and written == []
+    release.set()
+    assert replayer.wait(10)
+    assert written == ["id0", "id1", "id2"]
+
+
+def test_a_failed_replay_does_not_stop_the_next_one():
+    written: list[str] = []
+
+    def write(calls, why):
+        if why == "broken":
+            raise RuntimeError("Redis went away again")
+        written.extend(args[1] for _, args in calls)
+
+    replayer = Replayer(write)
+    replayer.submit([("q", call(0))], "broken")
+    replayer.submit([("q", call(1))], "fine")
+    assert replayer.wait(10)
+    assert written == ["id1"]
+    replayer.submit([("q", call(2))], "later")  # a new thread once the last one ended
+    assert replayer.wait(10) and written == ["id1", "id2"]
+
+
+def test_a_process_that_exits_at_once_still_writes_its_replay(tmp_path):
+    """A script that enqueues and exits right after a failover: its journal still reaches
+    the new master before the interpreter ends (the thread is not a daemon)."""
+    out = tmp_path / "written"
+    script = f"""
+import time
+from django_bgtasks.broker.journal import Replayer
+
+def write(calls, why):
+    time.sleep(0.5)
+    open({str(out)!r}, "w").write(",".join(args[1] for _, args in calls))
+
+Replayer(write).submit([("q", ["c", "id7"]), ("q", ["c", "id8"])], "switch")
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=30)
+    assert out.read_text() == "id7,id8"
