@@ -32,9 +32,10 @@ ledger_server = pytest.fixture(scope="module", name="ledger_server")(ledger_serv
 
 INTERVAL = 0.01  # each producer: 100 enqueues/s
 # seconds; research: writes succeed again 2.2-2.5 s after the kill (node-timeout 1 s)
-# enqueue() retries every 0.25 s at most; the queue's journal is written again to the new
-# master on a thread of its own, so the call that first reaches it does not wait for that
-ENQUEUE_RESUME_LIMIT = 3.5
+# enqueue() retries every 0.25 s at most. The journal's replay is off the call path (a
+# thread of its own), yet the worst call still took 2.53-3.66 s in four runs on a loaded
+# 2-core machine: the election itself varies, hence the margin
+ENQUEUE_RESUME_LIMIT = 4.5
 WORK_RESUME_LIMIT = 3.0  # the worker runs queue A's new tasks again
 OTHER_QUEUE_LIMIT = 1.5  # queue B's master stays up: at most the ~1 s of CLUSTERDOWN
 
