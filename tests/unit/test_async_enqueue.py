@@ -12,6 +12,14 @@ import uuid
 import pytest
 from asgiref.sync import async_to_sync
 from django.db import transaction
+from test_redis_security import (  # its server fixtures, for the AUTH and TLS tests
+    WRONG,
+    acl_redis,  # noqa: F401
+    requirepass_redis,  # noqa: F401
+    secured,  # noqa: F401
+    tls_redis,  # noqa: F401
+    use_redis,
+)
 
 from demo import recording
 from demo.tasks import record
@@ -301,3 +309,31 @@ def test_outside_any_transaction_the_write_is_immediate(raw):
 
     info, seen = run(enqueue_then_look)
     assert seen == [info.id]
+
+
+# -- AUTH and TLS -----------------------------------------------------------------------
+# The password and TLS servers of test_redis_security, through the async client.
+
+@pytest.mark.single_redis(reason="its subject is a plain redis-server of its own")
+def test_aenqueue_and_aget_result_through_auth_and_tls_urls(secured, settings):  # noqa: F811
+    use_redis(settings, secured.url)
+
+    info = run(triple.aenqueue, 4)
+
+    assert run(triple.aget_result, info.id).state == "pending"
+    with secured.server.client() as client:
+        assert client.zscore(get_broker().queue_keys("default").pending, info.id) is not None
+
+
+@pytest.mark.single_redis(reason="its subject is a plain redis-server of its own")
+def test_a_wrong_password_fails_quickly_and_never_shows_it(secured, settings):  # noqa: F811
+    use_redis(settings, next(iter(secured.wrong_urls.values())))
+
+    started = time.monotonic()
+    with pytest.raises(EnqueueError) as caught:
+        run(triple.aenqueue, 1)
+
+    assert time.monotonic() - started < 5
+    assert f"authentication to Redis at {secured.target} failed" in str(caught.value)
+    secured.assert_no_secret(str(caught.value))
+    assert WRONG not in repr(caught.value.__cause__)
