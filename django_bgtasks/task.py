@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, overload
 
+from asgiref.sync import AsyncToSync, sync_to_async
 from django.db import DEFAULT_DB_ALIAS, transaction
 
 from . import registry, signals
 from .broker import get_broker, get_broker_for_enqueue
+from .broker.aio import aget_broker
 from .broker.keys import validate_queue_name
-from .broker.types import EnqueueRequest
+from .broker.types import EnqueueOutcome, EnqueueRequest, TaskRecord
 from .conf import get_settings
 from .context import running
 from .exceptions import BgTasksError, EnqueueError, TaskAlreadyExists, TaskNotFound
@@ -110,6 +112,11 @@ class BackgroundTask:
         Every item's arguments are checked before anything is written. Not for tasks with
         a ``task_id`` or ``unique_for`` (use ``enqueue`` for those).
         """
+        messages = self._many_messages(items)
+        return self._enqueue(messages) if messages else []
+
+    def _many_messages(self, items: Iterable[tuple[Sequence[Any], Mapping[str, Any]]],
+                       ) -> list[TaskMessage]:
         if self.task_id is not None or self.unique_for is not None:
             raise ValueError(f"{self.name}: enqueue_many() does not take task_id or "
                              f"unique_for; use enqueue() for each task")
@@ -122,21 +129,71 @@ class BackgroundTask:
                                 f"(args, kwargs) pair, not {item!r}") from None
             validate_arguments(f"{self.name} (item {position})", args, kwargs)
             messages.append(self._message(list(args), dict(kwargs)))
-        return self._enqueue(messages) if messages else []
+        return messages
 
     def _enqueue(self, messages: list[TaskMessage]) -> list[TaskInfo]:
         cfg = get_settings()
-        if cfg.EAGER:  # refused as Redis would refuse it: a project's tests see it
-            self._check_sizes([msg.encode() for msg in messages], cfg.MAX_MESSAGE_BYTES)
-            return [self._run_eagerly(msg) for msg in messages]
-        requests = [self._request(msg) for msg in messages]
-        self._check_sizes([req.message for req in requests], cfg.MAX_MESSAGE_BYTES)
-        waits = self._waits_for_commit()
-        if waits and transaction.get_connection(DEFAULT_DB_ALIAS).in_atomic_block:
-            transaction.on_commit(lambda: self._send(messages, requests))
-            return [TaskInfo.from_message(m, "scheduled" if self._due_later(m) else "pending")
-                    for m in messages]
+        if cfg.EAGER:
+            return self._enqueue_eagerly(messages, cfg.MAX_MESSAGE_BYTES)
+        requests = self._requests(messages, cfg.MAX_MESSAGE_BYTES)
+        deferred = self._defer_to_commit(messages, requests)
+        if deferred is not None:
+            return deferred
         return self._send(messages, requests)
+
+    def _enqueue_eagerly(self, messages: list[TaskMessage], limit: int) -> list[TaskInfo]:
+        # refused as Redis would refuse it: a project's tests see it
+        self._check_sizes([msg.encode() for msg in messages], limit)
+        return [self._run_eagerly(msg) for msg in messages]
+
+    def _requests(self, messages: list[TaskMessage], limit: int) -> list[EnqueueRequest]:
+        """The broker's requests for ``messages``, refused whole if one is too large."""
+        requests = [self._request(msg) for msg in messages]
+        self._check_sizes([req.message for req in requests], limit)
+        return requests
+
+    def _defer_to_commit(self, messages: list[TaskMessage], requests: list[EnqueueRequest],
+                         ) -> list[TaskInfo] | None:
+        """Inside a transaction of this thread (and ENQUEUE_ON_COMMIT): the write waits for
+        the commit, and the infos the tasks will have; None: write now."""
+        if not (self._waits_for_commit()
+                and transaction.get_connection(DEFAULT_DB_ALIAS).in_atomic_block):
+            return None
+        transaction.on_commit(lambda: self._send(messages, requests))
+        return [TaskInfo.from_message(m, "scheduled" if self._due_later(m) else "pending")
+                for m in messages]
+
+    # -- enqueue from async code --------------------------------------------------------
+
+    async def aenqueue(self, *args: Any, **kwargs: Any) -> TaskInfo:
+        """enqueue() for async code: the same checks, errors and signal, written through
+        redis.asyncio on the running event loop."""
+        validate_arguments(self.name, args, kwargs)
+        return (await self._aenqueue([self._message(list(args), kwargs)]))[0]
+
+    async def aenqueue_many(self, items: Iterable[tuple[Sequence[Any], Mapping[str, Any]]],
+                            ) -> list[TaskInfo]:
+        """enqueue_many() for async code."""
+        messages = self._many_messages(items)
+        return await self._aenqueue(messages) if messages else []
+
+    async def _aenqueue(self, messages: list[TaskMessage]) -> list[TaskInfo]:
+        cfg = get_settings()
+        if cfg.EAGER:  # the function runs as Django runs sync code called from async code
+            return await sync_to_async(self._enqueue_eagerly)(messages, cfg.MAX_MESSAGE_BYTES)
+        requests = self._requests(messages, cfg.MAX_MESSAGE_BYTES)
+        # A transaction is never open in the loop's thread (Django refuses atomic() there);
+        # it may be in a sync thread that waits for this coroutine (async_to_sync): look
+        # there, in that thread, as enqueue() would.
+        if _sync_thread_waits():
+            deferred = await sync_to_async(self._defer_to_commit)(messages, requests)
+            if deferred is not None:
+                return deferred
+        try:
+            outcomes = await (await aget_broker()).enqueue_many(requests)
+        except BgTasksError as exc:
+            raise self._enqueue_error(requests, exc) from exc
+        return self._written(messages, requests, outcomes)
 
     def _check_sizes(self, messages: list[str], limit: int) -> None:
         """Refuse the whole call, before anything is written, if a message is too large."""
@@ -194,8 +251,17 @@ class BackgroundTask:
             outcomes = (broker.enqueue_many(requests) if len(requests) > 1
                         else [broker.enqueue(requests[0])])
         except BgTasksError as exc:
-            what = f"id {requests[0].id}" if len(requests) == 1 else f"{len(requests)} tasks"
-            raise EnqueueError(f"could not enqueue {self.name} ({what}): {exc}") from exc
+            raise self._enqueue_error(requests, exc) from exc
+        return self._written(messages, requests, outcomes)
+
+    def _enqueue_error(self, requests: list[EnqueueRequest], exc: BgTasksError) -> EnqueueError:
+        what = f"id {requests[0].id}" if len(requests) == 1 else f"{len(requests)} tasks"
+        return EnqueueError(f"could not enqueue {self.name} ({what}): {exc}")
+
+    def _written(self, messages: list[TaskMessage], requests: list[EnqueueRequest],
+                 outcomes: list[EnqueueOutcome]) -> list[TaskInfo]:
+        """The infos of tasks the broker answered for, announced; TaskAlreadyExists for
+        the first the broker refused."""
         infos = []
         for msg, req, outcome in zip(messages, requests, outcomes, strict=True):
             if outcome.status == "exists":
@@ -245,13 +311,32 @@ class BackgroundTask:
         return get_task_info(task_id)
 
 
+    async def aget_result(self, task_id: str) -> TaskInfo:
+        """get_result() for async code, read through redis.asyncio."""
+        return await aget_task_info(task_id)
+
+
 def get_task_info(task_id: str) -> TaskInfo:
     """Look up any task by id; raises TaskNotFound when Redis has no such task."""
-    record = get_broker().read_task(task_id)
+    return _task_info(task_id, get_broker().read_task(task_id))
+
+
+async def aget_task_info(task_id: str) -> TaskInfo:
+    """get_task_info() for async code, read through redis.asyncio."""
+    return _task_info(task_id, await (await aget_broker()).read_task(task_id))
+
+
+def _task_info(task_id: str, record: TaskRecord | None) -> TaskInfo:
     if record is None:
         raise TaskNotFound(f"no task with id {task_id!r} (never enqueued, or it finished "
                            f"and was not kept: set result_ttl to keep finished tasks)")
     return TaskInfo.from_record(record)
+
+
+def _sync_thread_waits() -> bool:
+    """True when a sync thread waits for the running coroutine (async_to_sync): that is
+    when asgiref sets the executor sync_to_async(thread_sensitive=True) runs code in."""
+    return getattr(AsyncToSync.executors, "current", None) is not None
 
 
 @overload

@@ -14,7 +14,8 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.sentinel import Sentinel
 
 from ..conf import Settings
-from ..exceptions import BrokerUnavailable, InvalidRedisSetting
+from ..exceptions import BgTasksError, BrokerUnavailable, InvalidRedisSetting
+from .errors import TRANSIENT_ERRORS, is_transient
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 URL_SCHEMES = ("redis", "rediss", "unix", *CLUSTER_SCHEMES)
@@ -159,7 +160,7 @@ def parse_nodes(value: Any, setting: str) -> list[tuple[str, int]]:
     return nodes
 
 
-def _timeouts(cfg: Settings) -> dict[str, Any]:
+def timeouts(cfg: Settings) -> dict[str, Any]:
     return {"socket_timeout": cfg.SOCKET_TIMEOUT, "socket_connect_timeout": cfg.CONNECT_TIMEOUT}
 
 
@@ -172,10 +173,10 @@ def creation_retry_for(cfg: Settings) -> float:
     """How long enqueue() waits for a client that cannot be made yet: only a cluster's
     client connects as it is made (others connect on first use, where the broker rides
     out the wait itself), so this is the cluster's RETRY_FOR."""
-    return _retry_for(cfg, CLUSTER_RETRY_FOR) if is_cluster(cfg) else 0.0
+    return retry_window(cfg, CLUSTER_RETRY_FOR) if is_cluster(cfg) else 0.0
 
 
-def _retry_for(cfg: Settings, default: float) -> float:
+def retry_window(cfg: Settings, default: float) -> float:
     """RETRY_FOR, or the topology's default when it is not set."""
     return default if cfg.RETRY_FOR is None else cfg.RETRY_FOR
 
@@ -197,18 +198,20 @@ def make_client(cfg: Settings) -> Client:
         behind_sentinel = hasattr(pool, "get_master_address")
         default = CLUSTER_RETRY_FOR if behind_sentinel else SINGLE_RETRY_FOR
         return Client(client, f"cache alias {cfg.CACHE_ALIAS!r} ({where})", "cache",
-                      _retry_for(cfg, default))
+                      retry_window(cfg, default))
     check_url(cfg.REDIS_URL)  # before redis-py reads it: its errors quote the URL
     if is_cluster(cfg):
-        return _cluster_client(cfg, _retry_for(cfg, CLUSTER_RETRY_FOR))
+        return _cluster_client(cfg, retry_window(cfg, CLUSTER_RETRY_FOR))
     if cfg.SENTINELS:
-        return _sentinel_client(cfg, _retry_for(cfg, CLUSTER_RETRY_FOR))
-    client = redis.Redis.from_url(cfg.REDIS_URL, health_check_interval=30, **_timeouts(cfg))
+        return _sentinel_client(cfg, retry_window(cfg, CLUSTER_RETRY_FOR))
+    client = redis.Redis.from_url(cfg.REDIS_URL, health_check_interval=30, **timeouts(cfg))
     return Client(client, describe_target(cfg.REDIS_URL), "single",
-                  _retry_for(cfg, SINGLE_RETRY_FOR))
+                  retry_window(cfg, SINGLE_RETRY_FOR))
 
 
-def _cluster_client(cfg: Settings, retry_for: float) -> Client:
+def cluster_nodes(cfg: Settings) -> tuple[str, list[tuple[str, int]], str]:
+    """A cluster's (URL of the first node, with the credentials and options for every
+    node; all nodes; the target as messages name it), for the sync and async clients."""
     if url_scheme(cfg.REDIS_URL) in CLUSTER_SCHEMES:
         first, nodes = split_cluster_url(cfg.REDIS_URL)
     else:  # CLUSTER_NODES, with REDIS_URL's credentials and options (its host unused)
@@ -220,10 +223,14 @@ def _cluster_client(cfg: Settings, retry_for: float) -> Client:
                  f"{query}")
     # as describe_target() names a redis+cluster:// URL: messages say "Redis at <target>"
     scheme = urlsplit(first).scheme
-    target = f"{scheme}+cluster://{','.join(f'{h}:{p}' for h, p in nodes)}"
+    return first, nodes, f"{scheme}+cluster://{','.join(f'{h}:{p}' for h, p in nodes)}"
+
+
+def _cluster_client(cfg: Settings, retry_for: float) -> Client:
+    first, nodes, target = cluster_nodes(cfg)
     try:
         client = RedisCluster(url=first, startup_nodes=[ClusterNode(h, p) for h, p in nodes[1:]],
-                              **_timeouts(cfg))
+                              **timeouts(cfg))
     except redis.exceptions.RedisClusterException as exc:
         # RedisCluster connects in its constructor: no node answered (a worker started
         # before the cluster retries on BrokerUnavailable, as on one Redis)
@@ -243,17 +250,46 @@ def unreachable(target: str, exc: Exception) -> BrokerUnavailable:
     return BrokerUnavailable(f"cannot reach Redis at {target}: {detail}")
 
 
-def _sentinel_client(cfg: Settings, retry_for: float) -> Client:
+def translated(target: str, exc: Exception) -> BgTasksError:
+    """Our exception for a redis-py one (sync or asyncio: the same classes), naming the
+    target (never its credentials)."""
+    if isinstance(exc, (redis.exceptions.RedisClusterException, *TRANSIENT_ERRORS)):
+        return unreachable(target, exc)  # a refused password included
+    detail = str(exc).rstrip(".")  # messages go on with "; retrying in ..."
+    if is_transient(exc):  # reached, but changing roles or starting (NOREPLICAS...)
+        return BrokerUnavailable(f"Redis at {target} cannot take this now (a "
+                                 f"failover or a restart): {detail}")
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        return BgTasksError(
+            f"Redis at {target} is out of memory (used memory > maxmemory, policy "
+            f"noeviction) and refused the command; nothing was written: {detail}")
+    if isinstance(exc, redis.ResponseError):
+        return BgTasksError(f"Redis at {target} refused the command: {detail}")
+    return BgTasksError(f"Redis at {target}: {detail}")
+
+
+def sentinel_options(cfg: Settings) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+    """The sentinels, and the master's connection options from REDIS_URL (credentials,
+    db, TLS), for the sync and async clients."""
     sentinels = parse_nodes(cfg.SENTINELS, "SENTINELS")
     url = redis.connection.parse_url(cfg.REDIS_URL)
     master_options = {k: v for k, v in url.items()
                       if k not in ("host", "port", "path", "connection_class")}
     if url_scheme(cfg.REDIS_URL) == "rediss":
         master_options.setdefault("ssl", True)
-    sentinel = Sentinel(sentinels, sentinel_kwargs={**_timeouts(cfg), **cfg.SENTINEL_KWARGS},
-                        **_timeouts(cfg))
-    client = sentinel.master_for(cfg.MASTER_NAME, health_check_interval=30, **_timeouts(cfg),
-                                 **master_options)
+    return sentinels, master_options
+
+
+def sentinel_target(cfg: Settings, sentinels: list[tuple[str, int]]) -> str:
     where = ",".join(f"{h}:{p}" for h, p in sentinels)
-    return Client(client, f"Sentinel master {cfg.MASTER_NAME!r} (sentinels {where})",
-                  "sentinel", retry_for, sentinel, cfg.MASTER_NAME)
+    return f"Sentinel master {cfg.MASTER_NAME!r} (sentinels {where})"
+
+
+def _sentinel_client(cfg: Settings, retry_for: float) -> Client:
+    sentinels, master_options = sentinel_options(cfg)
+    sentinel = Sentinel(sentinels, sentinel_kwargs={**timeouts(cfg), **cfg.SENTINEL_KWARGS},
+                        **timeouts(cfg))
+    client = sentinel.master_for(cfg.MASTER_NAME, health_check_interval=30, **timeouts(cfg),
+                                 **master_options)
+    return Client(client, sentinel_target(cfg, sentinels), "sentinel", retry_for, sentinel,
+                  cfg.MASTER_NAME)

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis
@@ -32,11 +33,30 @@ def ride_out(call: Callable[[], Any], seconds: float) -> Any:
         try:
             return call()
         except BgTasksError as exc:
-            delay = reconnect_delay(attempt, base=0.05, cap=0.25, jitter=False)
-            if not worth_retrying(exc) or time.monotonic() + delay > deadline:
-                raise
+            time.sleep(retry_delay(exc, attempt, deadline))
             attempt += 1
-            time.sleep(delay)
+
+
+async def aride_out(call: Callable[[], Awaitable[Any]], seconds: float) -> Any:
+    """ride_out() for a coroutine function: the same policy, sleeping without blocking
+    the event loop."""
+    deadline = time.monotonic() + seconds
+    attempt = 0
+    while True:
+        try:
+            return await call()
+        except BgTasksError as exc:
+            await asyncio.sleep(retry_delay(exc, attempt, deadline))
+            attempt += 1
+
+
+def retry_delay(exc: BgTasksError, attempt: int, deadline: float) -> float:
+    """How long to wait before attempt ``attempt + 1`` after ``exc``; re-raises ``exc``
+    (the caller's current exception) when it is not worth retrying or time is up."""
+    delay = reconnect_delay(attempt, base=0.05, cap=0.25, jitter=False)
+    if not worth_retrying(exc) or time.monotonic() + delay > deadline:
+        raise exc
+    return delay
 
 
 def worth_retrying(exc: BgTasksError) -> bool:

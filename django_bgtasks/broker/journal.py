@@ -31,12 +31,34 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
+
+from .packing import ENQUEUE_BATCH, ENQUEUE_FIELDS
 
 logger = logging.getLogger("django_bgtasks")
 
 MAX_BYTES = 64 * 2**20  # a bound on the journal's memory, whatever the messages weigh
+# What the sync and async brokers log around a replay (the same words from both).
+UNLISTED = "queue %s could not be listed for the admin yet: %s"
+REPLAY_FAILED = ("could not write %d recent task(s) of queue %s again after a master switch "
+                 "(%s): %s")
+REPLAYED = ("wrote the enqueues of the last %gs again (%s): %d task(s); those the new master "
+            "had are unchanged")
+
+
+def replay_batches(calls: Sequence[tuple[str, Sequence[Any]]], wake_channel: str,
+                   ) -> Iterator[tuple[str, list[Any], int]]:
+    """Journaled enqueue calls regrouped as (queue, script arguments, tasks) per queue
+    and batch of ENQUEUE_BATCH, for writing again to a new master."""
+    fields_by_queue: dict[str, list[Any]] = {}
+    for queue, args in calls:
+        fields_by_queue.setdefault(queue, []).extend(args[1:])  # args[0]: the wake channel
+    per_call = ENQUEUE_BATCH * ENQUEUE_FIELDS
+    for queue, fields in fields_by_queue.items():
+        for start in range(0, len(fields), per_call):
+            part = fields[start:start + per_call]
+            yield queue, [wake_channel, *part], len(part) // ENQUEUE_FIELDS
 
 
 class EnqueueJournal:

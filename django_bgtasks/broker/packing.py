@@ -4,9 +4,15 @@ helpers of the broker's hand-packed commands."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .types import EnqueueOutcome, EnqueueRequest
+from .types import EnqueueOutcome, EnqueueRequest, TaskRecord
+
+ENQUEUE_BATCH = 1000  # tasks per enqueue call: bounded work inside Redis (~10 ms)
+ENQUEUE_FIELDS = 8  # script arguments per task (enqueue.lua)
+# The per-queue hashes a task's record is read from, in TaskRecord's order.
+TASK_HASHES = ("msg", "info", "errors", "result")
 
 
 def enqueue_fields(req: EnqueueRequest) -> list[Any]:
@@ -14,6 +20,40 @@ def enqueue_fields(req: EnqueueRequest) -> list[Any]:
             "" if req.run_at_ms is None else req.run_at_ms,
             "" if req.delay_ms is None else req.delay_ms,
             req.unique_key or "", req.unique_ttl_ms or 0, req.max_retries]
+
+
+def enqueue_batches(reqs: Sequence[EnqueueRequest], wake_channel: str,
+                    ) -> Iterator[tuple[str, list[int], list[Any]]]:
+    """The enqueue script calls for ``reqs``: (queue, indexes into ``reqs``, arguments),
+    one per queue and batch of ENQUEUE_BATCH."""
+    by_queue: dict[str, list[int]] = {}
+    for index, req in enumerate(reqs):
+        by_queue.setdefault(req.queue, []).append(index)
+    for queue, indexes in by_queue.items():
+        for start in range(0, len(indexes), ENQUEUE_BATCH):
+            chunk = indexes[start:start + ENQUEUE_BATCH]
+            args: list[Any] = [wake_channel]
+            for index in chunk:
+                args += enqueue_fields(reqs[index])
+            yield queue, chunk, args
+
+
+def split_unlisted(reply: list) -> tuple[bool, list]:
+    """(whether enqueue.lua found the queue unlisted, the per-task reply)."""
+    if reply and as_text(reply[0]) == "unlisted":
+        return True, reply[1:]
+    return False, reply
+
+
+def task_record(task_id: str, queues: Sequence[str], replies: Sequence[Any],
+                ) -> TaskRecord | None:
+    """The record of ``task_id`` from HGETs of TASK_HASHES in each of ``queues``."""
+    width = len(TASK_HASHES)
+    for index, queue in enumerate(queues):
+        msg, info, errors, result = replies[index * width:(index + 1) * width]
+        if msg is not None or info is not None:
+            return TaskRecord(queue, task_id, msg, info, errors, result)
+    return None
 
 
 def enqueue_outcomes(reply: list) -> list[EnqueueOutcome]:

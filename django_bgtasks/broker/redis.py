@@ -22,18 +22,29 @@ from typing import Any
 import redis
 
 from ..exceptions import BgTasksError, BrokerUnavailable
-from .connection import Client, unreachable
+from .connection import Client, translated
 from .errors import TRANSIENT_ERRORS, is_transient, ride_out
-from .journal import EnqueueJournal, Replayer
+from .journal import (
+    REPLAY_FAILED,
+    REPLAYED,
+    UNLISTED,
+    EnqueueJournal,
+    Replayer,
+    replay_batches,
+)
 from .keys import STATES, GlobalKeys, QueueKeys
 from .packing import (
+    TASK_HASHES,
     as_text,
     encode_arg,
+    enqueue_batches,
     enqueue_fields,
     enqueue_outcomes,
     json_object,
     remember,
     socket_timeout,
+    split_unlisted,
+    task_record,
 )
 from .queue_waiter import QueueWaiter
 from .schedule_waiter import ScheduleWaiter
@@ -53,8 +64,6 @@ from .types import (
 
 logger = logging.getLogger("django_bgtasks")
 
-ENQUEUE_BATCH = 1000  # tasks per enqueue call: bounded work inside Redis (~10 ms)
-ENQUEUE_FIELDS = 8  # script arguments per task (enqueue.lua)
 WAKER_TTL_MS = 10_000  # a wake-up token nobody took (its process had already left)
 
 
@@ -99,20 +108,7 @@ class RedisBroker:
             raise self._translated(exc) from exc
 
     def _translated(self, exc: Exception) -> BgTasksError:
-        """Our exception for a redis-py one, naming the target (never its credentials)."""
-        if isinstance(exc, (redis.exceptions.RedisClusterException, *TRANSIENT_ERRORS)):
-            return unreachable(self.target, exc)  # a refused password included
-        detail = str(exc).rstrip(".")  # messages go on with "; retrying in ..."
-        if is_transient(exc):  # reached, but changing roles or starting (NOREPLICAS...)
-            return BrokerUnavailable(f"Redis at {self.target} cannot take this now (a "
-                                     f"failover or a restart): {detail}")
-        if isinstance(exc, redis.exceptions.OutOfMemoryError):
-            return BgTasksError(
-                f"Redis at {self.target} is out of memory (used memory > maxmemory, policy "
-                f"noeviction) and refused the command; nothing was written: {detail}")
-        if isinstance(exc, redis.ResponseError):
-            return BgTasksError(f"Redis at {self.target} refused the command: {detail}")
-        return BgTasksError(f"Redis at {self.target}: {detail}")
+        return translated(self.target, exc)
 
     def queue_keys(self, queue: str) -> QueueKeys:
         keys = self._queue_keys.get(queue)
@@ -233,14 +229,13 @@ class RedisBroker:
         switches = notes.switches if notes is not None else 0
 
         listed = self.queue_keys(queue).listed
-        reply = ride_out(lambda: run("enqueue", queue, args, [listed]), self.retry_for)
-        if reply and as_text(reply[0]) == "unlisted":
-            reply = reply[1:]
+        unlisted, reply = split_unlisted(
+            ride_out(lambda: run("enqueue", queue, args, [listed]), self.retry_for))
+        if unlisted:
             try:
                 self.register_queue(queue)
             except BgTasksError as exc:  # the tasks are written; the next enqueue lists it
-                logger.warning("queue %s could not be listed for the admin yet: %s", queue,
-                               exc)
+                logger.warning(UNLISTED, queue, exc)
         if notes is not None:
             again = notes.record(queue, args, self._master_of(queue), switches)
             if again and self._replayer is not None:
@@ -264,25 +259,15 @@ class RedisBroker:
     def _write_again(self, calls: Sequence[tuple[str, Sequence[Any]]], why: str) -> None:
         """Write journaled enqueue calls to the current master, in batches per queue: what
         it has is reported as existing, what the old master dropped is written again."""
-        batches: dict[str, list[Any]] = {}
-        for queue, args in calls:
-            batches.setdefault(queue, []).extend(args[1:])  # args[0]: the wake channel
-        per_call = ENQUEUE_BATCH * ENQUEUE_FIELDS
         written = 0
-        for queue, fields in batches.items():
+        for queue, args, count in replay_batches(calls, self.keys.wake_channel):
             try:
-                for start in range(0, len(fields), per_call):
-                    self._write_tasks(queue, [self.keys.wake_channel,
-                                              *fields[start:start + per_call]], journal=False)
+                self._write_tasks(queue, args, journal=False)
             except BgTasksError as exc:
-                logger.error("could not write %d recent task(s) of queue %s again after a "
-                             "master switch (%s): %s", len(fields) // ENQUEUE_FIELDS, queue,
-                             why, exc)
+                logger.error(REPLAY_FAILED, count, queue, why, exc)
                 continue
-            written += len(fields) // ENQUEUE_FIELDS
-        window = self._journal.window if self._journal is not None else 0
-        logger.warning("wrote the enqueues of the last %gs again (%s): %d task(s); those the "
-                       "new master had are unchanged", window, why, written)
+            written += count
+        logger.warning(REPLAYED, self._journal.window if self._journal else 0, why, written)
 
     def eviction_policy(self) -> str:
         """Redis' maxmemory-policy, read from INFO (allowed where CONFIG GET is not)."""
@@ -334,17 +319,9 @@ class RedisBroker:
     def enqueue_many(self, reqs: Sequence[EnqueueRequest]) -> list[EnqueueOutcome]:
         """Write many tasks: one script call per queue and batch of ENQUEUE_BATCH."""
         outcomes: dict[int, EnqueueOutcome] = {}
-        by_queue: dict[str, list[int]] = {}
-        for index, req in enumerate(reqs):
-            by_queue.setdefault(req.queue, []).append(index)
-        for queue, indexes in by_queue.items():
-            for start in range(0, len(indexes), ENQUEUE_BATCH):
-                chunk = indexes[start:start + ENQUEUE_BATCH]
-                args: list[Any] = [self.keys.wake_channel]
-                for index in chunk:
-                    args += enqueue_fields(reqs[index])
-                replies = enqueue_outcomes(self._write_tasks(queue, args))
-                outcomes.update(zip(chunk, replies, strict=True))
+        for queue, chunk, args in enqueue_batches(reqs, self.keys.wake_channel):
+            replies = enqueue_outcomes(self._write_tasks(queue, args))
+            outcomes.update(zip(chunk, replies, strict=True))
         return [outcomes[index] for index in range(len(reqs))]
 
     def claim(self, queue: str, worker_id: str, acks: Sequence[Ack], limit: int,
@@ -525,16 +502,10 @@ class RedisBroker:
             pipe = self.client.pipeline(transaction=False)
             for queue in candidates:
                 keys = self.queue_keys(queue)
-                pipe.hget(keys.msg, task_id)
-                pipe.hget(keys.info, task_id)
-                pipe.hget(keys.errors, task_id)
-                pipe.hget(keys.result, task_id)
+                for name in TASK_HASHES:
+                    pipe.hget(getattr(keys, name), task_id)
             replies = pipe.execute()
-        for index, queue in enumerate(candidates):
-            msg, info, errors, result = replies[index * 4:index * 4 + 4]
-            if msg is not None or info is not None:
-                return TaskRecord(queue, task_id, msg, info, errors, result)
-        return None
+        return task_record(task_id, candidates, replies)
 
     def peek(self, queue: str, ids: Sequence[str], whole: int = 0, cut: int = 0) -> list:
         """Bounded reads of tasks for the admin and the CLI (peek.lua): per id, its
