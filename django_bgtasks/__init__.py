@@ -1,5 +1,9 @@
 """django-bgtasks: Redis-backed background tasks for Django."""
 
+# The one place the version is written: setup.cfg reads it (attr:, without importing the
+# package), docs/conf.py reads the installed metadata. Keep it a plain literal.
+__version__ = "0.1.0"
+
 from .context import TaskRun, current_task
 from .exceptions import (
     BgTasksError,

@@ -95,7 +95,7 @@ class TaskInfo:
             id=record.id,
             name=msg.name if msg else "<undecodable message>",
             queue_name=record.queue,
-            state=meta.get("state") if meta.get("state") in STATES else "unknown",
+            state=meta["state"] if meta.get("state") in STATES else "unknown",
             args=msg.args if msg else [],
             kwargs=msg.kwargs if msg else {},
             priority=_int(meta.get("priority"), msg.priority if msg else 0),

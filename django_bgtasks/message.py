@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +53,8 @@ def _json_problem(value: Any, path: str) -> str | None:
     return f"{path} is of type {type(value).__name__}, which is not JSON serializable"
 
 
-def validate_arguments(task_name: str, args: tuple | list, kwargs: dict[str, Any]) -> None:
+def validate_arguments(task_name: str, args: Sequence[Any], kwargs: Mapping[str, Any],
+                       ) -> None:
     """Raise TypeError naming the first argument that would not round-trip through JSON."""
     for index, value in enumerate(args):
         problem = _json_problem(value, f"argument {index}")

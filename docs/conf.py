@@ -19,8 +19,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
 django.setup()
 
 project = "django-bgtasks"
-author = "the django-bgtasks authors"
-copyright = "2026, the django-bgtasks authors"
+author = "the django-bgtasks developers"
+copyright = "2026, the django-bgtasks developers"
 release = metadata.version("django-bgtasks")
 version = release
 

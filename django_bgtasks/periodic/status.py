@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from ..broker import get_broker
@@ -89,12 +89,18 @@ def _history_item(raw: dict[str, Any]) -> HistoryItem:
                        str(raw.get("outcome") or "?"), task_id if isinstance(task_id, str) else "")
 
 
+def _tick_datetime(ms: int) -> datetime:
+    # Redis' clock and the schedule's ticks, never stored data (ms_to_datetime's case): always
+    # a time, so these fields need no None.
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
 def upcoming(entry: PeriodicEntry, after_ms: int, count: int) -> list[datetime]:
     """The entry's next ``count`` ticks after ``after_ms``, ascending."""
     runs, tick = [], after_ms
     for _ in range(count):
         tick = entry.schedule.next_after(tick)
-        runs.append(ms_to_datetime(tick))
+        runs.append(_tick_datetime(tick))
     return runs
 
 
@@ -159,7 +165,7 @@ class PeriodicEntries:
             due = schedule.previous_at_or_before(now - OVERDUE_AFTER_MS)
             if enabled and due is not None and due > mark:
                 health, overdue_tick = "overdue", ms_to_datetime(due)
-        return EntryStatus(entry, queue, ms_to_datetime(now), enabled, health,
+        return EntryStatus(entry, queue, _tick_datetime(now), enabled, health,
                            ms_to_datetime(mark), next_runs, overdue_tick,
                            self._last_run(queue, history))
 
