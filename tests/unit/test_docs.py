@@ -397,3 +397,14 @@ def test_every_bgtasks_example_passes_the_system_checks():
                                                                  else {})):
             problems = check_settings()
         assert problems == [], f"{block.where}: {problems}"
+
+
+def test_every_image_a_page_shows_exists_and_every_screenshot_is_shown():
+    shown = {match for page in DOCS.glob("*.md")
+             for match in re.findall(r"^```\{image\} (\S+)$", page.read_text(), re.M)}
+    assert shown, "no page shows an image"
+    assert [path for path in shown if not (DOCS / path).is_file()] == []
+    # The browser test writes these; one that no page shows is a stale file.
+    screenshots = {f"_static/screenshots/{p.name}"
+                   for p in (DOCS / "_static" / "screenshots").glob("*.png")}
+    assert screenshots <= shown
