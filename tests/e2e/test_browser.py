@@ -164,7 +164,7 @@ def seed_every_state(start_worker):
         return (default["dead"] == 1 and default["completed"] == 5 and default["retry"] == 1
                 and mail["dead"] == 1)
 
-    wait_until(settled, timeout=30, message=f"the seeded tasks reach their states: {worker.log_text()[-3000:]}")
+    wait_until(settled, timeout=30, message="the seeded tasks reach their states")
     # One long task keeps running while the pictures are taken (the worker is killed at
     # teardown); the mail queue is paused with welcome mails waiting.
     tasks.sleep_then_record.using(task_id=docs_id("import")).enqueue("import-catalogue", 600)
