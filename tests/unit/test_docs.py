@@ -433,3 +433,10 @@ def test_no_page_says_cluster_or_sentinel_is_unsupported():
     not_done = " ".join(sections(DOCS / "comparison.md")["What django-bgtasks does not do"])
     for item in re.findall(r"^- (.+?)(?=^- |\Z)", not_done.replace(" - ", "\n- "), re.M | re.S):
         assert not re.search(TOPOLOGY, item, re.I) or "are supported" in item, item
+
+
+def test_no_page_sends_the_reader_to_notes_they_do_not_have():
+    # The project's own design sketch and research notes are not published.
+    lacking = re.compile(r"starting design|research notes|DESIGN\.md|\.\./shared/", re.I)
+    assert [f"{page.name}: {sentence}" for page in sorted(DOCS.glob("*.md"))
+            for sentence in sentences(page) if lacking.search(sentence)] == []
