@@ -177,12 +177,17 @@ class TaskExecutor:
         if decision.outcome == "retry":
             logger.warning("task %s failed in %.3fs (attempt %d of %d), retry in %.1fs: %s",
                            label, elapsed, claimed.attempt, total, decision.delay, ack.error)
-            signal, state = signals.task_retried, "retry"
         else:
             logger.error("task %s failed in %.3fs (attempt %d of %d) and is dead (%s): %s",
                          label, elapsed, claimed.attempt, total, decision.reason, ack.error)
-            signal, state = signals.task_dead, "dead"
+        self.send_failure_signal(claimed, msg, task, exc, decision.outcome)
+        return ack
+
+    def send_failure_signal(self, claimed: ClaimedTask, msg: TaskMessage, task: Any,
+                            exc: BaseException, outcome: str) -> None:
+        """task_retried or task_dead (``outcome`` 'retry' or 'dead') for a failed attempt,
+        from its thread or from the watchdog that decided it (an ignored timeout)."""
+        signal = signals.task_retried if outcome == "retry" else signals.task_dead
         if signal.has_listeners():
             _send_robustly(signal, sender=task, exception=exc,
-                           task_info=_state_info(msg, state, claimed.attempt))
-        return ack
+                           task_info=_state_info(msg, outcome, claimed.attempt))

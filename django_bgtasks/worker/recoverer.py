@@ -1,4 +1,5 @@
-"""Returns tasks whose lease expired (their worker died) to pending, at once."""
+"""Returns tasks whose lease expired (their worker died) to pending, at once, or to the
+dead queue (with the task_dead signal) when that attempt was their last."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 from ..broker.redis import RedisBroker
 from .component import Component
 from .config import WorkerConfig
+from .lost import announce_dead
 
 logger = logging.getLogger("django_bgtasks.worker")
 
@@ -35,6 +37,7 @@ class Recoverer(Component):
                 logger.warning("%d task(s) of queue %s lost their worker on their last "
                                "attempt and are dead: %s", len(swept.killed), queue,
                                ", ".join(swept.killed[:10]))
+                announce_dead(self._broker, queue, swept.killed)
             # Wake just after the earliest lease could expire.
             sleep = min(sleep, swept.seconds_until_next(self._max_sleep) + 0.01)
         return sleep

@@ -31,6 +31,7 @@ from ..broker.redis import RedisBroker
 from ..checks import eviction_warning
 from ..exceptions import BgTasksError, InvalidRedisSetting
 from .config import WorkerConfig
+from .lost import announce_dead
 from .runner import Runner
 
 logger = logging.getLogger("django_bgtasks.worker")
@@ -196,6 +197,7 @@ class Supervisor:
                     logger.warning("queue %s: %d task(s) of worker process %d returned to "
                                    "pending, %d dead (it was their last attempt)", queue,
                                    len(back), pid, len(dead))
+                announce_dead(broker, queue, dead)
         except BgTasksError as exc:
             logger.warning("could not return the tasks of worker process %d at once (their "
                            "leases will): %s", pid, exc)

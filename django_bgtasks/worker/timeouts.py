@@ -12,6 +12,7 @@ import ctypes
 import logging
 import time
 
+from .. import registry
 from ..exceptions import TaskTimeout
 from .component import Component
 from .execution import TaskExecutor
@@ -64,5 +65,9 @@ class TimeoutWatchdog(Component):
                 if self._processor.report(entry, ack):
                     logger.error("task %s ignored its timeout (%s, %s)", label, ack.error,
                                  decision.outcome)
+                    # As if it had raised: receivers counting retries and deaths see it.
+                    self._executor.send_failure_signal(
+                        entry.claimed, entry.msg, registry.lookup(entry.msg.name), exc,
+                        decision.outcome)
                     self._processor.retire("a task thread ignored its timeout")
         return INTERVAL

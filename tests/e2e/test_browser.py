@@ -2,22 +2,34 @@
 worker and Redis: log in, open the dashboard, open the dead tasks, run two of them now,
 and see them leave the dead list and run.
 
-Debian's Chromium, driven by Playwright (never a downloaded browser). Screenshots of the
-dashboard, the dead list and a task detail go to artifacts/screenshots/ (git-ignored).
+A second test seeds a realistic set of tasks (every state, a dead task with its tracebacks,
+periodic entries) and writes the documentation's screenshots to docs/_static/screenshots/,
+so that the pictures in the docs are those of the admin as it is now.
+
+Debian's Chromium, driven by Playwright (never a downloaded browser). The first test's
+screenshots go to artifacts/screenshots/ (git-ignored).
 """
 
 from __future__ import annotations
 
+import hashlib
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from demo import recording, tasks
+from django_bgtasks.broker import get_broker
 from helpers import counts, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO / "artifacts" / "screenshots"
+DOCS_SCREENSHOTS = REPO / "docs" / "_static" / "screenshots"
+# The docs' pictures: one width and a fixed scale, so that a page that did not change
+# gives the same picture size from one run to the next.
+DOCS_VIEWPORT = {"width": 1280, "height": 800}
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -42,9 +54,17 @@ def page(monkeypatch):
         browser.close()
 
 
-def shot(page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+def shot(page, name: str, folder: Path = SCREENSHOTS) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=True, animations="disabled",
+                    caret="hide")
+
+
+def log_in(page, live_server, next_url: str = "/admin/") -> None:
+    page.goto(f"{live_server.url}/admin/login/?next={next_url}")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "password")
+    page.click("input[type=submit]")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -59,10 +79,7 @@ def test_staff_runs_two_dead_tasks_now_and_they_run(live_server, admin_user, pag
     worker = run_worker("--processes", "1", "--threads", "2", "--queues", "default")
     wait_until(lambda: counts()["dead"] == 3, timeout=20, message="three dead tasks")
 
-    page.goto(f"{live_server.url}/admin/login/?next=/admin/")
-    page.fill("#id_username", "admin")
-    page.fill("#id_password", "password")
-    page.click("input[type=submit]")
+    log_in(page, live_server)
     # From the admin index, under "Background tasks".
     page.get_by_role("link", name="Background tasks").first.wait_for()
     page.get_by_role("link", name="Tasks", exact=True).first.click()
@@ -106,3 +123,87 @@ def test_staff_runs_two_dead_tasks_now_and_they_run(live_server, admin_user, pag
     page.goto(f"{live_server.url}/admin/django_bgtasks/task/pending/?queue=mail")
     assert page.get_by_text("<script>alert('x')</script>", exact=False).count() >= 1
     assert dialogs == []
+
+
+# -- the documentation's screenshots ----------------------------------------------------
+
+# What the docs' pictures show, declared by the live server and by the worker alike
+# (BGTASKS_DEMO_PERIODIC in testproject/settings.py declares the same two entries).
+DOCS_PERIODIC = [
+    {"name": "demo-heartbeat", "task": "demo.tasks.reminder", "every": 15,
+     "args": ["periodic heartbeat (every 15 s)"]},
+    {"name": "nightly-report", "task": "demo.tasks.reminder", "cron": "30 2 * * *",
+     "tz": "Europe/Paris", "args": ["nightly report (02:30 Paris time)"]},
+]
+
+
+def docs_id(label: str) -> str:
+    """A task id that looks like a generated one but is the same on every run, so that
+    the pictures do not change with the ids."""
+    return hashlib.md5(f"docs-screenshot:{label}".encode()).hexdigest()
+
+
+def seed_every_state(start_worker):
+    """Tasks in every state, through a real worker: completed ones with results, dead ones
+    with tracebacks, one waiting for a retry, scheduled ones, one running, and pending
+    ones in a paused queue. Returns the worker (still running, with its running task)."""
+    for i in range(1, 6):
+        tasks.add.using(task_id=docs_id(f"add-{i}")).enqueue(i, i * 10)
+    tasks.always_fails.using(task_id=docs_id("always-fails")).enqueue()
+    tasks.skip_retry.using(task_id=docs_id("bounced"), queue_name="mail").enqueue(
+        "mail to ada@example.com bounced")
+    tasks.retry_then_record.using(task_id=docs_id("retry")).enqueue("monthly-invoices", 3600)
+    for day, text in ((1, "renew the TLS certificate"), (7, "rotate the API keys")):
+        tasks.reminder.using(task_id=docs_id(text), run_after=timedelta(days=day)).enqueue(text)
+    worker = start_worker("--processes", "1", "--threads", "4", "--queues", "default,mail",
+                          env={"BGTASKS_DEMO_PERIODIC": "1"})
+    broker = get_broker()
+
+    def settled() -> bool:
+        default, mail = broker.counts("default"), broker.counts("mail")
+        return (default["dead"] == 1 and default["completed"] == 5 and default["retry"] == 1
+                and mail["dead"] == 1)
+
+    wait_until(settled, timeout=30, message="the seeded tasks reach their states")
+    # One long task keeps running while the pictures are taken (the worker is killed at
+    # teardown); the mail queue is paused with welcome mails waiting.
+    tasks.sleep_then_record.using(task_id=docs_id("import")).enqueue("import-catalogue", 600)
+    wait_until(lambda: broker.counts("default")["active"] == 1, timeout=15,
+               message="the long task runs")
+    broker.pause("mail")
+    for user_id in (7, 8, 9):
+        tasks.send_welcome.using(task_id=docs_id(f"welcome-{user_id}")).enqueue(user_id)
+    wait_until(lambda: any(e["outcome"] == "fired"
+                           for e in broker.periodic_history("default", "demo-heartbeat")),
+               timeout=30, message="the heartbeat entry fires once")
+    return worker
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_docs_screenshots(live_server, admin_user, page, start_worker, settings):
+    settings.BGTASKS = {**settings.BGTASKS, "PERIODIC": DOCS_PERIODIC}
+    seed_every_state(start_worker)
+    page.set_viewport_size(DOCS_VIEWPORT)
+    # Without the admin's navigation sidebar the lists keep all their columns at this width.
+    page.add_init_script("localStorage.setItem('django.admin.navSidebarIsOpen', 'false')")
+    log_in(page, live_server, "/admin/django_bgtasks/task/")
+    base = f"{live_server.url}/admin/django_bgtasks"
+
+    page.wait_for_selector("text=Queues")
+    shot(page, "dashboard", DOCS_SCREENSHOTS)
+
+    page.goto(f"{base}/task/dead/")
+    assert page.locator("#result_list tbody tr").count() == 2
+    shot(page, "dead-list", DOCS_SCREENSHOTS)
+
+    page.goto(f"{base}/task/{docs_id('always-fails')}/change/?queue=default")
+    page.wait_for_selector("text=Traceback")
+    shot(page, "task-detail", DOCS_SCREENSHOTS)
+
+    page.goto(f"{base}/periodictask/")
+    page.wait_for_selector("caption:text('Periodic entries')")
+    assert page.get_by_role("link", name="nightly-report", exact=True).count() == 1
+    shot(page, "periodic", DOCS_SCREENSHOTS)
+
+    for name in ("dashboard", "dead-list", "task-detail", "periodic"):
+        assert (DOCS_SCREENSHOTS / f"{name}.png").stat().st_size > 10_000

@@ -1,0 +1,50 @@
+"""The task_dead signal for tasks dead-lettered outside any task thread: their lease
+expired (recoverer) or their worker process died (supervisor) on their last attempt.
+
+Without it a receiver counting dead tasks would miss exactly the tasks that died with
+their worker. The sweep that dead-lettered them reports their ids; their TaskInfo is read
+back from Redis, where the recovery just wrote the WorkerLost error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from .. import registry, signals
+from ..broker.redis import RedisBroker
+from ..exceptions import BgTasksError, WorkerLost
+from ..info import TaskInfo
+from .execution import _send_robustly
+
+if TYPE_CHECKING:
+    from ..task import BackgroundTask
+
+logger = logging.getLogger("django_bgtasks.worker")
+
+
+def _sender(name: str) -> BackgroundTask | None:
+    """The task the signal names as sender, as the worker would resolve it; None when
+    this process does not know it (a resolver may refuse a name by raising)."""
+    try:
+        return registry.resolve(name)
+    except Exception:  # noqa: BLE001  (an unknown task still gets its signal)
+        return None
+
+
+def announce_dead(broker: RedisBroker, queue: str, task_ids: Sequence[str]) -> None:
+    """Send task_dead for each task of ``queue`` a recovery just moved to the dead queue.
+    Best effort: if Redis cannot be read now, the tasks are dead all the same."""
+    for task_id in task_ids:
+        try:
+            record = broker.read_task(task_id, [queue])
+        except BgTasksError as exc:
+            logger.warning("could not read dead task %s of queue %s to send task_dead: %s",
+                           task_id, queue, exc)
+            continue
+        if record is None:
+            continue  # already trimmed away by DEAD_MAX_TASKS, or deleted
+        info = TaskInfo.from_record(record)
+        _send_robustly(signals.task_dead, sender=_sender(info.name), task_info=info,
+                       exception=WorkerLost(info.last_error))
