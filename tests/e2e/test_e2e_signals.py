@@ -1,4 +1,4 @@
-"""End-to-end: how a real worker stops on SIGTERM / SIGINT (DESIGN.md section 3).
+"""End-to-end: how a real worker stops on SIGTERM / SIGINT (docs/worker.md, "Stopping").
 
 The signal is sent the way it arrives in production: to the whole process group
 (systemd's KillMode, Ctrl-C, `kill -TERM -PGID`) or to the supervisor alone.
