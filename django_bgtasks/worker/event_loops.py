@@ -53,16 +53,19 @@ class Interruptible:
             try:
                 send = yield yielded
             except asyncio.CancelledError as exc:
-                if self._pending is not None:
-                    throw, self._pending = self._pending, None
-                    self._task.uncancel()  # not a cancellation: a TaskGroup must not see one
-                else:
-                    throw = exc
+                throw = exc
             except GeneratorExit:
                 self._coro.close()
                 raise
             except BaseException as exc:  # noqa: BLE001  (passed on, as `await` does)
                 throw = exc
+            if self._pending is not None and (throw is None or
+                                              isinstance(throw, asyncio.CancelledError)):
+                # Woken by interrupt(): by the cancel, or normally when what it awaited
+                # (a child task) swallowed that cancel. Not a cancellation of this task,
+                # so uncancelled: a TaskGroup or asyncio.timeout() must not see one.
+                throw, self._pending = self._pending, None
+                self._task.uncancel()
 
 
 async def _drive(guard: Interruptible) -> Any:

@@ -155,3 +155,28 @@ def test_eager_inside_a_running_loop_runs_the_task_in_a_thread_of_its_own(eager)
     assert result["id"] is not None and result["child_id"] == result["id"]
     assert result["thread"] != caller_thread
     assert outside is None  # the run's context did not leak into the caller's
+
+
+def test_an_interruption_a_child_task_swallowed_reaches_the_coroutine_at_its_next_await():
+    async def stubborn() -> str:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.05)  # ignores the cancellation and finishes
+        return "child done"
+
+    async def parent() -> str:
+        await asyncio.create_task(stubborn())
+        await asyncio.sleep(30)  # TaskTimeout arrives here, not 30 s later
+        return "never"
+
+    def run() -> object:
+        ident = threading.get_ident()
+        threading.Thread(target=lambda: wait_until(
+            lambda: event_loops.interrupt(ident, TaskTimeout), timeout=5, interval=0.01,
+            message="the thread runs its coroutine")).start()
+        return event_loops.run(parent())
+
+    started = time.monotonic()
+    outcome, _ = in_thread(run)
+    assert isinstance(outcome, TaskTimeout) and time.monotonic() - started < 5
