@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import time
 import uuid
@@ -22,6 +23,7 @@ from .broker.keys import validate_queue_name
 from .broker.types import EnqueueOutcome, EnqueueRequest, TaskRecord
 from .conf import get_settings
 from .context import running
+from .coroutines import run_to_completion
 from .exceptions import BgTasksError, EnqueueError, TaskAlreadyExists, TaskNotFound
 from .info import TaskInfo
 from .message import TaskMessage, check_size, dumps, validate_arguments, validate_result
@@ -286,7 +288,8 @@ class BackgroundTask:
 
     def _run_attempt(self, msg: TaskMessage, attempt: int, worker_id: str) -> Any:
         """Call the function for attempt ``attempt`` of ``msg``: the one call the worker
-        and EAGER make (a subclass may wrap it, as the Django Tasks adapter does)."""
+        and EAGER make (a subclass may wrap it, as the Django Tasks adapter does). For an
+        ``async def`` function this returns its coroutine, which the caller runs."""
         return self.func(*msg.args, **msg.kwargs)
 
     def _run_eagerly(self, msg: TaskMessage) -> TaskInfo:
@@ -299,6 +302,8 @@ class BackgroundTask:
         signals.task_started.send(sender=self, task_info=info)
         with running(msg, 1, EAGER_WORKER_ID):
             result = self._run_attempt(msg, 1, EAGER_WORKER_ID)
+            if inspect.iscoroutine(result):  # an async def task: run to its end, here
+                result = run_to_completion(result)
         validate_result(self.name, result)
         info = dataclasses.replace(info, state="completed", result=result)
         signals.task_succeeded.send(sender=self, task_info=info, result=result)

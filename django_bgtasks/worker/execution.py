@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 import traceback
@@ -17,6 +18,7 @@ from ..context import running
 from ..exceptions import InvalidTaskMessage
 from ..info import TaskInfo
 from ..message import TaskMessage, dumps, shorten_raw, validate_result
+from . import event_loops
 
 logger = logging.getLogger("django_bgtasks.worker")
 
@@ -127,6 +129,8 @@ class TaskExecutor:
                                           task_info=_state_info(msg, "active", claimed.attempt))
             with running(msg, claimed.attempt, self.worker_id):
                 result = task._run_attempt(msg, claimed.attempt, self.worker_id)
+                if inspect.iscoroutine(result):  # an async def task: run in this context
+                    result = event_loops.run(result)
             validate_result(msg.name, result)
         except BaseException as exc:  # noqa: BLE001  (a task's failure must never kill the thread)
             return self._failed(claimed, msg, task, exc, label, time.monotonic() - started)

@@ -15,7 +15,7 @@ class Running:
     """One claimed attempt, from claim until its ack reached Redis."""
 
     __slots__ = ("claimed", "queue", "msg", "holds_thread", "thread_ident", "deadline",
-                 "interrupted_at", "ack", "ack_sent")
+                 "interrupted_at", "interruption", "ack", "ack_sent")
 
     def __init__(self, claimed: ClaimedTask, queue: str, msg: TaskMessage) -> None:
         self.claimed = claimed
@@ -25,6 +25,7 @@ class Running:
         self.thread_ident: int | None = None
         self.deadline: float | None = None  # monotonic; set when the thread starts it
         self.interrupted_at: float | None = None  # when the timeout was signalled
+        self.interruption: object = None  # what the interrupting action returned (how)
         self.ack: Ack | None = None  # how it ended, once it did
         self.ack_sent = False  # Redis has taken the ack
 
@@ -75,16 +76,19 @@ class InFlight:
             entry.deadline = deadline
             return True
 
-    def interrupt(self, entry: Running, action: Callable[[int], object]) -> bool:
-        """Call ``action(thread_ident)`` once, only while ``entry`` still runs in that
-        thread without an outcome: checked under the lock, so a thread that has moved on to
-        another task is never interrupted for this one."""
+    def interrupt(self, entry: Running, action: Callable[[int], object],
+                  again: bool = False) -> bool:
+        """Call ``action(thread_ident)`` once (or ``again``, after a first interruption),
+        only while ``entry`` still runs in that thread without an outcome: checked under the
+        lock, so a thread that has moved on to another task is never interrupted for this
+        one. What ``action`` returns is kept in ``entry.interruption``."""
         with self._lock:
             if (entry.ack is not None or not entry.holds_thread or entry.thread_ident is None
-                    or entry.interrupted_at is not None):
+                    or (entry.interrupted_at is not None) != again):
                 return False
-            entry.interrupted_at = time.monotonic()
-            action(entry.thread_ident)
+            if not again:
+                entry.interrupted_at = time.monotonic()
+            entry.interruption = action(entry.thread_ident)
             return True
 
     def take_unstarted(self, make_ack) -> list[tuple[Running, Ack]]:

@@ -74,3 +74,15 @@ if django.VERSION >= (6, 1):
     def overrun(token: str, seconds: float) -> str:
         """`record` with a 1 s timeout and no retry: TaskTimeout stops a longer sleep."""
         return record.call(token, seconds)
+
+
+@task
+async def whoami_async() -> dict:
+    """A coroutine function: what current_task() says inside it, and which thread runs it."""
+    import threading
+
+    from django_bgtasks import current_task
+
+    await asyncio.sleep(0)
+    run = current_task()
+    return {"id": run.id if run else None, "thread": threading.current_thread().name}

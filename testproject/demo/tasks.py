@@ -5,8 +5,11 @@ All use only the public API of django_bgtasks.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import os
+import threading
 import time
 
 import redis
@@ -14,7 +17,7 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 
 from demo import chaos_ledger, recording
-from django_bgtasks import Retry, SkipRetry, TaskTimeout, background_task
+from django_bgtasks import Retry, SkipRetry, TaskTimeout, background_task, current_task
 
 logger = logging.getLogger(__name__)
 
@@ -270,3 +273,90 @@ def chaos_step(token: str, kind: str, seconds: float) -> None:
     if kind == "fail_always" or (kind == "fail_first" and execution == 1):
         raise ValueError(f"{token}: execution {execution} fails on purpose ({kind})")
     chaos_ledger.completed(ledger, token)
+
+
+# --- async def tasks (tests/e2e/test_e2e_async.py) ---------------------------------------
+
+
+@background_task(result_ttl=3600)
+async def async_add(a: int, b: int, seconds: float = 0.05) -> int:
+    """Await asyncio.sleep(`seconds`), then return a + b (kept an hour)."""
+    await asyncio.sleep(seconds)
+    return a + b
+
+
+@background_task(result_ttl=3600)
+async def async_whoami() -> dict:
+    """What current_task() says inside the coroutine, and inside a child asyncio task."""
+
+    async def child() -> str | None:
+        await asyncio.sleep(0.01)
+        run = current_task()
+        return run.id if run else None
+
+    here = current_task()
+    return {"id": here.id if here else None, "attempt": here.attempt if here else None,
+            "child_id": await asyncio.create_task(child()),
+            "thread": threading.current_thread().name}
+
+
+@background_task(timeout=1, max_retries=1, retry_backoff=lambda attempt: 0.2)
+async def async_past_timeout(token: str, seconds: float) -> str:
+    """Count an attempt, await a sleep of `seconds`; record `<token>:caught` when
+    TaskTimeout reaches it there, `<token>:finally` in any case, `token` on success."""
+    recording.count_attempt(token)
+    try:
+        await asyncio.sleep(seconds)
+    except TaskTimeout:
+        recording.record(f"{token}:caught")
+        raise
+    finally:
+        recording.record(f"{token}:finally")
+    recording.record(token)
+    return token
+
+
+@background_task(timeout=1, max_retries=0)
+async def async_block_in_steps(token: str, seconds: float) -> str:
+    """Block the event loop with time.sleep in small steps for `seconds` (no await):
+    only a thread-level TaskTimeout can stop it; record `<token>:caught` if it does."""
+    recording.count_attempt(token)
+    end = time.monotonic() + seconds
+    try:
+        while time.monotonic() < end:
+            time.sleep(0.02)
+    except TaskTimeout:
+        recording.record(f"{token}:caught")
+        raise
+    recording.record(token)
+    return token
+
+
+@background_task(timeout=1, max_retries=0)
+async def async_block(token: str, seconds: float) -> str:
+    """Block the event loop in one time.sleep(`seconds`): nothing interrupts it."""
+    recording.count_attempt(token)
+    time.sleep(seconds)
+    recording.record(token)
+    return token
+
+
+LOOPS_KEY = "bgtasks-test:loops"  # LIST of JSON {"token", "pid", "thread", "loop"}
+
+
+@background_task
+async def async_note_loop(token: str, seconds: float) -> str:
+    """Await a sleep of `seconds`, then note which process, thread and loop ran it."""
+    await asyncio.sleep(seconds)
+    recording.client().rpush(LOOPS_KEY, json.dumps({
+        "token": token, "pid": os.getpid(), "thread": threading.current_thread().name,
+        "loop": id(asyncio.get_running_loop())}))
+    return token
+
+
+@background_task
+async def async_record_tick(label: str) -> str:
+    """record_tick, from a coroutine (for async periodic entries)."""
+    await asyncio.sleep(0)
+    recording.record_tick(label)
+    return label

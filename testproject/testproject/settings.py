@@ -108,6 +108,8 @@ TEST_PERIODIC_ENTRIES = {
                     "catch_up": "all", "max_lateness": 5},
     "overlap-skip": {"task": "demo.tasks.slow_tick", "every": 1,
                      "args": ["overlap-skip", 3], "overlap": "skip"},
+    "async-every-second": {"task": "demo.tasks.async_record_tick", "every": 1,
+                           "args": ["async"]},
 }
 _test_periodic = os.environ.get("BGTASKS_TEST_PERIODIC", "")
 if _test_periodic:

@@ -539,6 +539,16 @@ def test_an_async_task_runs_to_completion_in_the_worker(start_worker, raw):
     assert "async" in recording.ran(raw)
 
 
+def test_an_async_task_runs_on_the_worker_threads_loop_with_current_task(start_worker):
+    result = django_tasks.whoami_async.enqueue()
+    start_one(start_worker)
+
+    wait_status(result, SUCCESSFUL)
+    # our loop in the worker thread (its timeout cancels it), not async_to_sync's thread
+    assert result.return_value["id"] == result.id
+    assert result.return_value["thread"].startswith("bgtasks-worker-"), result.return_value
+
+
 def test_takes_context_gets_the_attempt_number(start_worker, raw):
     result = django_tasks.attempt_with_context.enqueue("ctx", 1)
     start_one(start_worker)
