@@ -93,6 +93,9 @@ class ReloadingParent:
         self._child = subprocess.Popen(autoreload.get_child_arguments(), env=env,
                                        close_fds=False, process_group=0)
         logger.debug("started the worker: pid %d", self._child.pid)
+        while self._child_signals < self._signals:  # a signal came before it existed
+            if not self._send(signal.SIGTERM):
+                break
 
     def _restart(self) -> None:
         child = self._child
