@@ -46,6 +46,7 @@ class WorkerConfig:
     log_arguments: bool = False
     cron: bool = True  # fire periodic entries from this host
     bulk_batch: int = 500  # tasks per script call of a bulk job (BULK_BATCH)
+    burst: bool = False  # run what is due now, then exit (worker/burst.py)
 
     @property
     def lease_ms(self) -> int:

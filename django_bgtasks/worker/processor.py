@@ -8,11 +8,13 @@ import queue as queue_module
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 
 from ..backoff import reconnect_delay
 from ..broker.redis import RedisBroker
 from ..broker.types import Ack, ClaimedTask
 from ..exceptions import BgTasksError, TaskTimeout
+from .burst import forward_due_now
 from .config import WorkerConfig
 from .execution import TaskExecutor, log_corrupt
 from .inflight import InFlight, Running
@@ -29,8 +31,10 @@ class Processor:
     """One process's fetcher thread plus ``config.threads`` worker threads."""
 
     def __init__(self, broker: RedisBroker, config: WorkerConfig, worker_id: str,
-                 executor: TaskExecutor, inflight: InFlight) -> None:
+                 executor: TaskExecutor, inflight: InFlight,
+                 on_outcomes: Callable[[Iterable[str]], None] | None = None) -> None:
         self._broker = broker
+        self._on_outcomes = on_outcomes  # told the outcomes Redis took (burst's tally)
         self._config = config
         self._worker_id = worker_id
         self._executor = executor
@@ -54,6 +58,7 @@ class Processor:
         self._count_lock = threading.Lock()
         self.finished_count = 0
         self.exited = threading.Event()
+        self.drained = False  # burst: exited because nothing was left to run
         # Moving average of task durations; starts "long" so nothing is prefetched
         # before the first tasks have shown how long they take.
         self._recent_duration = float("inf")
@@ -157,6 +162,9 @@ class Processor:
                     failures = 0
                     if self._finished_all():
                         return
+                    if not claimed and self._config.burst and self._drained():
+                        self.drained = True
+                        return
                     if not claimed:
                         self._wait()
                 except BgTasksError as exc:
@@ -185,6 +193,20 @@ class Processor:
             self._requeue_running()
             return not any(self._outbox.values()) and self._finished.empty()
         return not self.inflight.unfinished()
+
+    def _drained(self) -> bool:
+        """Burst: True once the claim just made found no task in any queue while this
+        process held none, nothing is owed to Redis, and no due task was left to move.
+
+        A task another process still runs may enqueue more: that process claims it
+        before it concludes the same, so the burst still reaches its fixed point."""
+        if self._stopping.is_set() or self._retiring.is_set() or self._queue_retry_at:
+            return False
+        if any(self._outbox.values()) or not self._finished.empty():
+            return False
+        if self.inflight.unfinished() or self.inflight.busy_threads():
+            return False
+        return forward_due_now(self._broker, self._config.queues) == 0
 
     def _capacity(self) -> int:
         """How many claimed tasks this process may hold: its threads, plus as many again
@@ -289,6 +311,9 @@ class Processor:
             raise
         self._claim_known[queue] = seq
         self._outbox[queue] = []
+        if self._on_outcomes is not None:
+            self._on_outcomes([*(ack.outcome for ack in acks),
+                               *("dead" for _ in result.killed)])
         self.inflight.acknowledged(acks)
         resent = ({ack.id for ack in acks if (ack.id, ack.attempt) in self._resent}
                   if self._resent else set())

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ..broker.redis import RedisBroker
 from ..periodic import entries
 from .bulk import BulkJobs
+from .burst import DRAINED_EXIT
 from .component import Component
 from .config import WorkerConfig
 from .execution import TaskExecutor
@@ -56,7 +57,8 @@ class Runner:
 
     def __init__(self, broker: RedisBroker, config: WorkerConfig, worker_id: str,
                  maintenance: bool, alive: Callable[[int], None],
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None,
+                 on_outcomes: Callable[[Iterable[str]], None] | None = None) -> None:
         self.config = config
         self.inflight = InFlight()
         self.heartbeat = Heartbeat(broker, config, self.inflight,
@@ -72,11 +74,14 @@ class Runner:
                 self.components.append(PeriodicScheduler(broker, periodic))
         else:
             executor = TaskExecutor(worker_id, config.log_arguments)
-            self.processor = Processor(broker, config, worker_id, executor, self.inflight)
+            self.processor = Processor(broker, config, worker_id, executor, self.inflight,
+                                       on_outcomes)
             self.components = [TimeoutWatchdog(self.inflight, self.processor, executor)]
         self._stop = stop or threading.Event()
 
     def run(self) -> int:
+        """Run until stopped; returns the process's exit status (DRAINED_EXIT: a burst
+        process found nothing left to run)."""
         self.heartbeat.start()
         for component in self.components:
             component.start()
@@ -84,11 +89,11 @@ class Runner:
             self.processor.start()
         while not self._stop.wait(0.2):
             if self.processor and self.processor.exited.is_set():
-                break  # retired: the supervisor starts a new one
+                break  # retired (the supervisor starts a new one), or a burst is done
         if self.processor:
             self.processor.stop(self.config.shutdown_timeout)
             self.processor.exited.wait()
         for component in self.components:
             component.shutdown()
         self.heartbeat.shutdown()
-        return 0
+        return DRAINED_EXIT if self.processor and self.processor.drained else 0

@@ -8,6 +8,11 @@ handler before installing its own, nor the parent handles one before it has reco
 child it must pass the signal on to. A signal may reach
 every process at once (systemd, Ctrl-C, ``kill -TERM -PGID``): children treat any signal
 as "drain", and only the supervisor treats a second one as "exit now".
+
+With ``--burst`` there is no maintenance process: the supervisor moves the due tasks to
+pending before it starts the worker processes, each process exits once its queues are
+drained (worker/burst.py), and the supervisor exits when all did. A process that ends
+otherwise (a crash, --max-tasks-per-child) is replaced as usual.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from ..broker import broker_owns_client, forget_brokers_after_fork, get_broker, 
 from ..broker.redis import RedisBroker
 from ..checks import eviction_warning
 from ..exceptions import BgTasksError, InvalidRedisSetting
+from .burst import DRAINED_EXIT, BurstSummary, BurstTally, forward_due_now
 from .config import WorkerConfig
 from .lost import announce_dead
 from .runner import Runner
@@ -53,6 +59,9 @@ class Supervisor:
     config: WorkerConfig
     worker_id: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
+    # --reload: the reloading process that started this one; if it dies, drain and exit
+    # rather than run on as an orphan nobody stops.
+    parent_pid: int | None = None
 
     def __post_init__(self) -> None:
         self._children: dict[int, Child | None] = {}
@@ -67,23 +76,32 @@ class Supervisor:
         self._busy = multiprocessing.RawArray("i", self._slots)
         self._started_at = time.time()
         self._broker: RedisBroker | None = None
+        # Burst: the slots whose process found its queues drained (never replaced); the
+        # maintenance slot has nothing to do in a burst.
+        self._drained: set[int] = {self.config.processes} if self.config.burst else set()
+        self._tally = BurstTally(self._slots) if self.config.burst else None
 
     # -- entry point ------------------------------------------------------------------
 
     def run(self) -> int:
-        """Run until a signal asks to stop; returns the process exit code."""
+        """Run until a signal asks to stop (or, in a burst, until nothing is left to run);
+        returns the process exit code."""
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         if not self._wait_for_redis():
             return 0
         broker = self._own_broker()
         logger.info("worker %s starting: Redis %s, queues %s (%s), %d processes x %d threads "
-                    "(+ 1 maintenance process)",
+                    "%s",
                     self.worker_id, broker.target,
                     ", ".join(f"{q}:{w}" for q, w in self.config.queues.items()),
                     "strict priority" if self.config.strict_priority else "weighted",
-                    self.config.processes, self.config.threads)
+                    self.config.processes, self.config.threads,
+                    "(burst: until nothing is due)" if self.config.burst
+                    else "(+ 1 maintenance process)")
         self._warn_about_eviction(broker)
+        if self.config.burst:
+            self._forward_due(broker)
         next_registry = 0.0
         while True:
             self._reap()
@@ -99,6 +117,9 @@ class Supervisor:
                 self._unregister(broker)
                 self._close_broker()
                 return 1
+            self._check_parent()
+            if self.config.burst and len(self._drained) == self._slots:
+                break
             if self._signals:
                 if not any(self._children.values()):
                     break
@@ -117,7 +138,26 @@ class Supervisor:
         logger.info("worker %s stopped", self.worker_id)
         return 0
 
+    def summary(self) -> BurstSummary | None:
+        """Burst: how the attempts of this run ended (None outside a burst)."""
+        return self._tally.summary() if self._tally else None
+
+    def _forward_due(self, broker: RedisBroker) -> None:
+        try:
+            moved = forward_due_now(broker, self.config.queues)
+        except BgTasksError as exc:  # the processes move them too before they exit
+            logger.warning("burst: could not move the due tasks to pending yet: %s", exc)
+            return
+        if moved:
+            logger.info("burst: %d due scheduled or retry task(s) moved to pending", moved)
+
     # -- signals ----------------------------------------------------------------------
+
+    def _check_parent(self) -> None:
+        if (self.parent_pid is not None and not self._signals
+                and os.getppid() != self.parent_pid):
+            logger.warning("the reloading process %d is gone: stopping", self.parent_pid)
+            self._on_signal(signal.SIGTERM, None)
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self._signals += 1
@@ -134,7 +174,8 @@ class Supervisor:
     def _spawn_missing(self) -> None:
         now = time.monotonic()
         for slot in range(self._slots):
-            if self._children.get(slot) is None and now >= self._restart_at.get(slot, 0.0):
+            if (self._children.get(slot) is None and slot not in self._drained
+                    and now >= self._restart_at.get(slot, 0.0)):
                 self._spawn(slot)
 
     def _spawn(self, slot: int) -> None:
@@ -169,9 +210,12 @@ class Supervisor:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         random.seed()
         forget_brokers_after_fork()
+        tally = self._tally
         runner = Runner(get_broker(), self.config, self._child_worker_id(slot, os.getpid()),
                         maintenance=slot == self.config.processes,
-                        alive=lambda busy: self._mark_alive(slot, busy), stop=stop)
+                        alive=lambda busy: self._mark_alive(slot, busy), stop=stop,
+                        on_outcomes=(lambda outcomes: tally.count(slot, outcomes))
+                        if tally else None)
         return runner.run()
 
     def _child_worker_id(self, slot: int, pid: int) -> str:
@@ -193,6 +237,8 @@ class Supervisor:
                 back, dead = broker.release_worker(queue, worker, error,
                                                    self.config.dead_max_tasks,
                                                    self.config.dead_max_age_ms)
+                if self._tally:  # failed attempts of this run
+                    self._tally.count(slot, ["retry"] * len(back) + ["dead"] * len(dead))
                 if back or dead:
                     logger.warning("queue %s: %d task(s) of worker process %d returned to "
                                    "pending, %d dead (it was their last attempt)", queue,
@@ -220,6 +266,11 @@ class Supervisor:
             self._busy[slot] = 0
             lived = time.monotonic() - child.started
             if self._signals:
+                continue
+            if self.config.burst and os.WIFEXITED(status) and (
+                    os.WEXITSTATUS(status) == DRAINED_EXIT):
+                self._drained.add(slot)
+                logger.debug("worker process %d: nothing left to run", child.pid)
                 continue
             clean_exit = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
             crashed_young = lived < SHORT_LIFE and not clean_exit

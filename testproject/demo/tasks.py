@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+from datetime import timedelta
 
 import redis
 from django.contrib.auth import get_user_model
@@ -159,6 +160,19 @@ def skip_retry(token: str) -> None:
 
 
 # --- test tasks for the end-to-end worker tests (tests/e2e/test_e2e_*.py) ---------------
+
+
+@background_task
+def fan_out(token: str, depth: int, later: float = 0.0) -> str:
+    """Record `token`, then enqueue two children `token.a` and `token.b` one level deeper,
+    down to depth 0; with `later`, it also schedules `token.later` that many seconds ahead."""
+    recording.record(token)
+    if depth > 0:
+        for branch in ("a", "b"):
+            fan_out.enqueue(f"{token}.{branch}", depth - 1)
+    if later:
+        record.using(run_after=timedelta(seconds=later)).enqueue(f"{token}.later")
+    return token
 
 
 @background_task

@@ -12,7 +12,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django_bgtasks.conf import get_settings
 from django_bgtasks.exceptions import InvalidRedisSetting
 from django_bgtasks.worker.config import WorkerConfig, parse_queues
+from django_bgtasks.worker.reload import ReloadingParent, is_reloaded_child
 from django_bgtasks.worker.supervisor import Supervisor
+
+FAILED_EXIT = 1  # --burst --fail-on-error: a task attempt of this run failed
 
 
 class Command(BaseCommand):
@@ -34,6 +37,15 @@ class Command(BaseCommand):
         parser.add_argument("--no-cron", action="store_true",
                             help="Do not fire periodic tasks from this host (every host "
                                  "fires them by default; each tick runs once either way).")
+        parser.add_argument("--burst", action="store_true",
+                            help="Run what is due now (pending tasks, due scheduled and retry "
+                                 "tasks, and what they enqueue that is due), then exit 0.")
+        parser.add_argument("--fail-on-error", action="store_true",
+                            help="With --burst: exit with code 1 if a task attempt of this run "
+                                 "failed (retried or dead).")
+        parser.add_argument("--reload", action="store_true",
+                            help="Restart the worker when Python files change (development); "
+                                 "running tasks finish first, as on SIGTERM.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         cfg = get_settings()
@@ -46,6 +58,7 @@ class Command(BaseCommand):
                 raise CommandError(f"--{name} must be at least 1")
         if options["max_tasks_per_child"] < 0 or options["shutdown_timeout"] < 0:
             raise CommandError("--max-tasks-per-child and --shutdown-timeout must be >= 0")
+        check_modes(options)
         verbosity = options["verbosity"]
         configure_logging(verbosity)
         config = WorkerConfig(
@@ -55,14 +68,36 @@ class Command(BaseCommand):
             strict_priority=cfg.STRICT_PRIORITY, lease_seconds=float(cfg.LEASE_SECONDS),
             dead_max_tasks=cfg.DEAD_MAX_TASKS, dead_max_age=float(cfg.DEAD_MAX_AGE),
             log_arguments=verbosity >= 2, cron=not options["no_cron"],
-            bulk_batch=cfg.BULK_BATCH,
+            bulk_batch=cfg.BULK_BATCH, burst=options["burst"],
         )
+        if options["reload"] and not is_reloaded_child():
+            code = ReloadingParent(config.shutdown_timeout).run()
+            if code:
+                sys.exit(code)
+            return
+        # The child of a --reload parent stops if that parent dies.
+        supervisor = Supervisor(config, parent_pid=os.getppid() if options["reload"] else None)
         try:
-            code = Supervisor(config).run()
+            code = supervisor.run()
         except InvalidRedisSetting as exc:  # with --skip-checks: what check E003 says
             raise CommandError(str(exc)) from None
+        summary = supervisor.summary()
+        if summary is not None:
+            self.stderr.write(summary.line())
+            if options["fail_on_error"] and summary.failed and not code:
+                code = FAILED_EXIT
         if code:
             sys.exit(code)
+
+
+def check_modes(options: dict[str, Any]) -> None:
+    """Refuse the combinations of --burst, --fail-on-error and --reload that mean nothing."""
+    if options["reload"] and options["burst"]:
+        raise CommandError("--reload and --burst cannot be combined: a burst exits once "
+                           "nothing is due, there is nothing to reload")
+    if options["fail_on_error"] and not options["burst"]:
+        raise CommandError("--fail-on-error needs --burst (a worker that does not exit has "
+                           "no exit code to give)")
 
 
 def configure_logging(verbosity: int) -> None:
