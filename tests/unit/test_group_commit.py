@@ -138,22 +138,25 @@ def test_a_failing_write_fails_every_caller_of_the_batch_and_reports_nothing(raw
 
 def test_a_cancelled_caller_does_not_lose_the_others_tasks(raw):
     async def burst():
-        # Redis holds script calls for a while: the batch is sent, and waits there.
-        raw.client_pause(400, all=False, **on_queue_node(raw))
+        # Redis holds script calls for a while: each call below is sent, and waits there.
+        raw.client_pause(700, all=False, **on_queue_node(raw))
+        lone = asyncio.create_task(double.using(task_id="c-0").aenqueue(0))
+        await asyncio.sleep(0.1)  # the lone call is at Redis
         callers = [asyncio.create_task(double.using(task_id=f"c-{i}").aenqueue(i))
-                   for i in range(30)]
-        await asyncio.sleep(0.15)
-        for i in (0, 7):  # the first caller, one in the middle
-            callers[i].cancel()
-        return await asyncio.gather(*callers, return_exceptions=True)
+                   for i in range(1, 30)]
+        await asyncio.sleep(0)  # all 29 wait for the next batch
+        lone.cancel()  # the call in flight, alone: the waiting batch still goes
+        await asyncio.sleep(0.15)  # the batch is at Redis
+        callers[6].cancel()  # c-7, inside the batch in flight
+        return await asyncio.gather(lone, *callers, return_exceptions=True)
 
     results = run(warm_then, burst)
 
     assert [type(results[i]) for i in (0, 7)] == [asyncio.CancelledError] * 2
     others = [r for i, r in enumerate(results) if i not in (0, 7)]
     assert [info.id for info in others] == [f"c-{i}" for i in range(30) if i not in (0, 7)]
-    # Their write was under way: it went on, for the cancelled callers' tasks too.
-    assert {f"c-{i}" for i in range(30)} <= pending_ids(raw)
+    # The batch's write went on: the cancelled c-7's task was written with the others.
+    assert {f"c-{i}" for i in range(1, 30)} <= pending_ids(raw)
 
 
 def test_a_caller_cancelled_before_its_batch_is_sent_writes_nothing(raw):
