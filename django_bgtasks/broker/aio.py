@@ -18,6 +18,8 @@ What differs from the sync broker:
   Replayer thread) that no aenqueue waits for. There is no ``+switch-master`` watcher
   thread per loop: behind Sentinel, redis-py's asyncio pool finds the new master when a
   connection to the old one fails or is refused (READONLY once it is demoted).
+- Concurrent enqueue calls of the loop share script calls, per queue (group_commit.py):
+  the sync broker's callers are one thread each, with nothing to share.
 - WAIT_REPLICAS on a Redis Cluster is refused (WAIT must run on the connection that
   wrote, and the asyncio cluster client does not lend one): use enqueue() there.
 """
