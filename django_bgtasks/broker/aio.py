@@ -18,6 +18,8 @@ What differs from the sync broker:
   Replayer thread) that no aenqueue waits for. There is no ``+switch-master`` watcher
   thread per loop: behind Sentinel, redis-py's asyncio pool finds the new master when a
   connection to the old one fails or is refused (READONLY once it is demoted).
+- Concurrent enqueue calls of the loop share script calls, per queue (group_commit.py):
+  the sync broker's callers are one thread each, with nothing to share.
 - WAIT_REPLICAS on a Redis Cluster is refused (WAIT must run on the connection that
   wrote, and the asyncio cluster client does not lend one): use enqueue() there.
 """
@@ -39,13 +41,13 @@ from . import _connection_key
 from .aio_client import make_async_client
 from .connection import Client, creation_retry_for, translated
 from .errors import aride_out
+from .group_commit import GroupCommit
 from .journal import REPLAY_FAILED, REPLAYED, UNLISTED, EnqueueJournal, replay_batches
 from .keys import GlobalKeys, QueueKeys
 from .packing import (
     TASK_HASHES,
     as_text,
-    enqueue_batches,
-    enqueue_outcomes,
+    queue_batches,
     remember,
     split_unlisted,
     task_record,
@@ -77,6 +79,7 @@ class AsyncBroker:
         self._queue_keys: dict[str, QueueKeys] = {}
         self._enqueue_script = self.client.register_script(script_source("enqueue"))
         self._replays: set[asyncio.Task] = set()
+        self._group = GroupCommit(self._write_tasks, self.keys.wake_channel)
 
     def queue_keys(self, queue: str) -> QueueKeys:
         keys = self._queue_keys.get(queue)
@@ -85,8 +88,9 @@ class AsyncBroker:
         return keys
 
     async def aclose(self) -> None:
-        """Close the client's connections (on the loop that opened them), once a journal
-        replay under way is over."""
+        """Close the client's connections (on the loop that opened them), once the writes
+        and journal replays under way are over."""
+        await self._group.wait_idle(self.retry_for + 5)
         if self._replays:
             await asyncio.wait(set(self._replays), timeout=self.retry_for + 5)
         await self.client.aclose()
@@ -94,10 +98,11 @@ class AsyncBroker:
     # -- enqueue ----------------------------------------------------------------------
 
     async def enqueue_many(self, reqs: Sequence[EnqueueRequest]) -> list[EnqueueOutcome]:
-        """Write tasks (one or many): one script call per queue and batch."""
+        """Write tasks (one or many), a queue and batch at a time, each batch joining the
+        other calls of this loop that wait for the same queue (group_commit.py)."""
         outcomes: dict[int, EnqueueOutcome] = {}
-        for queue, chunk, args in enqueue_batches(reqs, self.keys.wake_channel):
-            replies = enqueue_outcomes(await self._write_tasks(queue, args))
+        for queue, chunk in queue_batches(reqs):
+            replies = await self._group.enqueue(queue, [reqs[index] for index in chunk])
             outcomes.update(zip(chunk, replies, strict=True))
         return [outcomes[index] for index in range(len(reqs))]
 

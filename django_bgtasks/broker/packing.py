@@ -22,20 +22,25 @@ def enqueue_fields(req: EnqueueRequest) -> list[Any]:
             req.unique_key or "", req.unique_ttl_ms or 0, req.max_retries]
 
 
-def enqueue_batches(reqs: Sequence[EnqueueRequest], wake_channel: str,
-                    ) -> Iterator[tuple[str, list[int], list[Any]]]:
-    """The enqueue script calls for ``reqs``: (queue, indexes into ``reqs``, arguments),
-    one per queue and batch of ENQUEUE_BATCH."""
+def queue_batches(reqs: Sequence[EnqueueRequest]) -> Iterator[tuple[str, list[int]]]:
+    """``reqs`` split per queue and batch of ENQUEUE_BATCH: (queue, indexes into ``reqs``)."""
     by_queue: dict[str, list[int]] = {}
     for index, req in enumerate(reqs):
         by_queue.setdefault(req.queue, []).append(index)
     for queue, indexes in by_queue.items():
         for start in range(0, len(indexes), ENQUEUE_BATCH):
-            chunk = indexes[start:start + ENQUEUE_BATCH]
-            args: list[Any] = [wake_channel]
-            for index in chunk:
-                args += enqueue_fields(reqs[index])
-            yield queue, chunk, args
+            yield queue, indexes[start:start + ENQUEUE_BATCH]
+
+
+def enqueue_batches(reqs: Sequence[EnqueueRequest], wake_channel: str,
+                    ) -> Iterator[tuple[str, list[int], list[Any]]]:
+    """The enqueue script calls for ``reqs``: (queue, indexes into ``reqs``, arguments),
+    one per queue and batch of ENQUEUE_BATCH."""
+    for queue, chunk in queue_batches(reqs):
+        args: list[Any] = [wake_channel]
+        for index in chunk:
+            args += enqueue_fields(reqs[index])
+        yield queue, chunk, args
 
 
 def split_unlisted(reply: list) -> tuple[bool, list]:
