@@ -23,6 +23,7 @@ from .context import running
 from .exceptions import BgTasksError, EnqueueError, TaskAlreadyExists, TaskNotFound
 from .info import TaskInfo
 from .message import TaskMessage, check_size, dumps, validate_arguments, validate_result
+from .testing.capture import active_capture
 
 Seconds = float | int | timedelta
 
@@ -126,6 +127,10 @@ class BackgroundTask:
 
     def _enqueue(self, messages: list[TaskMessage]) -> list[TaskInfo]:
         cfg = get_settings()
+        capture = active_capture(cfg)
+        if capture is not None:  # wins over EAGER: recorded, not run, nothing written
+            self._check_sizes([msg.encode() for msg in messages], cfg.MAX_MESSAGE_BYTES)
+            return capture.record(self, messages, self._waits_for_commit())
         if cfg.EAGER:  # refused as Redis would refuse it: a project's tests see it
             self._check_sizes([msg.encode() for msg in messages], cfg.MAX_MESSAGE_BYTES)
             return [self._run_eagerly(msg) for msg in messages]
