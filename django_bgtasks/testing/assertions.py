@@ -26,44 +26,58 @@ def task_name_of(task: TaskLike) -> str:
     raise TypeError(f"expected a task or a task name, not {task!r}")
 
 
-def captured(task: TaskLike | None = None, *,
-             capture: TaskCapture | None = None) -> list[CapturedTask]:
-    """The captured enqueues (of ``task`` only, if given), in order."""
-    tasks = (capture or current_capture()).tasks
+def captured(task: TaskLike | None = None) -> list[CapturedTask]:
+    """The active capture's enqueues (of ``task`` only, if given), in order."""
+    return find(current_capture(), task)
+
+
+def enqueued_count(task: TaskLike | None = None) -> int:
+    """How many runs of ``task`` (of any task, if None) the active capture holds."""
+    return len(find(current_capture(), task))
+
+
+def assert_enqueued(task: TaskLike, /, *args: Any, **kwargs: Any) -> CapturedTask:
+    """The active capture's first run of ``task`` with exactly these arguments; else an
+    AssertionError listing what was captured for ``task`` and the closest mismatch."""
+    return check_enqueued(current_capture(), task, list(args), kwargs)
+
+
+def assert_not_enqueued(task: TaskLike) -> None:
+    """Fail if the active capture holds any run of ``task``, listing them."""
+    check_not_enqueued(current_capture(), task)
+
+
+def find(capture: TaskCapture, task: TaskLike | None) -> list[CapturedTask]:
+    """``capture``'s records (of ``task`` only, if given)."""
+    tasks = capture.tasks
     if task is None:
         return tasks
     name = task_name_of(task)
     return [record for record in tasks if record.name == name]
 
 
-def enqueued_count(task: TaskLike | None = None, *, capture: TaskCapture | None = None) -> int:
-    """How many runs of ``task`` (of any task, if None) were captured."""
-    return len(captured(task, capture=capture))
-
-
-def assert_not_enqueued(task: TaskLike, *, capture: TaskCapture | None = None) -> None:
-    """Fail if any run of ``task`` was captured, listing them."""
-    found = captured(task, capture=capture)
+def check_not_enqueued(capture: TaskCapture, task: TaskLike) -> None:
+    """assert_not_enqueued() on ``capture``."""
+    found = find(capture, task)
     if found:
         lines = "\n".join(f"  #{n} {_call(r)}" for n, r in enumerate(found, 1))
         raise AssertionError(f"{task_name_of(task)} was enqueued {len(found)} time(s), "
                              f"expected none:\n{lines}")
 
 
-def assert_enqueued(task: TaskLike, *args: Any, capture: TaskCapture | None = None,
-                    **kwargs: Any) -> CapturedTask:
-    """The first captured run of ``task`` with exactly these arguments (compared as the
-    worker gets them: tuples as lists; ``unittest.mock.ANY`` matches anything); else an
-    AssertionError listing what was captured for ``task`` and the closest mismatch."""
+def check_enqueued(capture: TaskCapture, task: TaskLike, args: list[Any],
+                   kwargs: dict[str, Any]) -> CapturedTask:
+    """assert_enqueued() on ``capture``: arguments compared as the worker gets them
+    (tuples as lists), the expected value first (so ``unittest.mock.ANY`` matches)."""
     name = task_name_of(task)
-    expected_args, expected_kwargs = _listed(list(args)), _listed(kwargs)
-    own = captured(task, capture=capture)
+    expected_args, expected_kwargs = _listed(args), _listed(kwargs)
+    own = find(capture, task)
     for record in own:
         if not _differences(expected_args, expected_kwargs, record):
             return record
     wanted = f"{name}({_signature(expected_args, expected_kwargs)})"
     if not own:
-        others = Counter(r.name for r in captured(capture=capture))
+        others = Counter(r.name for r in capture.tasks)
         listing = ", ".join(f"{n} x{c}" for n, c in others.items()) or "nothing at all"
         raise AssertionError(f"{wanted} was not enqueued: no run of {name} was captured "
                              f"(captured: {listing})")

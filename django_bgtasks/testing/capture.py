@@ -86,6 +86,37 @@ class TaskCapture:
             self._pending.clear()
             self.results.clear()
 
+    # The module functions of django_bgtasks.testing, on this capture rather than the
+    # active one (assertions and runner import this module: imported when called).
+
+    def captured(self, task: Any = None) -> list[CapturedTask]:
+        """The captured enqueues (of ``task`` only: a task or its name), in order."""
+        from .assertions import find
+
+        return find(self, task)
+
+    def count(self, task: Any = None) -> int:
+        """How many runs of ``task`` (of any task, if None) were captured."""
+        return len(self.captured(task))
+
+    def assert_enqueued(self, task: Any, /, *args: Any, **kwargs: Any) -> CapturedTask:
+        """See ``django_bgtasks.testing.assert_enqueued``."""
+        from .assertions import check_enqueued
+
+        return check_enqueued(self, task, list(args), kwargs)
+
+    def assert_not_enqueued(self, task: Any) -> None:
+        """See ``django_bgtasks.testing.assert_not_enqueued``."""
+        from .assertions import check_not_enqueued
+
+        check_not_enqueued(self, task)
+
+    def run(self, **options: Any) -> list[TaskInfo]:
+        """``run_captured(self, **options)``."""
+        from .runner import run_captured
+
+        return run_captured(self, **options)
+
     def take_pending(self) -> list[CapturedTask]:
         """The pending tasks, which are pending no more (for the runner)."""
         with self._lock:
