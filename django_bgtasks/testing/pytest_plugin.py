@@ -1,6 +1,6 @@
 """pytest plugin of django-bgtasks (entry point ``pytest11``): the ``bgtasks_capture``
-fixture. Imports nothing of Django or django_bgtasks until a fixture runs, so that it
-costs nothing to a project (or a test) that does not use it, pytest-django or not."""
+fixture. Reads no Django settings and imports no test helper until a fixture runs, so
+that a project (or a test) that does not use it sees no change, pytest-django or not."""
 
 from __future__ import annotations
 
