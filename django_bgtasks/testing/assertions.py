@@ -18,11 +18,10 @@ def task_name_of(task: TaskLike) -> str:
         return task
     if isinstance(task, BackgroundTask):
         return task.name
-    path = getattr(task, "module_path", None)
-    if isinstance(path, str):  # a django.tasks.Task
-        from ..django_tasks import task_name
-
-        return task_name(path)
+    if hasattr(task, "module_path") and hasattr(task, "get_backend"):  # a Django task
+        backend = task.get_backend()
+        if hasattr(backend, "background_task"):  # BackgroundTaskBackend's: our name for it
+            return backend.background_task(task).name
     raise TypeError(f"expected a task or a task name, not {task!r}")
 
 
