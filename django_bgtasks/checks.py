@@ -86,7 +86,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
     if not isinstance(dead_max, int) or isinstance(dead_max, bool) or dead_max < 0:
         found.append(Error("BGTASKS['DEAD_MAX_TASKS'] must be an integer >= 0.",
                            id="bgtasks.E008"))
-    for key in ("STRICT_PRIORITY", "EAGER", "ENQUEUE_ON_COMMIT"):
+    for key in ("STRICT_PRIORITY", "EAGER", "CAPTURE", "ENQUEUE_ON_COMMIT"):
         if not isinstance(cfg[key], bool):
             found.append(Error(f"BGTASKS[{key!r}] must be True or False.", id="bgtasks.E009"))
     max_bytes = cfg["MAX_MESSAGE_BYTES"]
@@ -164,6 +164,18 @@ def check_periodic(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     if any(isinstance(problem, Error) for problem in check_settings()):
         return []
     return [Error(problem, id="bgtasks.E013") for problem in entries()[1]]
+
+
+@register(Tags.compatibility, deploy=True)
+def check_capture(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    """Deploy check: the test setting CAPTURE is not left on."""
+    user = getattr(django_settings, "BGTASKS", {})
+    if not (isinstance(user, dict) and user.get("CAPTURE") is True):
+        return []
+    return [Warning("BGTASKS['CAPTURE'] is on: enqueue() records tasks in memory and never "
+                    "writes them to Redis.",
+                    hint="CAPTURE is for tests (django_bgtasks.testing); remove it from "
+                         "production settings.", id="bgtasks.W005")]
 
 
 @register(Tags.database, deploy=True)

@@ -15,6 +15,8 @@ DEFAULTS: dict[str, Any] = {
     "QUEUES": {"default": 1},
     "STRICT_PRIORITY": False,
     "EAGER": False,
+    # enqueue() records tasks in memory for the tests (django_bgtasks.testing); wins over EAGER.
+    "CAPTURE": False,
     "ENQUEUE_ON_COMMIT": True,
     "DEAD_MAX_TASKS": 10_000,
     "DEAD_MAX_AGE": 180 * 24 * 3600,
@@ -61,6 +63,7 @@ class Settings:
     QUEUES: dict[str, int]
     STRICT_PRIORITY: bool
     EAGER: bool
+    CAPTURE: bool
     ENQUEUE_ON_COMMIT: bool
     DEAD_MAX_TASKS: int
     DEAD_MAX_AGE: float

@@ -27,6 +27,7 @@ from .coroutines import run_to_completion
 from .exceptions import BgTasksError, EnqueueError, TaskAlreadyExists, TaskNotFound
 from .info import TaskInfo
 from .message import TaskMessage, check_size, dumps, validate_arguments, validate_result
+from .testing.capture import active_capture
 
 Seconds = float | int | timedelta
 
@@ -135,6 +136,10 @@ class BackgroundTask:
 
     def _enqueue(self, messages: list[TaskMessage]) -> list[TaskInfo]:
         cfg = get_settings()
+        capture = active_capture(cfg)
+        if capture is not None:  # wins over EAGER: recorded, not run, nothing written
+            self._check_sizes([msg.encode() for msg in messages], cfg.MAX_MESSAGE_BYTES)
+            return capture.record(self, messages, self._waits_for_commit())
         if cfg.EAGER:
             return self._enqueue_eagerly(messages, cfg.MAX_MESSAGE_BYTES)
         requests = self._requests(messages, cfg.MAX_MESSAGE_BYTES)
@@ -181,6 +186,13 @@ class BackgroundTask:
 
     async def _aenqueue(self, messages: list[TaskMessage]) -> list[TaskInfo]:
         cfg = get_settings()
+        capture = active_capture(cfg)
+        if capture is not None:  # as enqueue(); a transaction can only be a waiting thread's
+            self._check_sizes([msg.encode() for msg in messages], cfg.MAX_MESSAGE_BYTES)
+            if _sync_thread_waits():
+                return await sync_to_async(capture.record)(self, messages,
+                                                           self._waits_for_commit())
+            return capture.record(self, messages, False)
         if cfg.EAGER:  # the function runs as Django runs sync code called from async code
             return await sync_to_async(self._enqueue_eagerly)(messages, cfg.MAX_MESSAGE_BYTES)
         requests = self._requests(messages, cfg.MAX_MESSAGE_BYTES)

@@ -49,6 +49,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         cfg = get_settings()
+        if cfg.CAPTURE:  # what its tasks enqueue would be recorded in memory, and lost
+            raise CommandError("BGTASKS['CAPTURE'] is on (a test setting): the worker would "
+                               "record the tasks its tasks enqueue instead of writing them")
         try:
             queues = parse_queues(options["queues"]) if options["queues"] else dict(cfg.QUEUES)
         except ValueError as exc:
