@@ -21,7 +21,7 @@ def task_name_of(task: TaskLike) -> str:
     if hasattr(task, "module_path") and hasattr(task, "get_backend"):  # a Django task
         backend = task.get_backend()
         if hasattr(backend, "background_task"):  # BackgroundTaskBackend's: our name for it
-            return backend.background_task(task).name
+            return str(backend.background_task(task).name)
     raise TypeError(f"expected a task or a task name, not {task!r}")
 
 
