@@ -8,6 +8,7 @@ retry delays are not waited for, priorities do not reorder, ``timeout`` is not e
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import time
 import traceback
 from collections import Counter
@@ -17,6 +18,7 @@ from typing import Any
 from .. import signals
 from ..backoff import decide_failure
 from ..context import running
+from ..coroutines import run_to_completion
 from ..info import TaskInfo, ms_to_datetime
 from ..message import validate_result
 from ..worker.execution import _send_robustly, describe_error
@@ -114,6 +116,8 @@ def _attempt(record: CapturedTask, attempt: int, errors: tuple[dict[str, Any], .
             signals.task_started.send(sender=task, task_info=info)
         with running(msg, attempt, CAPTURE_WORKER_ID):
             result = task._run_attempt(msg, attempt, CAPTURE_WORKER_ID)
+            if inspect.iscoroutine(result):  # an async def task: to its end, as EAGER does
+                result = run_to_completion(result)
         validate_result(msg.name, result)
     except Exception as exc:  # not BaseException: Ctrl-C stops the test run
         decision = decide_failure(exc, attempt, msg.max_retries, task.retry_backoff)

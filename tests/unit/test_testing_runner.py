@@ -3,6 +3,8 @@ with what they enqueue, to a fixed point."""
 
 from __future__ import annotations
 
+import asyncio
+
 import django
 import pytest
 
@@ -193,6 +195,23 @@ def test_a_capture_runs_after_its_block_closed():
         step.enqueue(1)
     infos = capture.run()
     assert [i.result for i in infos] == [1, 0, "AFTER 1"]
+
+
+@background_task
+async def fetch(n: int) -> int:
+    await asyncio.sleep(0)
+    LOG.append(("fetch", n, current_task().id))
+    if n > 0:
+        await fetch.aenqueue(n - 1)
+    return n * 10
+
+
+def test_async_tasks_run_to_their_end_with_what_they_enqueue():
+    with capture_tasks() as capture:
+        first = fetch.enqueue(1)
+    infos = run_captured(capture)
+    assert [(i.state, i.result) for i in infos] == [("completed", 10), ("completed", 0)]
+    assert LOG[0] == ("fetch", 1, first.id)
 
 
 @pytest.mark.skipif(django.VERSION < (6, 0), reason="django.tasks is Django 6.0+")
