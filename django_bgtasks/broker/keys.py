@@ -36,6 +36,12 @@ QUEUE_KEY_NAMES: tuple[str, ...] = (
     "notify",  # LIST of wake-up tokens for idle workers (bounded)
     "seq",  # STRING counter for FIFO order within a priority
     "paused",  # STRING present while the queue is paused
+    # Flow control (docs/limits.md): tasks over a limit wait here, not in pending.
+    "waiting",  # ZSET id -> the score it had in pending (its place when it goes back)
+    "limits",  # HASH limit id -> JSON state (running, tokens, last refill, its values)
+    "lwait",  # ZSET (scores 0) "<limit id>\0<pending score>\0<id>": each limit's waiters
+    "lwake",  # ZSET limit id -> when its next rate token is due (ms), while it has waiters
+    "fair",  # HASH "<fair key>\0<priority>" -> the last place given to that key's tasks
 )
 
 

@@ -1,10 +1,13 @@
 -- Helpers prepended to every script (broker/scripts.py joins them).
--- KEYS[1..15] are always the queue's keys, in keys.QUEUE_KEY_NAMES order; every key a
--- script touches is declared, so each script runs in the queue's one Cluster slot.
+-- KEYS[1..20] are always the queue's keys, in keys.QUEUE_KEY_NAMES order (a script's own
+-- keys follow, from KEYS[21]); every key a script touches is declared, so each script runs
+-- in the queue's one Cluster slot.
 local K_PENDING, K_ACTIVE, K_SCHEDULED, K_RETRY = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local K_DEAD, K_COMPLETED, K_MSG, K_INFO = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local K_ERRORS, K_RESULT, K_UNIQUE, K_UNIQUE_EXP = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
 local K_NOTIFY, K_SEQ, K_PAUSED = KEYS[13], KEYS[14], KEYS[15]
+local K_WAITING, K_LIMITS, K_LWAIT = KEYS[16], KEYS[17], KEYS[18]
+local K_LWAKE, K_FAIR = KEYS[19], KEYS[20]
 
 -- Wake-up tokens are hints, not work: a bounded list is enough to wake every idle worker.
 local NOTIFY_MAX = 64
@@ -432,7 +435,7 @@ local function cron_note(history, tick, now, outcome, id)
 end
 
 -- Bulk jobs (bulk_*.lua): "run all" / "delete all" over one state of the queue, one JSON
--- record each in the queue's bulk hash (KEYS[16]). Statuses: queued, running, done, failed.
+-- record each in the queue's bulk hash (KEYS[21]). Statuses: queued, running, done, failed.
 local BULK_SETS = {pending = K_PENDING, scheduled = K_SCHEDULED, retry = K_RETRY,
                    dead = K_DEAD, completed = K_COMPLETED}  -- active: never in bulk
 local BULK_ACTIONS = {requeue = {scheduled = true, retry = true, dead = true},

@@ -1,7 +1,7 @@
 -- claim: acknowledge a worker's finished tasks, then claim up to `limit` pending tasks
 -- with a lease, in one call (one round trip per batch, not per task).
--- KEYS: the queue's keys, then KEYS[16] = processed counter, KEYS[17] = failed counter
---       (today's, chosen by the caller), KEYS[18] = the queue's claims hash (worker id ->
+-- KEYS: the queue's keys, then KEYS[21] = processed counter, KEYS[22] = failed counter
+--       (today's, chosen by the caller), KEYS[23] = the queue's claims hash (worker id ->
 --       JSON [claim_seq, id, attempt, id, attempt...] of its last claim).
 -- ARGV: worker_id, lease_ms, limit, dead_max_tasks, dead_max_age_ms, wake_channel,
 --       claim_seq ('' = this caller keeps no claim sequence), known_seq (the last
@@ -20,7 +20,7 @@
 -- A claim whose reply never reached its worker (the socket timed out while Redis still
 -- ran the call) is undone by the worker's next call: its tasks, which that worker never
 -- saw, go back to the head of pending with their attempt not counted.
-local K_CLAIMS = KEYS[18]
+local K_CLAIMS = KEYS[23]
 local worker, lease_ms, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local dead_max, dead_age, channel = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local claim_seq, known_seq = ARGV[7], ARGV[8]
@@ -157,11 +157,11 @@ end
 
 local ttl = 90 * 24 * 3600
 if processed > 0 then
-  redis.call('INCRBY', KEYS[16], processed)
-  redis.call('EXPIRE', KEYS[16], ttl)
+  redis.call('INCRBY', KEYS[21], processed)
+  redis.call('EXPIRE', KEYS[21], ttl)
 end
 if failed > 0 then
-  redis.call('INCRBY', KEYS[17], failed)
-  redis.call('EXPIRE', KEYS[17], ttl)
+  redis.call('INCRBY', KEYS[22], failed)
+  redis.call('EXPIRE', KEYS[22], ttl)
 end
 return {ignored, claimed, killed}
