@@ -7,11 +7,13 @@ from typing import Any
 from django.conf import settings as django_settings
 from django.core.checks import Error, Tags, Warning, register
 
+from . import registry
 from .broker import get_broker
 from .broker.connection import CLUSTER_SCHEMES, check_url, parse_nodes, url_scheme
 from .broker.keys import validate_queue_name
 from .conf import DEFAULTS
 from .exceptions import BgTasksError, InvalidRedisSetting
+from .limits import parse_named_limit
 from .periodic import entries
 
 
@@ -164,6 +166,42 @@ def check_periodic(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     if any(isinstance(problem, Error) for problem in check_settings()):
         return []
     return [Error(problem, id="bgtasks.E013") for problem in entries()[1]]
+
+
+@register(Tags.compatibility)
+def check_limits(app_configs: Any = None, **kwargs: Any) -> list[Error | Warning]:
+    """BGTASKS['LIMITS'] is valid (bgtasks.E019); every named limit a registered task uses
+    exists (E020); a named limit counts per queue, so one used by tasks of several queues
+    is flagged (W006)."""
+    user = getattr(django_settings, "BGTASKS", {})
+    limits = user.get("LIMITS", {}) if isinstance(user, dict) else {}
+    if not isinstance(limits, dict):
+        return [Error("BGTASKS['LIMITS'] must be a dict of named limits: "
+                      "{'stripe': {'concurrency': 20, 'rate': '50/s'}}.", id="bgtasks.E019")]
+    found: list[Error | Warning] = []
+    for name, spec in limits.items():
+        try:
+            parse_named_limit(name, spec)
+        except ValueError as exc:
+            found.append(Error(f"BGTASKS['LIMITS']: {exc}.", id="bgtasks.E019"))
+    queues_of: dict[str, set[str]] = {}
+    for task in registry.all_tasks():
+        for name in getattr(task, "limits", ()):
+            queues_of.setdefault(name, set()).add(task.queue_name)
+            if name not in limits:
+                found.append(Error(
+                    f"Task {task.name} uses the limit {name!r}, which is not in "
+                    f"BGTASKS['LIMITS'].", hint="Add it, e.g. BGTASKS['LIMITS'] = "
+                    f"{{{name!r}: {{'concurrency': 10}}}}.", id="bgtasks.E020"))
+    for name, queues in sorted(queues_of.items()):
+        if len(queues) > 1:
+            found.append(Warning(
+                f"The limit {name!r} is used by tasks of the queues "
+                f"{', '.join(sorted(queues))}: a limit counts the runs of one queue, so each "
+                f"of these queues gets the whole limit.",
+                hint="Put the tasks that share a limit in one queue (a queue per external "
+                     "service is the usual layout).", id="bgtasks.W006"))
+    return found
 
 
 @register(Tags.compatibility, deploy=True)

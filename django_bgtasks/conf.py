@@ -50,6 +50,9 @@ DEFAULTS: dict[str, Any] = {
     # Tasks a bulk job (the admin's "run all" / "delete all") moves per script call: each
     # call keeps Redis busy for about 10 us per task.
     "BULK_BATCH": 500,
+    # Named limits shared by tasks (docs/limits.md): {"stripe": {"concurrency": 20,
+    # "rate": "50/s"}}, used as @background_task(limits=["stripe"]).
+    "LIMITS": {},
 }
 
 
@@ -81,6 +84,7 @@ class Settings:
     MAX_MESSAGE_BYTES: int
     ENQUEUE_JOURNAL_SECONDS: float
     BULK_BATCH: int
+    LIMITS: dict[str, Any]
     unknown: tuple[str, ...] = field(default=())
 
 

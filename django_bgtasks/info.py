@@ -62,6 +62,12 @@ class TaskInfo:
     message_error: str = field(default="", repr=False)
     # The run_after the task was enqueued with (None: at once); run_after moves with retries.
     requested_run_after: datetime | None = field(default=None, repr=False)
+    # Flow control (docs/limits.md): the ids of the limits the task runs under, its fair
+    # key, and while it waits ('waiting'), why: "limit stripe: 20/20 running".
+    limits: tuple[str, ...] = field(default=(), repr=False)
+    fair_key: str = field(default="", repr=False)
+    waiting_for: str = field(default="", repr=False)
+    waiting_since: datetime | None = field(default=None, repr=False)
 
     @classmethod
     def from_message(cls, msg: TaskMessage, state: str,
@@ -112,7 +118,21 @@ class TaskInfo:
             worker=meta["worker"] if isinstance(meta.get("worker"), str) else "",
             message_error=message_error,
             requested_run_after=seconds_to_datetime(msg.run_after) if msg else None,
+            limits=_limit_ids(meta.get("limits")),
+            fair_key=meta["fair"] if isinstance(meta.get("fair"), str) else "",
+            waiting_for=(meta["waiting_for"] if meta.get("state") == "waiting"
+                         and isinstance(meta.get("waiting_for"), str) else ""),
+            waiting_since=(ms_to_datetime(meta.get("waiting_since"))
+                           if meta.get("state") == "waiting" else None),
         )
+
+
+def _limit_ids(value: Any) -> tuple[str, ...]:
+    """The limit ids of a stored record's limits ([[id, ...], ...]); () when damaged."""
+    if not isinstance(value, list):
+        return ()
+    return tuple(spec[0] for spec in value
+                 if isinstance(spec, list) and spec and isinstance(spec[0], str))
 
 
 def _int(value: Any, default: int) -> int:

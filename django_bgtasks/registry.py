@@ -28,6 +28,11 @@ def registered_names() -> list[str]:
     return sorted(_tasks)
 
 
+def all_tasks() -> list[BackgroundTask]:
+    """Every registered task, by name."""
+    return [_tasks[name] for name in sorted(_tasks)]
+
+
 def add_resolver(prefix: str, resolver: Callable[[str], BackgroundTask | None]) -> None:
     """Have ``resolver(name)`` find the tasks whose names start with ``prefix`` (it may
     raise to refuse a name; what it returns is run)."""

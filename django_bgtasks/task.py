@@ -26,6 +26,7 @@ from .context import running
 from .coroutines import run_to_completion
 from .exceptions import BgTasksError, EnqueueError, TaskAlreadyExists, TaskNotFound
 from .info import TaskInfo
+from .limits import normalize_options, request_fields
 from .message import TaskMessage, check_size, dumps, validate_arguments, validate_result
 from .testing.capture import active_capture
 
@@ -62,6 +63,14 @@ class BackgroundTask:
     result_ttl: float | None = None
     run_after: datetime | float | None = None  # float: seconds from now (Redis' clock)
     task_id: str | None = None
+    # Flow control (docs/limits.md): at most this many runs at once / starts per period,
+    # per value of limit_key when given; named limits of BGTASKS["LIMITS"]; round robin
+    # between the values of fair_key within the queue.
+    concurrency_limit: int | None = None
+    rate_limit: str | None = None
+    limit_key: Callable[..., Any] | None = None
+    limits: tuple[str, ...] = ()
+    fair_key: Callable[..., Any] | None = None
 
     def __post_init__(self) -> None:
         validate_queue_name(self.queue_name)
@@ -77,6 +86,9 @@ class BackgroundTask:
         if self.task_id is not None and (not isinstance(self.task_id, str) or not self.task_id):
             raise ValueError(f"task_id must be a non-empty string, not {self.task_id!r}")
         set_ = object.__setattr__
+        _, names = normalize_options(self.name, self.concurrency_limit, self.rate_limit,
+                                     self.limit_key, self.limits, self.fair_key)
+        set_(self, "limits", names)
         set_(self, "timeout", _seconds(self.timeout, "timeout"))
         set_(self, "unique_for", _seconds(self.unique_for, "unique_for"))
         set_(self, "result_ttl", _seconds(self.result_ttl, "result_ttl"))
@@ -95,7 +107,8 @@ class BackgroundTask:
     def using(self, **options: Any) -> BackgroundTask:
         """A copy with other options (queue_name, priority, run_after, task_id, ...)."""
         allowed = {"queue_name", "priority", "max_retries", "timeout", "retry_backoff",
-                   "unique_for", "result_ttl", "run_after", "task_id"}
+                   "unique_for", "result_ttl", "run_after", "task_id", "concurrency_limit",
+                   "rate_limit", "limit_key", "limits", "fair_key"}
         unknown = set(options) - allowed
         if unknown:
             raise TypeError(f"using() got unknown options: {', '.join(sorted(unknown))}")
@@ -251,11 +264,15 @@ class BackgroundTask:
             run_at_ms = int(self.run_after.timestamp() * 1000)
         elif self.run_after:
             delay_ms = int(self.run_after * 1000)
+        limits = fair = ""
+        if self.limits or self.fair_key or self.concurrency_limit or self.rate_limit:
+            limits, fair = request_fields(self, msg.args, msg.kwargs, get_settings().LIMITS)
         return EnqueueRequest(
             queue=msg.queue, id=msg.id, message=msg.encode(), priority=msg.priority,
             max_retries=msg.max_retries, run_at_ms=run_at_ms, delay_ms=delay_ms,
             unique_key=msg.unique_key,
             unique_ttl_ms=int(self.unique_for * 1000) if self.unique_for else None,
+            limits=limits, fair_key=fair,
         )
 
     def _send(self, messages: list[TaskMessage], requests: list[EnqueueRequest],
@@ -362,6 +379,9 @@ def background_task(func: Callable[..., Any], /) -> BackgroundTask: ...
 def background_task(*, queue_name: str = ..., priority: int = ..., max_retries: int = ...,
                     timeout: Seconds = ..., retry_backoff: Callable[[int], float] | None = ...,
                     unique_for: Seconds | None = ..., result_ttl: Seconds | None = ...,
+                    concurrency_limit: int | None = ..., rate_limit: str | None = ...,
+                    limit_key: Callable[..., Any] | None = ...,
+                    limits: Sequence[str] = ..., fair_key: Callable[..., Any] | None = ...,
                     ) -> Callable[[Callable[..., Any]], BackgroundTask]: ...
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-# The task states; each is one per-queue ZSET of the same name.
-STATES: tuple[str, ...] = ("pending", "active", "scheduled", "retry", "dead", "completed")
+# The task states; each is one per-queue ZSET of the same name ('waiting': over a limit).
+STATES: tuple[str, ...] = ("pending", "waiting", "active", "scheduled", "retry", "dead",
+                           "completed")
 # What "run now" (requeue.lua) and "delete" (delete.lua) apply to: a running task is never
 # moved nor deleted under its worker.
 RUNNABLE: tuple[str, ...] = ("scheduled", "retry", "dead")

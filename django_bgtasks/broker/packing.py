@@ -10,7 +10,7 @@ from typing import Any
 from .types import EnqueueOutcome, EnqueueRequest, TaskRecord
 
 ENQUEUE_BATCH = 1000  # tasks per enqueue call: bounded work inside Redis (~10 ms)
-ENQUEUE_FIELDS = 8  # script arguments per task (enqueue.lua)
+ENQUEUE_FIELDS = 10  # script arguments per task (enqueue.lua)
 # The per-queue hashes a task's record is read from, in TaskRecord's order.
 TASK_HASHES = ("msg", "info", "errors", "result")
 
@@ -19,7 +19,8 @@ def enqueue_fields(req: EnqueueRequest) -> list[Any]:
     return [req.id, req.message, req.priority,
             "" if req.run_at_ms is None else req.run_at_ms,
             "" if req.delay_ms is None else req.delay_ms,
-            req.unique_key or "", req.unique_ttl_ms or 0, req.max_retries]
+            req.unique_key or "", req.unique_ttl_ms or 0, req.max_retries, req.limits,
+            req.fair_key]
 
 
 def queue_batches(reqs: Sequence[EnqueueRequest]) -> Iterator[tuple[str, list[int]]]:
@@ -103,6 +104,13 @@ def encode_arg(value: Any) -> bytes:
     if isinstance(value, float):
         return repr(value).encode()
     return str(value).encode()
+
+
+def whole_number(value: Any) -> int:
+    """A count from stored JSON; anything else (damage) reads as 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return 0
+    return max(0, int(value)) if abs(value) < 2**53 else 0
 
 
 def json_object(raw: bytes | str) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from .packing import (
     socket_timeout,
     split_unlisted,
     task_record,
+    whole_number,
 )
 from .queue_waiter import QueueWaiter
 from .schedule_waiter import ScheduleWaiter
@@ -58,6 +59,7 @@ from .types import (
     EnqueueOutcome,
     EnqueueRequest,
     FireOutcome,
+    LimitStatus,
     PeriodicTick,
     TaskRecord,
 )
@@ -93,6 +95,7 @@ class RedisBroker:
         self._queue_keys: dict[str, QueueKeys] = {}
         self._scripts = register_scripts(self.client)
         self._packed_heads: dict[tuple[str, str, int], bytes] = {}
+        self._janitor_cursors: dict[str, tuple[str, str]] = {}  # queue -> HSCAN cursors
         # A blocking wait must end well before the socket times out, or every idle wait
         # would be reported as "cannot reach Redis" and reconnect.
         timeout = socket_timeout(self.client)
@@ -387,14 +390,15 @@ class RedisBroker:
     def fire_periodic(self, queue: str, name: str, spec_id: str, mark_ms: int, policy: str,
                       max_lateness_ms: int | None, overlap: str, priority: int,
                       max_retries: int, ticks: Sequence[PeriodicTick],
-                      omitted: str = "0") -> FireOutcome:
+                      omitted: str = "0", limits: str = "", fair_key: str = "",
+                      ) -> FireOutcome:
         """Offer ``ticks`` (ascending) of entry ``name``; Redis admits each due tick newer
         than the entry's mark exactly once, whichever host offers it (cron_fire.lua).
         ``omitted`` counts the older due ticks not offered ("50", or "10000+")."""
         keys = self.queue_keys(queue)
         args: list[Any] = [name, spec_id, mark_ms, policy,
                            "" if max_lateness_ms is None else max_lateness_ms, overlap,
-                           priority, max_retries, omitted]
+                           priority, max_retries, omitted, limits, fair_key]
         for tick in ticks:
             args += [tick.tick_ms, tick.id, tick.message]
         outcome, fired, last = self._run("cron_fire", queue, args,
@@ -408,13 +412,15 @@ class RedisBroker:
                               [keys.cron, keys.cron_history(name)]))
 
     def run_periodic_now(self, queue: str, name: str, task_id: str, message: str,
-                         priority: int, max_retries: int) -> str:
+                         priority: int, max_retries: int, limits: str = "",
+                         fair_key: str = "") -> str:
         """Enqueue entry ``name``'s task now, outside its schedule, and note it in the
         entry's history (cron_run.lua). Returns 'ok', or 'exists' when ``task_id`` holds
         another message (the same request, sent again, returns 'ok')."""
         keys = self.queue_keys(queue)
         status, _state = self._run("cron_run", queue,
-                                   [name, task_id, message, priority, max_retries],
+                                   [name, task_id, message, priority, max_retries, limits,
+                                    fair_key],
                                    [keys.cron, keys.cron_history(name),
                                     keys.cron_request(task_id)])
         return as_text(status)
@@ -433,9 +439,16 @@ class RedisBroker:
 
     def clean(self, queue: str, dead_max_tasks: int, dead_max_age_ms: int,
               limit: int = 200) -> tuple[int, int, int, bool]:
-        """Trim dead tasks, expired results and expired unique locks (one bounded batch)."""
-        dead, completed, locks, more = self._run(
-            "janitor", queue, [dead_max_tasks, dead_max_age_ms, limit])
+        """Trim dead tasks, expired results and expired unique locks (one bounded batch);
+        go over the next page of the queue's limits and fair keys (janitor.lua)."""
+        limits_cursor, fair_cursor = self._janitor_cursors.get(queue, ("0", "0"))
+        dead, completed, locks, more, limits_cursor, woken, fair_cursor = self._run(
+            "janitor", queue, [dead_max_tasks, dead_max_age_ms, limit, limits_cursor,
+                               fair_cursor])
+        self._janitor_cursors[queue] = (as_text(limits_cursor), as_text(fair_cursor))
+        if int(woken):
+            logger.warning("queue %s: woke %d task(s) waiting for a limit that had room "
+                           "(a wake-up was lost)", queue, int(woken))
         return int(dead), int(completed), int(locks), bool(more)
 
     def requeue(self, queue: str, ids: Sequence[str]) -> list[str]:
@@ -506,6 +519,26 @@ class RedisBroker:
                     pipe.hget(getattr(keys, name), task_id)
             replies = pipe.execute()
         return task_record(task_id, candidates, replies)
+
+    def limits(self, queue: str, most: int = 1000) -> tuple[list[LimitStatus], int]:
+        """The limits of ``queue`` (at most ``most`` of them) as Redis holds them now, and
+        how many it holds in all (limits.lua: writes nothing)."""
+        now, total, *flat = self._run("limits", queue, [most])
+        found = []
+        for i in range(0, len(flat), 4):
+            state = json_object(flat[i + 1])
+            rate_count, period = whole_number(state.get("rn")), whole_number(state.get("rp"))
+            tokens = state.get("tok")
+            found.append(LimitStatus(
+                queue=queue, id=as_text(flat[i]), running=whole_number(state.get("run")),
+                concurrency=whole_number(state.get("c")), rate_count=rate_count,
+                rate_period_ms=period,
+                tokens=float(tokens) if rate_count and isinstance(tokens, (int, float))
+                else None,
+                waiting=int(flat[i + 2]),
+                next_waiter_since_ms=int(flat[i + 3]) if flat[i + 3] else None))
+        found.sort(key=lambda limit: limit.id)
+        return found, int(total)
 
     def peek(self, queue: str, ids: Sequence[str], whole: int = 0, cut: int = 0) -> list:
         """Bounded reads of tasks for the admin and the CLI (peek.lua): per id, its

@@ -18,6 +18,8 @@ class EnqueueRequest:
     delay_ms: int | None = None
     unique_key: str | None = None
     unique_ttl_ms: int | None = None
+    limits: str = ""  # JSON [[limit id, concurrency, rate count, rate period ms], ...]
+    fair_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,21 @@ class TaskRecord:
     raw_info: bytes | None
     raw_errors: bytes | None
     raw_result: bytes | None
+
+
+@dataclass(frozen=True)
+class LimitStatus:
+    """One limit of one queue as Redis holds it now (docs/limits.md)."""
+
+    queue: str
+    id: str  # a named limit's name, or a task's name (with [key] for a limit_key value)
+    running: int
+    concurrency: int  # 0: no concurrency limit
+    rate_count: int  # 0: no rate limit
+    rate_period_ms: int
+    tokens: float | None  # rate tokens left now (refilled to Redis' clock)
+    waiting: int
+    next_waiter_since_ms: int | None  # when the first task in line started waiting
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from ..info import TaskInfo
 
 STATUS = {
     "pending": TaskResultStatus.READY,
+    "waiting": TaskResultStatus.READY,  # for a limit: it has not started
     "scheduled": TaskResultStatus.READY,
     "retry": TaskResultStatus.READY,
     "active": TaskResultStatus.RUNNING,

@@ -191,7 +191,8 @@ def row_data(row: TaskRow) -> dict[str, Any]:
 
 def list_text(rows: Sequence[TaskRow], state: str) -> str:
     """One line per task: id, task, arguments, attempts, the state's time, last error."""
-    time_header = {"pending": "enqueued", "active": "lease expires", "scheduled": "run after",
+    time_header = {"pending": "enqueued", "waiting": "waiting since",
+                   "active": "lease expires", "scheduled": "run after",
                    "retry": "next retry", "dead": "died", "completed": "kept until"}[state]
     return table(
         ["id", "task", "queue", "args", "attempts", time_header, "last error"],

@@ -80,8 +80,11 @@ class TaskRow:
     @property
     def when(self) -> datetime | None:
         """The state's own time: run after, lease expiry, next retry, died at, expiry."""
-        if (self.state or self.info.state) == "pending":
+        state = self.state or self.info.state
+        if state == "pending":
             return self.info.enqueued_at  # a pending score is an order, not a time
+        if state == "waiting":  # its score is its place in pending: an order too
+            return self.info.waiting_since or self.info.enqueued_at
         return ms_to_datetime(self.score_ms) or self.info.enqueued_at
 
 

@@ -13,7 +13,9 @@ from typing import Any
 
 from ..broker import get_broker
 from ..broker.redis import RedisBroker
+from ..conf import get_settings
 from ..info import TaskInfo, ms_to_datetime
+from ..limits import request_fields
 from ..ops.inspect import Inspector
 from .declared import PeriodicEntry, entries
 
@@ -197,7 +199,8 @@ class PeriodicEntries:
         now_s = self.broker.server_time_ms() / 1000  # as every other time: Redis' clock
         message = replace(entry.message(0, now_s), id=task_id, run_after=now_s)
         self.broker.register_queue(task.queue_name)  # so that the task can be looked up
+        limits, fair = request_fields(task, entry.args, entry.kwargs, get_settings().LIMITS)
         status = self.broker.run_periodic_now(task.queue_name, name, task_id,
                                               message.encode(), task.priority,
-                                              task.max_retries)
+                                              task.max_retries, limits, fair)
         return task_id, status

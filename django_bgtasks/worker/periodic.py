@@ -7,6 +7,8 @@ import logging
 
 from ..broker.redis import RedisBroker
 from ..broker.types import PeriodicTick
+from ..conf import get_settings
+from ..limits import request_fields
 from ..periodic import MAX_CATCH_UP, PeriodicEntry
 from .component import Component
 
@@ -50,10 +52,11 @@ class PeriodicScheduler(Component):
         late_ms = None if entry.max_lateness is None else int(entry.max_lateness * 1000)
         offered = [PeriodicTick(t, f"cron:{entry.name}:{t}", entry.message(t, now / 1000)
                                 .encode()) for t in ticks]
+        limits, fair = request_fields(task, entry.args, entry.kwargs, get_settings().LIMITS)
         result = self._broker.fire_periodic(task.queue_name, entry.name, entry.spec_id, mark,
                                             entry.catch_up, late_ms, entry.overlap,
                                             task.priority, task.max_retries, offered,
-                                            omitted)
+                                            omitted, limits, fair)
         if result.fired:
             logger.info("periodic %s: enqueued %s", entry.name, ", ".join(result.fired))
         elif result.outcome in ("started", "skipped"):

@@ -90,6 +90,17 @@ def record_tick(label: str, phase: str = "run") -> None:
         "attempt": run.attempt if run else None}))
 
 
+SPANS_KEY = "bgtasks-test:spans"  # LIST of JSON {"token", "phase", "t"} from record_span
+
+
+def record_span(token: str, phase: str) -> None:
+    """Note that `token` starts or ends ("start" / "end") now, on the ledger Redis' clock
+    (one clock for every worker: the flow-control tests compare runs across processes)."""
+    seconds, micros = client().time()
+    client().rpush(SPANS_KEY, json.dumps({"token": token, "phase": phase, "pid": os.getpid(),
+                                          "t": seconds * 1000 + micros / 1000}))
+
+
 def count_attempt(token: str) -> int:
     """Count one more attempt for `token`; returns the count including this one."""
     return int(client().incr(ATTEMPTS_PREFIX + token))
@@ -120,6 +131,10 @@ def times(r: redis.Redis) -> list[dict]:
 def attempts(r: redis.Redis, token: str) -> int:
     """How many attempts fail_then_succeed (or count_attempt) counted for `token`."""
     return int(r.get(ATTEMPTS_PREFIX + token) or 0)
+
+
+def spans(r: redis.Redis) -> list[dict]:
+    return [json.loads(_text(v)) for v in r.lrange(SPANS_KEY, 0, -1)]
 
 
 def ticks(r: redis.Redis, label: str | None = None) -> list[dict]:

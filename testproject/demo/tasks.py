@@ -374,3 +374,48 @@ async def async_record_tick(label: str) -> str:
     await asyncio.sleep(0)
     recording.record_tick(label)
     return label
+
+
+# -- flow control (test_e2e_limits, docs/limits.md) -------------------------------------------
+
+
+@background_task(queue_name="limited", concurrency_limit=3)
+def limited_span(token: str, seconds: float) -> str:
+    """At most 3 runs at once, all workers together: each notes its start and end."""
+    recording.record_span(token, "start")
+    time.sleep(seconds)
+    recording.record_span(token, "end")
+    return token
+
+
+@background_task(queue_name="limited", rate_limit="10/s")
+def rated_span(token: str) -> str:
+    """At most 10 starts a second (a burst of 10): each notes its start."""
+    recording.record_span(token, "start")
+    return token
+
+
+@background_task(queue_name="limited", limits=["demo-api"])
+def api_call(token: str, seconds: float) -> str:
+    """A call to a shared external API, limited by BGTASKS["LIMITS"]["demo-api"]."""
+    recording.record_span(token, "start")
+    time.sleep(seconds)
+    recording.record_span(token, "end")
+    return token
+
+
+@background_task(queue_name="limited", concurrency_limit=1,
+                 limit_key=lambda account, token: f"acct:{account}")
+def per_account(account: int, token: str) -> str:
+    """One run at a time per account."""
+    recording.record_span(token, "start")
+    time.sleep(0.1)
+    recording.record_span(token, "end")
+    return token
+
+
+@background_task(queue_name="limited", fair_key=lambda tenant, token: tenant)
+def tenant_step(tenant: str, token: str) -> str:
+    """Tasks of several tenants, taken in turn."""
+    recording.record(token)
+    return token

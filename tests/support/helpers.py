@@ -372,6 +372,27 @@ def seed_dead(n: int, queue: str = "default") -> list[str]:
     return ids
 
 
+def seed_waiting(queue: str = "default", token: str = "waits") -> str:
+    """One task of ``queue`` waiting for a limit (the queue must hold no other pending
+    task), the way a worker makes it: under a rate limit of 1/h, one run starts (and ends)
+    and the next one claimed waits for a token."""
+    from demo.tasks import record
+    from django_bgtasks.broker import get_broker
+    from django_bgtasks.broker.types import Ack
+
+    limited = record.using(queue_name=queue, rate_limit="1/h")
+    broker = get_broker()
+    first = limited.enqueue(f"{token}-first").id
+    claimed = broker.claim(queue, "seeder", [], 1, 60_000, 100_000, 10**12).claimed
+    if not claimed:  # the hour's token was taken before: the first one waits already
+        return first
+    broker.claim(queue, "seeder", [Ack(first, claimed[0].attempt, "done")], 0, 60_000,
+                 100_000, 10**12)
+    waiting = limited.enqueue(token).id
+    assert broker.claim(queue, "seeder", [], 1, 60_000, 100_000, 10**12).claimed == []
+    return waiting
+
+
 def state_of(task_id: str) -> str | None:
     """The task's state, or None once it is gone from Redis."""
     from django_bgtasks import TaskNotFound, get_task_info

@@ -23,7 +23,7 @@ from django_bgtasks.broker import get_broker
 from django_bgtasks.info import STATES
 from django_bgtasks.models import Task
 from django_bgtasks.ops.inspect import DayStats, Inspector
-from helpers import drive, free_port
+from helpers import drive, free_port, seed_waiting
 
 pytestmark = pytest.mark.django_db
 
@@ -61,10 +61,11 @@ def one_of_each(queue: str = "default") -> dict[str, str]:
     drive([done], "done", queue, result='{"answer": 42}', result_ttl_ms=HOUR_MS)
     [active] = enqueue(1, queue)
     drive([active], None, queue)
+    waiting = seed_waiting(queue)
     [pending] = enqueue(1, queue)
     [scheduled] = [record.using(queue_name=queue, run_after=3600).enqueue("later").id]
-    return {"pending": pending, "active": active, "scheduled": scheduled, "retry": retry,
-            "dead": ids_dead, "completed": done}
+    return {"pending": pending, "waiting": waiting, "active": active, "scheduled": scheduled,
+            "retry": retry, "dead": ids_dead, "completed": done}
 
 
 def counts(queue: str = "default") -> dict[str, int]:
@@ -163,12 +164,13 @@ def test_dashboard_counts_today_chart_and_workers(admin_client_):
 
     assert response.status_code == 200
     rows = {r["stats"].name: [count for count, _ in r["cells"]] for r in response.context["rows"]}
-    assert rows == {"default": [1, 1, 1, 1, 1, 1], "mail": [0, 0, 0, 0, 2, 0]}
+    assert rows == {"default": [1, 1, 1, 1, 1, 1, 1], "mail": [0, 0, 0, 0, 0, 2, 0]}
     html = response.content.decode()
     assert f'href="{list_url("dead", queue="mail")}">2</a>' in html
     assert f'href="{list_url("retry")}">1</a>' in html  # the all-queues row
-    # today: default acked dead, retry, done (3 processed, 2 failed); mail 2 dead
-    assert response.context["processed_today"] == 5
+    # today: default acked dead, retry, done and seed_waiting's first run (4 processed, 2
+    # failed); mail 2 dead
+    assert response.context["processed_today"] == 6
     assert response.context["failed_today"] == 4
     assert html.count("<svg") >= 1 and "processed</title>" in html
     for text in ("host-a", "4242", "default:1,mail:2", "2 × 4"):

@@ -146,13 +146,28 @@ def claim(broker, acks=(), limit: int = 10):
     return broker.claim(Q, "test-host", list(acks), limit, 30_000, DEAD_MAX, DEAD_AGE_MS)
 
 
+# A concurrency limit of 1 (limit id, concurrency, rate count, rate period ms): while
+# BLOCKER runs under it, a claimed task with the same limit waits.
+ONE_AT_A_TIME = json.dumps([["bad-data", 1, 0, 0]])
+BLOCKER = "t-blocker"
+
+
 def seed(broker, state: str, outcome: str = "ok", unique: bool = False,
          task_id: str = TID) -> None:
-    """A task in ``state``, taken there by the transitions a worker uses."""
+    """A task in ``state``, taken there by the transitions a worker uses. A waiting one
+    waits for BLOCKER (active, under the same limit) to end."""
+    limits = ONE_AT_A_TIME if state == "waiting" else ""
+    if state == "waiting":
+        broker.enqueue(EnqueueRequest(Q, BLOCKER, json.dumps(message(BLOCKER)), 0, 3,
+                                      limits=limits))
+        assert [c.id for c in claim(broker, limit=1).claimed] == [BLOCKER]
     broker.enqueue(EnqueueRequest(
         Q, task_id, json.dumps(message(task_id, outcome)), 0, 3,
         delay_ms=HOUR_MS if state == "scheduled" else None,
-        unique_key="lock" if unique else None, unique_ttl_ms=HOUR_MS))
+        unique_key="lock" if unique else None, unique_ttl_ms=HOUR_MS, limits=limits))
+    if state == "waiting":
+        assert claim(broker, limit=1).claimed == []
+        assert broker.client.zscore(broker.queue_keys(Q).waiting, task_id) is not None
     if state in ("active", "retry", "dead", "completed"):
         [claimed] = claim(broker, limit=1).claimed
         ack = {"retry": Ack(task_id, 1, "retry", delay_ms=HOUR_MS, error="RuntimeError: x"),
@@ -203,6 +218,8 @@ def advance(raw, broker, state: str, worker_died: bool = False) -> None:
     elif state == "completed":
         raw.zadd(keys.completed, {TID: PAST}, xx=True)
         broker.clean(Q, DEAD_MAX, DEAD_AGE_MS)
+    elif state == "waiting":  # BLOCKER's run ends: the limit wakes TID
+        assert claim(broker, [Ack(BLOCKER, 1, "done")], limit=0).ignored == []
     work(broker)
 
 

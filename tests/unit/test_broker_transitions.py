@@ -91,7 +91,7 @@ def score(raw, key: str, task_id: str) -> float | None:
 
 def state_sets(raw, broker, task_id: str, queue: str = Q) -> list[str]:
     keys = broker.queue_keys(queue)
-    names = ("pending", "active", "scheduled", "retry", "dead", "completed")
+    names = ("pending", "waiting", "active", "scheduled", "retry", "dead", "completed")
     return [n for n in names if raw.zscore(getattr(keys, n), task_id) is not None]
 
 
@@ -143,8 +143,8 @@ def test_enqueue_writes_message_and_info_and_pending(broker, raw):
     assert before <= info["enqueued_at"] <= after
     assert state_sets(raw, broker, "t1") == ["pending"]
     assert raw.smembers(broker.keys.queues) == {b"default"}
-    assert broker.counts(Q) == {"pending": 1, "active": 0, "scheduled": 0, "retry": 0,
-                                "dead": 0, "completed": 0}
+    assert broker.counts(Q) == {"pending": 1, "waiting": 0, "active": 0, "scheduled": 0,
+                                "retry": 0, "dead": 0, "completed": 0}
 
 
 def test_enqueue_with_delay_is_scheduled_at_redis_time_plus_delay(broker, raw):
@@ -231,8 +231,8 @@ def test_claim_respects_the_limit(broker):
     assert claimed_ids(claim(broker, limit=2)) == ["t0", "t1"]
     assert broker.counts(Q)["pending"] == 3
     assert claimed_ids(claim(broker, limit=2)) == ["t2", "t3"]
-    assert broker.counts(Q) == {"pending": 1, "active": 4, "scheduled": 0, "retry": 0,
-                                "dead": 0, "completed": 0}
+    assert broker.counts(Q) == {"pending": 1, "waiting": 0, "active": 4, "scheduled": 0,
+                                "retry": 0, "dead": 0, "completed": 0}
 
 
 def test_requeue_ack_puts_task_back_at_head_without_counting_the_attempt(broker, raw):
@@ -836,16 +836,22 @@ def test_a_released_worker_forgets_its_claims(broker, raw):
 
 
 def make_states(broker, raw) -> None:
-    """One task in each state: pending, active, scheduled, retry, dead, completed."""
+    """One task in each state: pending, waiting, active, scheduled, retry, dead, completed.
+    The waiting one waits for the token of a rate limit of 1/h that "first" took."""
+    hourly = json.dumps([["hourly", 0, 1, 3_600_000]])
     for task_id in ("active", "retry", "dead", "completed"):
         put(broker, task_id)
+    put(broker, "first", limits=hourly)
     claim(broker)
     claim(broker, [Ack("retry", 1, "retry", delay_ms=60_000, error="E"),
                    Ack("dead", 1, "dead", error="E"),
-                   Ack("completed", 1, "done", result="1", result_ttl_ms=60_000)], limit=0)
+                   Ack("completed", 1, "done", result="1", result_ttl_ms=60_000),
+                   Ack("first", 1, "done")], limit=0)
+    put(broker, "waiting", limits=hourly)
+    assert claim(broker).claimed == []
     put(broker, "pending")
     put(broker, "scheduled", delay_ms=60_000)
-    for state in ("pending", "active", "scheduled", "retry", "dead", "completed"):
+    for state in ("pending", "waiting", "active", "scheduled", "retry", "dead", "completed"):
         assert state_sets(raw, broker, state) == [state]
 
 
@@ -861,23 +867,24 @@ def test_requeue_runs_scheduled_retry_and_dead_now(broker, raw):
     assert attempts == {"pending": 1, "scheduled": 1, "retry": 2, "dead": 2}
 
 
-def test_requeue_refuses_pending_active_completed_and_unknown(broker, raw):
+def test_requeue_refuses_pending_waiting_active_completed_and_unknown(broker, raw):
     make_states(broker, raw)
     before = snapshot(raw)
-    assert broker.requeue(Q, ["pending", "active", "completed", "ghost"]) == []
+    assert broker.requeue(Q, ["pending", "waiting", "active", "completed", "ghost"]) == []
     assert snapshot(raw) == before
     assert broker.requeue(Q, []) == []
 
 
 def test_delete_removes_any_state_but_active(broker, raw):
     make_states(broker, raw)
-    targets = ["pending", "scheduled", "retry", "dead", "completed"]
+    targets = ["pending", "waiting", "scheduled", "retry", "dead", "completed"]
     deleted, refused = broker.delete(Q, [*targets, "active", "ghost"])
 
     assert sorted(deleted) == sorted(targets)
     assert refused == ["active"]
     for task_id in targets:
         assert traces(raw, broker, task_id) == NO_TRACE
+    assert raw.zcard(broker.queue_keys(Q).lwait) == 0  # nor among its limit's waiters
     assert state_sets(raw, broker, "active") == ["active"]
     assert info_of(raw, broker, "active")["state"] == "active"
     assert broker.counts(Q)["active"] == 1
@@ -1055,8 +1062,9 @@ def test_read_task_finds_the_queue_and_counts(broker):
     assert broker.read_task("m1", queues=["default"]) is None
     assert broker.read_task("ghost") is None
     assert broker.known_queues() == ["default", "mail"]
-    assert broker.counts("default") == {"pending": 1, "active": 0, "scheduled": 1,
-                                        "retry": 0, "dead": 0, "completed": 0}
+    assert broker.counts("default") == {"pending": 1, "waiting": 0, "active": 0,
+                                        "scheduled": 1, "retry": 0, "dead": 0,
+                                        "completed": 0}
     info = get_task_info("d2")
     assert info.state == "scheduled"
     assert info.run_after > datetime.now(UTC)

@@ -22,7 +22,7 @@ from django_bgtasks.broker.bulk import BulkJobStore
 from django_bgtasks.broker.types import Ack
 from django_bgtasks.info import STATES
 from django_bgtasks.management.commands.bgtasks import Command
-from helpers import MANAGE_PY, REPO_ROOT, BgtasksCommand, free_port
+from helpers import MANAGE_PY, REPO_ROOT, BgtasksCommand, free_port, seed_waiting
 
 HOUR_MS = 3600 * 1000
 
@@ -55,6 +55,8 @@ def seed(state: str, n: int = 1, queue: str = "default", token: str = "t") -> li
     if state == "scheduled":
         return [record.using(queue_name=queue, run_after=3600).enqueue(f"{token}{i}").id
                 for i in range(n)]
+    if state == "waiting":
+        return [seed_waiting(queue, f"{token}{i}") for i in range(n)]
     task = fail_always.using(max_retries=0) if state == "dead" else record
     ids = [task.using(queue_name=queue).enqueue(f"{token}{i}").id for i in range(n)]
     if state == "active":
@@ -95,12 +97,14 @@ def test_stats_table_shows_counts_per_queue_and_workers():
     out = run("stats")
 
     header = out.splitlines()[0].split()
-    assert header[:7] == ["queue", *STATES]
-    # queue pending active scheduled retry dead completed processed failed paused
+    assert header[:8] == ["queue", *STATES]
+    # queue pending waiting active scheduled retry dead completed processed failed paused
     # (processed counts every finished attempt, failed ones included, as asynq does)
-    assert queue_row(out, "default") == ["default", "3", "0", "0", "0", "1", "2", "3", "1", "no"]
-    assert queue_row(out, "mail") == ["mail", "0", "0", "1", "0", "0", "0", "0", "0", "PAUSED"]
-    assert queue_row(out, "(all)")[1:9] == ["3", "0", "1", "0", "1", "2", "3", "1"]
+    assert queue_row(out, "default") == ["default", "3", "0", "0", "0", "0", "1", "2", "3",
+                                         "1", "no"]
+    assert queue_row(out, "mail") == ["mail", "0", "0", "0", "1", "0", "0", "0", "0", "0",
+                                      "PAUSED"]
+    assert queue_row(out, "(all)")[1:10] == ["3", "0", "0", "1", "0", "1", "2", "3", "1"]
     assert "Live workers: 1" in out
     worker_line = next(line for line in out.splitlines() if line.startswith("web-1"))
     assert worker_line.split()[:7] == ["web-1", "4242", "default,mail", "2", "x", "8", "3"]
@@ -109,8 +113,8 @@ def test_stats_table_shows_counts_per_queue_and_workers():
 
 def test_stats_lists_configured_queues_even_when_empty():
     out = run("stats")
-    assert queue_row(out, "default")[1:] == ["0"] * 8 + ["no"]
-    assert queue_row(out, "mail")[1:] == ["0"] * 8 + ["no"]
+    assert queue_row(out, "default")[1:] == ["0"] * 9 + ["no"]
+    assert queue_row(out, "mail")[1:] == ["0"] * 9 + ["no"]
     assert "Live workers: none" in out
 
 
@@ -125,9 +129,9 @@ def test_stats_json_is_one_object_with_queues_and_workers():
 
     assert set(data) == {"queues", "workers"}
     default = next(q for q in data["queues"] if q["name"] == "default")
-    assert default == {"name": "default", "pending": 1, "active": 0, "scheduled": 0,
-                       "retry": 2, "dead": 0, "completed": 0, "processed_today": 2,
-                       "failed_today": 2, "paused": False}
+    assert default == {"name": "default", "pending": 1, "waiting": 0, "active": 0,
+                       "scheduled": 0, "retry": 2, "dead": 0, "completed": 0,
+                       "processed_today": 2, "failed_today": 2, "paused": False}
     [worker] = data["workers"]
     assert (worker["host"], worker["pid"], worker["processes"], worker["threads"]) == \
         ("h", "1", 1, 4)
@@ -154,7 +158,7 @@ def test_pause_refuses_unknown_or_invalid_queue():
 @pytest.mark.parametrize("state", STATES)
 def test_list_shows_only_the_tasks_in_that_state(state):
     ids = {}
-    for other in ("active", "retry", "dead", "completed", "scheduled", "pending"):
+    for other in ("active", "retry", "dead", "completed", "waiting", "scheduled", "pending"):
         ids[other] = seed(other, 1, token=f"{other}-")  # pending last: claim takes it
 
     out = run("list", state)

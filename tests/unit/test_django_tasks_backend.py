@@ -274,8 +274,8 @@ def _info(state: str, attempts: int = 0, errors=(), worker: str = "", result=Non
 
 
 @pytest.mark.parametrize(("state", "status"), [
-    ("pending", READY), ("scheduled", READY), ("retry", READY), ("active", RUNNING),
-    ("completed", SUCCESSFUL), ("dead", FAILED), ("unknown", FAILED)])
+    ("pending", READY), ("waiting", READY), ("scheduled", READY), ("retry", READY),
+    ("active", RUNNING), ("completed", SUCCESSFUL), ("dead", FAILED), ("unknown", FAILED)])
 def test_our_states_map_to_django_statuses(state, status):
     result = task_result(_info(state, attempts=1, worker="w1", result=3), django_tasks.add)
     assert result.status == status

@@ -193,7 +193,9 @@ class Quickstart:
         (self.root / "quickstart_settings.py").write_text(
             "from testproject.settings import *  # noqa: F403\n\n"
             f"INSTALLED_APPS += [app for app in {apps!r} if app not in INSTALLED_APPS]\n"
-            f"BGTASKS = {{**{bgtasks!r}, 'REDIS_URL': REDIS_URL}}\n"
+            # the testproject's demo app is installed too: its tasks name its limits
+            f"BGTASKS = {{**{bgtasks!r}, 'REDIS_URL': REDIS_URL, "
+            f"'LIMITS': BGTASKS['LIMITS']}}\n"
             "EMAIL_BACKEND = 'django.core.mail.backends.filebased.EmailBackend'\n"
             f"EMAIL_FILE_PATH = {str(self.mail_dir)!r}\n")
         self.worker = self.run_worker(*args, env={

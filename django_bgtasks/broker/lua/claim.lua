@@ -11,6 +11,8 @@
 --         'retry'   a = delay_ms, b = error, c = traceback
 --         'dead'    b = error, c = traceback
 --         'requeue' (graceful shutdown: back to the head of pending, attempt not counted)
+-- Tasks with limits (docs/limits.md) are claimed only within them: one over a limit waits
+-- (state 'waiting', no attempt counted) until a run of that limit ends or a token is due.
 -- Returns: {ignored_ids, claimed, killed} where claimed is a flat list id, msg, attempt,
 --          and killed a flat list id, error for the tasks no worker could run (no message,
 --          a damaged record, an id that is not text): they went to the dead queue here.
@@ -30,6 +32,7 @@ local ignored, processed, failed, requeued = {}, 0, 0, 0
 
 -- Back to the head of pending, this attempt not counted (a shutdown's or a lost claim's).
 local function put_back(id, info)
+  release_limits(info, now)
   info.state = 'pending'
   info.attempts = info.attempts - 1
   info.started_at = nil
@@ -78,6 +81,7 @@ for i = 0, n_acks - 1 do
     table.insert(ignored, id)
   else
     redis.call('ZREM', K_ACTIVE, id)
+    if outcome ~= 'requeue' then release_limits(info, now) end  -- put_back releases its own
     if outcome == 'done' then
       processed = processed + 1
       release_unique(id, info)
@@ -111,34 +115,57 @@ end
 
 notify(requeued)
 
+-- A task over one of its limits is not claimed: it waits (park), charged no attempt, and
+-- the claim takes the next one instead, up to PARK_MAX of them per call (bounded work).
+local PARK_MAX = 1000
 local claimed, killed = {}, {}
 if limit > 0 and redis.call('EXISTS', K_PAUSED) == 0 then
-  local popped = redis.call('ZPOPMIN', K_PENDING, limit)
-  for i = 1, #popped, 2 do
-    local id = popped[i]
-    local msg = redis.call('HGET', K_MSG, id)
-    local info, problem = get_info(id)
-    local why = unusable(id, msg, problem)
-    if why then
-      processed, failed = processed + 1, failed + 1
-      kill(id, info, now, why, '', dead_max, dead_age)
-      table.insert(killed, id)
-      table.insert(killed, why)
-    else
-      info.state = 'active'
-      info.attempts = info.attempts + 1
-      info.started_at = now
-      info.worker = worker
-      info.lost = nil
-      put_info(id, info)
-      redis.call('ZADD', K_ACTIVE, now + lease_ms, id)
-      table.insert(claimed, id)
-      table.insert(claimed, msg)
-      table.insert(claimed, info.attempts)
+  local wanted, parked, popped_any = limit, 0, false
+  while wanted > 0 do
+    local popped = redis.call('ZPOPMIN', K_PENDING, wanted)
+    if #popped == 0 then break end
+    popped_any = true
+    local parked_now = 0
+    for i = 1, #popped, 2 do
+      local id = popped[i]
+      local msg = redis.call('HGET', K_MSG, id)
+      local info, problem = get_info(id)
+      local why = unusable(id, msg, problem)
+      local admitted, lid, reason, due = true, nil, nil, nil
+      if not why and info.limits then
+        admitted, lid, reason, due = admit(info.limits, now)
+        info.woken = nil
+      end
+      if why then
+        processed, failed = processed + 1, failed + 1
+        kill(id, info, now, why, '', dead_max, dead_age)
+        table.insert(killed, id)
+        table.insert(killed, why)
+      elseif not admitted then
+        park(id, info, tonumber(popped[i + 1]), lid, reason, due, now, channel)
+        pass_on(info.limits, lid)
+        parked_now = parked_now + 1
+      else
+        info.state = 'active'
+        info.attempts = info.attempts + 1
+        info.started_at = now
+        info.worker = worker
+        info.lost = nil
+        if info.limits then info.held, info.waiting_since = true, nil end
+        put_info(id, info)
+        redis.call('ZADD', K_ACTIVE, now + lease_ms, id)
+        table.insert(claimed, id)
+        table.insert(claimed, msg)
+        table.insert(claimed, info.attempts)
+      end
     end
+    parked = parked + parked_now
+    -- Only a parked task leaves a thread without work: take another in its place.
+    if parked_now == 0 or parked >= PARK_MAX then break end
+    wanted = limit - #claimed / 3
   end
   -- Another idle worker may take what this claim left behind.
-  if #popped > 0 and redis.call('ZCARD', K_PENDING) > 0 then notify(1) end
+  if popped_any and redis.call('ZCARD', K_PENDING) > 0 then notify(1) end
 end
 
 -- What this call claimed, until the worker's next call says it got the reply.

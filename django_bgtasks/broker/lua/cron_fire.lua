@@ -8,8 +8,9 @@
 --       newest tick at or before now: where a new or changed entry starts counting),
 --       policy ('latest' | 'all' | 'skip'), max_lateness_ms ('' = none), overlap
 --       ('allow' | 'skip'), priority, max_retries, omitted (how many older due ticks
---       the host left out, e.g. '0', '50' or '10000+'), then 3 fields per proposed
---       tick, in ascending order: tick_ms, task id, message JSON.
+--       the host left out, e.g. '0', '50' or '10000+'), the task's limits JSON and fair
+--       key ('' = none: see add_task), then 3 fields per proposed tick, in ascending
+--       order: tick_ms, task id, message JSON.
 -- Returns: {outcome, fired_ids, last_ms} where outcome is 'fired', 'nothing due',
 --          'disabled', 'started' (a new or changed entry: mark set, nothing fired),
 --          'skipped' (missed ticks under policy skip, too late, or overlapping).
@@ -17,6 +18,7 @@ local name, spec, mark = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local policy, max_late, overlap = ARGV[4], tonumber(ARGV[5]), ARGV[6]
 local priority, max_retries = tonumber(ARGV[7]), tonumber(ARGV[8])
 local omitted_text = ARGV[9]
+local limits, fair = ARGV[10], ARGV[11]
 local omitted = tonumber(string.match(omitted_text, '^%d+')) or 0
 local K_CRON, K_HISTORY = KEYS[21], KEYS[22]
 local now = now_ms()
@@ -45,7 +47,7 @@ if state.enabled == false then return {'disabled', {}, state.last} end
 -- The proposed ticks that are due and newer than the mark (stale or early ones are
 -- dropped: a host with a slow clock, or one paused mid-call, cannot fire twice).
 local due = {}
-for base = 10, #ARGV, 3 do
+for base = 12, #ARGV, 3 do
   local tick = tonumber(ARGV[base])
   if tick and tick > state.last and tick <= now then
     due[#due + 1] = {tick = tick, id = ARGV[base + 1], msg = ARGV[base + 2]}
@@ -53,7 +55,7 @@ for base = 10, #ARGV, 3 do
 end
 if #due == 0 then return {'nothing due', {}, state.last} end
 -- The host's count of older ticks holds only if it knew the mark: every offered tick due.
-if #due < (#ARGV - 9) / 3 then omitted, omitted_text = 0, '0' end
+if #due < (#ARGV - 11) / 3 then omitted, omitted_text = 0, '0' end
 local more = ''
 if string.sub(omitted_text, -1) == '+' then more = '+' end
 
@@ -71,14 +73,15 @@ end
 local fired = {}
 for _, candidate in ipairs(chosen) do
   local busy = state.task ~= '' and (redis.call('ZSCORE', K_PENDING, state.task)
-    or redis.call('ZSCORE', K_ACTIVE, state.task))
+    or redis.call('ZSCORE', K_ACTIVE, state.task)
+    or redis.call('ZSCORE', K_WAITING, state.task))
   if max_late and now - candidate.tick > max_late then
     note(candidate.tick, 'too late')
   elseif overlap == 'skip' and busy then
     note(candidate.tick, 'overlap', state.task)
   else
     local status = add_task(candidate.id, candidate.msg, priority, now, '', 0, max_retries,
-                            now)
+                            now, limits, fair)
     if status == 'ok' then
       fired[#fired + 1] = candidate.id
       state.task = candidate.id

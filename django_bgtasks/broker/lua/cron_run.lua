@@ -5,7 +5,7 @@
 -- KEYS: the queue's keys, then KEYS[21] = the queue's cron state hash, KEYS[22] = the
 --       entry's history list, KEYS[23] = this request's marker (kept a day).
 -- ARGV: name, task id (one per request: a resent request finds its task), message JSON,
---       priority, max_retries
+--       priority, max_retries, limits JSON and fair key ('' = none: see add_task)
 -- Returns: {status, state}: 'ok' and 'pending', or 'exists' (another message holds the id)
 local REQUEST_KEEP_MS = 24 * 3600 * 1000
 local name, id, msg = ARGV[1], ARGV[2], ARGV[3]
@@ -13,7 +13,7 @@ local now = now_ms()
 -- A request sent again after its task finished and was forgotten must not run it twice.
 if redis.call('EXISTS', KEYS[23]) == 1 then return {'exists', ''} end
 local status, state, _, created = add_task(id, msg, tonumber(ARGV[4]), now, '', 0,
-                                           tonumber(ARGV[5]), now)
+                                           tonumber(ARGV[5]), now, ARGV[6], ARGV[7])
 if created then
   local entry = cron_state(KEYS[21], name)
   if entry then

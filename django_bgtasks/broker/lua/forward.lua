@@ -1,4 +1,5 @@
--- forward: move scheduled and retry tasks that are due to pending.
+-- forward: move scheduled and retry tasks that are due to pending, and wake the waiters
+-- of rate limits whose next token is due (docs/limits.md).
 -- KEYS: the queue's keys.
 -- ARGV: limit (per source set)
 -- Returns: {moved, more (0/1), next_due_ms|false, now_ms}
@@ -15,8 +16,9 @@ for _, source in ipairs({K_SCHEDULED, K_RETRY}) do
   end
 end
 notify(moved)
+moved = moved + wake_due_limits(now, limit)
 local next_due = false
-for _, source in ipairs({K_SCHEDULED, K_RETRY}) do
+for _, source in ipairs({K_SCHEDULED, K_RETRY, K_LWAKE}) do
   local head = redis.call('ZRANGE', source, 0, 0, 'WITHSCORES')
   if head[2] and (not next_due or tonumber(head[2]) < next_due) then
     next_due = tonumber(head[2])

@@ -1,8 +1,11 @@
 -- janitor: trim the dead set (age, then size), drop completed tasks whose result
--- expired and unique locks that expired; at most `limit` of each per call.
+-- expired and unique locks that expired; at most `limit` of each per call. Also, a page
+-- of the queue's limits (wake the waiters of one with room and nothing to wake them: a
+-- safety net) and of its fair keys (forget those served), from the caller's cursors.
 -- KEYS: the queue's keys.
--- ARGV: dead_max_tasks, dead_max_age_ms, limit
--- Returns: {dead_removed, completed_removed, locks_removed, more (0/1)}
+-- ARGV: dead_max_tasks, dead_max_age_ms, limit, limits_cursor, fair_cursor
+-- Returns: {dead_removed, completed_removed, locks_removed, more (0/1), limits_cursor,
+--           woken, fair_cursor}
 local dead_max, dead_age, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
 local dead_removed, dead_more = trim_dead(now, dead_max, dead_age, limit)
@@ -18,4 +21,6 @@ for _, lock in ipairs(locks) do
 end
 local more = 0
 if dead_more or #done == limit or #locks == limit then more = 1 end
-return {dead_removed, #done, #locks, more}
+local limits_cursor, woken = heal_limits(ARGV[4] or '0', limit, now)
+local fair_cursor = trim_fair(ARGV[5] or '0', limit)
+return {dead_removed, #done, #locks, more, limits_cursor, woken, fair_cursor}
