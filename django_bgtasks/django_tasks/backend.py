@@ -10,7 +10,7 @@ our retries, dead queue, leases, admin pages and command line.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -35,8 +35,10 @@ from .adapter import DjangoTaskAdapter
 from .resolve import InvalidDjangoTask, resolve
 from .results import as_enqueued, task_result
 
-# Our options a Django task takes, from OPTIONS and (Django 6.1) from @task(...).
-OPTION_NAMES = ("max_retries", "timeout", "retry_backoff", "result_ttl")
+# Our options a Django task takes, from OPTIONS and (Django 6.1) from @task(...); the flow
+# control ones as @background_task takes them (docs/limits.md).
+OPTION_NAMES = ("max_retries", "timeout", "retry_backoff", "result_ttl", "concurrency_limit",
+                "rate_limit", "limit_key", "limits", "fair_key")
 # The backend's own options, from OPTIONS only.
 BACKEND_OPTION_NAMES = ("enqueue_on_commit",)
 # get_result is a capability Django's API offers, so finished tasks are kept a day
@@ -54,6 +56,11 @@ class DjangoTask(Task):
     timeout: float | timedelta | None = None
     retry_backoff: Callable[[int], float] | None = None
     result_ttl: float | timedelta | None = None
+    concurrency_limit: int | None = None
+    rate_limit: str | None = None
+    limit_key: Callable[..., Any] | None = None
+    limits: Sequence[str] | None = None
+    fair_key: Callable[..., Any] | None = None
 
 
 class BackgroundTaskBackend(BaseTaskBackend):

@@ -613,6 +613,29 @@ def test_task_keyword_arguments_reach_our_options(start_worker, raw):
     assert "over" not in recording.ran(raw)
 
 
+def test_flow_control_options_limit_the_backends_tasks(settings, raw):
+    """OPTIONS may carry flow control, as @background_task takes it (docs/limits.md)."""
+    default = settings.TASKS["default"]
+    settings.TASKS = {**settings.TASKS, "default": {
+        **default, "OPTIONS": {**default["OPTIONS"], "concurrency_limit": 1}}}
+    first, second = django_tasks.add.enqueue(1, b=2), django_tasks.add.enqueue(3, b=4)
+
+    claimed = get_broker().claim("default", "w", [], 2, 60_000, 100, 10**12).claimed
+
+    assert [c.id for c in claimed] == [first.id]
+    info = get_task_info(second.id)
+    assert info.state == "waiting" and info.limits == ("django:demo.django_tasks.add",)
+    assert django_tasks.add.get_result(second.id).status == READY
+
+
+def test_checks_report_a_bad_flow_control_option(settings):
+    default = settings.TASKS["default"]
+    settings.TASKS = {**settings.TASKS, "default": {
+        **default, "OPTIONS": {**default["OPTIONS"], "rate_limit": "fast"}}}
+    found = [(e.id, e.msg) for e in task_backends["default"].check()]
+    assert found and found[0][0] == "bgtasks.E011" and "rate_limit must be" in found[0][1]
+
+
 @needs_61
 def test_invalid_task_keyword_arguments_are_an_invalid_task():
     with pytest.raises(InvalidTask, match="max_retries must be an integer >= 0"):
