@@ -43,6 +43,7 @@ class TaskAdmin(RedisPagesAdmin):
             path("", self.page_view(views.dashboard), name=f"{prefix}_changelist"),
             path("action/", self.page_view(views.task_action), name=f"{prefix}_action"),
             path("settings/", self.page_view(views.settings_page), name=f"{prefix}_settings"),
+            path("limits/", self.page_view(views.limits_page), name=f"{prefix}_limits"),
             # "change" keeps the admin's URL name, so LogEntry links open the task.
             path("<path:object_id>/change/", self.page_view(views.task_detail),
                  name=f"{prefix}_change"),

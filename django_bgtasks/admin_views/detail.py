@@ -55,6 +55,7 @@ def task_detail(model_admin: TaskAdmin, request: HttpRequest, object_id: str) ->
                ("Started", info.started_at), ("Finished", info.finished_at)],
         can_run_now=model_admin.has_change_permission(request) and info.state in RUNNABLE,
         can_delete_task=model_admin.has_delete_permission(request) and info.state != "active",
+        limits_url=url(model_admin, "limits", queue=info.queue_name),
         selection=f"{info.queue_name}:{info.id}", action_url=url(model_admin, "action"),
         here=request.get_full_path(),
         after_delete=(list_url(model_admin, info.state, info.queue_name)

@@ -62,7 +62,7 @@ def dashboard(model_admin: TaskAdmin, request: HttpRequest) -> HttpResponse:
         action_url=url(model_admin, "action"),
         here=request.get_full_path(),
         periodic_url=url(periodic_admin, "changelist") if periodic_admin else None,
-        settings_url=url(model_admin, "settings"))
+        settings_url=url(model_admin, "settings"), limits_url=url(model_admin, "limits"))
     return TemplateResponse(request, f"{TEMPLATES}/dashboard.html", context)
 
 

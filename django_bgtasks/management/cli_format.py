@@ -194,10 +194,14 @@ def list_text(rows: Sequence[TaskRow], state: str) -> str:
     time_header = {"pending": "enqueued", "waiting": "waiting since",
                    "active": "lease expires", "scheduled": "run after",
                    "retry": "next retry", "dead": "died", "completed": "kept until"}[state]
+    # a waiting task's reason is what the list is read for: a column of its own
+    reason = state == "waiting"
     return table(
-        ["id", "task", "queue", "args", "attempts", time_header, "last error"],
+        ["id", "task", "queue", "args", "attempts", time_header,
+         *(["waiting for"] if reason else []), "last error"],
         [[r.info.id, r.info.name, r.info.queue_name, call_args(r.summary),
           f"{r.info.attempts}/{r.info.max_retries + 1}", when_text(r.when),
+          *([shorten(r.info.waiting_for, ERROR_WIDTH)] if reason else []),
           shorten(r.info.last_error, ERROR_WIDTH)] for r in rows])
 
 
@@ -215,6 +219,12 @@ def show_text(info: TaskInfo) -> str:
         f"started at:   {when_text(info.started_at)}",
         f"finished at:  {when_text(info.finished_at)}",
     ]
+    # flow control (docs/limits.md), only when the task has any
+    lines += [f"{label:<13} {value}" for label, value in (
+        ("limits:", ", ".join(info.limits)), ("fair key:", info.fair_key),
+        ("waiting for:", info.waiting_for),
+        ("waiting since:", when_text(info.waiting_since) if info.waiting_since else ""),
+    ) if value]
     if info.message_error:
         lines.append(f"message:      UNDECODABLE: {info.message_error}")
     else:

@@ -100,3 +100,15 @@ def shorten(text: str, limit: int) -> str:
 def first_line(text: str | None) -> str:
     """The first non-empty line of a (possibly multi-line) error."""
     return next((line.strip() for line in str(text or "").splitlines() if line.strip()), "")
+
+
+def duration(seconds: float) -> str:
+    """A length of time for people: '0.4s', '3m 5s', '2h 10m', '3d 4h'."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d {hours}h"
+    return f"{hours}h {minutes}m" if hours else f"{minutes}m {secs}s"

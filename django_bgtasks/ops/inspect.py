@@ -20,6 +20,7 @@ from ..broker.packing import as_text
 from ..broker.redis import RedisBroker
 from ..info import STATES, TaskInfo, ms_to_datetime
 from .display import SHOW_BYTES
+from .limit_rows import LIMITS_SHOWN, LimitRow, LimitsReport
 from .summary import WHOLE_BYTES, TaskDetail, TaskSummary, detailed, summarize
 
 BATCH = 500
@@ -213,6 +214,18 @@ class Inspector:
                 in_flight=_int(data.get("in_flight")),
                 expires=datetime.fromtimestamp(expiry / 1000, tz=UTC)))
         return found
+
+    def limits(self, queues: Sequence[str] | None = None) -> LimitsReport:
+        """The live limits of ``queues`` (default: every known queue), by queue then id,
+        at most LIMITS_SHOWN per queue."""
+        rows: list[LimitRow] = []
+        total = 0
+        now_ms = self.broker.server_time_ms()  # waiting_since is on Redis' clock too
+        for queue in sorted(queues if queues is not None else self.queues()):
+            found, held = self.broker.limits(queue, LIMITS_SHOWN)
+            rows += [LimitRow(status, now_ms) for status in found]
+            total += held
+        return LimitsReport(rows, total)
 
     def pause(self, queue: str) -> None:
         self.broker.pause(queue)

@@ -179,6 +179,22 @@ def seed_every_state(start_worker):
     return worker
 
 
+def seed_limits() -> None:
+    """Limits in use in queue "limited", which the docs' worker does not serve: claimed
+    here as a worker claims, so that some tasks run (and stay running) and the rest wait:
+    the named limit demo-api (2 at once, 20/s), one run at a time per account, and
+    limited_span's 3 at once."""
+    for i in range(5):
+        tasks.api_call.using(task_id=docs_id(f"api-{i}")).enqueue(f"charge-{i}", 1)
+    for account, n in ((42, 3), (7, 2)):
+        for i in range(n):
+            tasks.per_account.using(task_id=docs_id(f"acct-{account}-{i}")).enqueue(
+                account, f"sync-{account}-{i}")
+    for i in range(4):
+        tasks.limited_span.using(task_id=docs_id(f"span-{i}")).enqueue(f"rebuild-{i}", 1)
+    get_broker().claim("limited", "docs-seeder", [], 20, 600_000, 100_000, 10**12)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_the_docs_screenshots(live_server, admin_user, page, start_worker, settings):
     settings.BGTASKS = {**settings.BGTASKS, "PERIODIC": DOCS_PERIODIC}
@@ -205,5 +221,11 @@ def test_the_docs_screenshots(live_server, admin_user, page, start_worker, setti
     assert page.get_by_role("link", name="nightly-report", exact=True).count() == 1
     shot(page, "periodic", DOCS_SCREENSHOTS)
 
-    for name in ("dashboard", "dead-list", "task-detail", "periodic"):
+    seed_limits()  # after the other pictures, which stay as they were
+    page.goto(f"{base}/task/limits/")
+    page.wait_for_selector("caption:text('Limits')")
+    assert page.locator("#content-main tbody tr").count() == 4
+    shot(page, "limits", DOCS_SCREENSHOTS)
+
+    for name in ("dashboard", "dead-list", "task-detail", "periodic", "limits"):
         assert (DOCS_SCREENSHOTS / f"{name}.png").stat().st_size > 10_000

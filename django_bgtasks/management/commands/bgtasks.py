@@ -18,6 +18,7 @@ from django_bgtasks.conf import get_settings
 from django_bgtasks.exceptions import BgTasksError
 from django_bgtasks.info import STATES, TaskInfo, ms_to_datetime
 from django_bgtasks.management import cli_format as fmt
+from django_bgtasks.management import cli_limits
 from django_bgtasks.ops.inspect import Inspector
 from django_bgtasks.ops.settings import settings_report
 from django_bgtasks.periodic import PeriodicEntry
@@ -28,7 +29,8 @@ MAX_NEXT = 100  # `cron next -n` at most
 
 class Command(BaseCommand):
     help = ("Inspect and manage django-bgtasks queues: counts and workers, task lists and "
-            "details, run now, delete, pause and resume; and the periodic entries.")
+            "details, live limits, run now, delete, pause and resume; and the periodic "
+            "entries.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -81,6 +83,12 @@ class Command(BaseCommand):
                         "the task's queue (default: found by searching).")
         p.add_argument("--all", action="store_true", dest="all_tasks",
                        help="Delete every task in STATE.")
+
+        p = add("limits", "Show the live limits of each queue: running / concurrency, rate "
+                          "and tokens left, how many tasks wait and how long the first of "
+                          "them has waited.")
+        queue_option(p, "Only this queue's limits (default: every queue).")
+        json_option(p)
 
         p = add("settings", "Show the effective BGTASKS settings (defaults filled in, "
                             "credentials hidden) and the Django Tasks backends' OPTIONS.")
@@ -160,6 +168,14 @@ class Command(BaseCommand):
             self.stdout.write(fmt.to_json(fmt.stats_data(stats, workers)))
         else:
             self.stdout.write(fmt.stats_text(stats, workers))
+
+    def do_limits(self, inspector: Inspector, *, queue: str | None, json: bool,
+                  **_: Any) -> None:
+        report = inspector.limits([queue] if queue else None)
+        if json:
+            self.stdout.write(fmt.to_json(cli_limits.limits_data(report)))
+        else:
+            self.stdout.write(cli_limits.limits_text(report, queue))
 
     def do_settings(self, *, json: bool, **_: Any) -> None:
         rows = settings_report()
