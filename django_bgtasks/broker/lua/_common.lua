@@ -280,8 +280,9 @@ local function admit(specs, now)
     end
     if rn > 0 and st.tok < 1 then
       local due = next_token(st, rn, rp, now)
-      return false, lid, 'rate ' .. rn .. ' per ' .. (rp / 1000) .. ' s, next start in '
-        .. (due - now) .. ' ms', due
+      local unit = ({[1000] = 's', [60000] = 'm', [3600000] = 'h'})[rp] or (rp .. ' ms')
+      return false, lid, string.format('rate %d/%s, next start in %.1f s', rn, unit,
+                                       (due - now) / 1000), due
     end
     states[i] = st
   end
