@@ -223,7 +223,7 @@ def show_text(info: TaskInfo) -> str:
     lines += [f"{label:<13} {value}" for label, value in (
         ("limits:", ", ".join(info.limits)), ("fair key:", info.fair_key),
         ("waiting for:", info.waiting_for),
-        ("waiting since:", when_text(info.waiting_since) if info.waiting_since else ""),
+        ("waiting from:", when_text(info.waiting_since) if info.waiting_since else ""),
     ) if value]
     if info.message_error:
         lines.append(f"message:      UNDECODABLE: {info.message_error}")

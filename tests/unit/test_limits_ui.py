@@ -216,7 +216,7 @@ def test_bgtasks_show_prints_limits_fair_key_and_why_it_waits():
     assert fields["limits"].strip() == record.name
     assert fields["fair key"].strip() == "tenant-a"
     assert fields["waiting for"].strip() == f"limit {record.name}: 2/2 running"
-    assert fields["waiting since"].strip().endswith("(now)")
+    assert fields["waiting from"].strip().endswith("(now)")
     assert "waiting for:" not in run("show", claim_one_plain())
 
 
