@@ -14,6 +14,7 @@ from demo import recording
 from demo.tasks import api_call, limited_span, per_account, rated_span, tenant_step
 from django_bgtasks import get_task_info
 from helpers import wait_until
+from limit_spans import most_at_once
 
 LEDGER_ENV = "BGTASKS_TEST_LEDGER_URL"
 
@@ -28,17 +29,6 @@ def workers(run_worker, ledger_server, settings):
                           env={LEDGER_ENV: ledger_server.url, **env})
 
     return start
-
-
-def overlap(spans: list[dict], tokens: set[str] | None = None) -> int:
-    """The most runs that were between their start and end at one moment."""
-    events = sorted((s["t"], 1 if s["phase"] == "start" else -1) for s in spans
-                    if tokens is None or s["token"] in tokens)
-    running = most = 0
-    for _, step in events:  # an end and a start at the same instant: the end first
-        running += step
-        most = max(most, running)
-    return most
 
 
 def starts(spans: list[dict]) -> list[float]:
@@ -58,7 +48,7 @@ def test_a_concurrency_limit_holds_across_hosts_processes_and_threads(workers, l
     wait_until(lambda: all_ended(ledger, 60), timeout=60, message="60 runs ended")
 
     spans = recording.spans(ledger)
-    assert overlap(spans) == 3  # never more, and the limit was used
+    assert most_at_once(spans) == 3  # never more, and the limit was used
     assert {get_task_info(i).attempts for i in ids if _kept(i)} <= {1}
 
 
@@ -94,7 +84,7 @@ def test_a_named_limit_counts_the_runs_of_every_task_that_names_it(workers, ledg
 
     wait_until(lambda: all_ended(ledger, 12), timeout=30, message="12 runs ended")
 
-    assert overlap(recording.spans(ledger)) == 2  # LIMITS["demo-api"]["concurrency"]
+    assert most_at_once(recording.spans(ledger)) == 2  # LIMITS["demo-api"]["concurrency"]
 
 
 def test_a_limit_key_limits_each_value_apart(workers, ledger):
@@ -108,8 +98,9 @@ def test_a_limit_key_limits_each_value_apart(workers, ledger):
     spans = recording.spans(ledger)
     one = {f"one-{i}" for i in range(4)}
     two = {f"two-{i}" for i in range(4)}
-    assert overlap(spans, one) == 1 and overlap(spans, two) == 1
-    assert overlap(spans) == 2  # the two accounts ran side by side
+    assert most_at_once(s for s in spans if s["token"] in one) == 1
+    assert most_at_once(s for s in spans if s["token"] in two) == 1
+    assert most_at_once(spans) == 2  # the two accounts ran side by side
 
 
 def test_a_killed_worker_process_frees_its_slots_at_once(workers, ledger):
@@ -132,7 +123,7 @@ def test_a_killed_worker_process_frees_its_slots_at_once(workers, ledger):
                message="the three runs started again")
     assert time.time() - killed_at < 5.0
     # the killed runs never ended: count the runs of the processes still alive
-    assert overlap([s for s in recording.spans(ledger) if s["pid"] != victim]) <= 3
+    assert most_at_once(s for s in recording.spans(ledger) if s["pid"] != victim) <= 3
 
 
 def test_tenants_are_taken_in_turn(workers, ledger):

@@ -188,7 +188,8 @@ def test_a_rate_limit_admits_a_burst_then_one_start_per_token():
     first = claim("rate", 4)
 
     assert [c.id for c in first] == ids[:2]  # the bucket's burst: the rate's count
-    assert get_task_info(ids[2]).waiting_for.startswith(f"limit {record.name}: rate 2/s, next start in ")
+    assert get_task_info(ids[2]).waiting_for.startswith(
+        f"limit {record.name}: rate 2/s, next start in ")
     # a run that ends frees no token: still waiting
     done("rate", first)
     assert states(ids[2:]) == ["waiting", "waiting"]
