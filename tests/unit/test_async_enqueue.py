@@ -111,9 +111,11 @@ def test_a_real_worker_runs_a_task_aenqueue_wrote(start_worker):
     info = run(record.aenqueue, token)
     start_worker("--processes", "1", "--threads", "2")
 
-    with recording.client() as client:
-        wait_until(lambda: token in recording.ran(client), timeout=20,
-                   message=f"the worker ran {token}")
+    # the process's shared client: not closed here (a closed RedisCluster stays closed,
+    # and every later test of this process that records would fail)
+    client = recording.client()
+    wait_until(lambda: token in recording.ran(client), timeout=20,
+               message=f"the worker ran {token}")
     wait_until(lambda: _gone_or_done(info.id), timeout=10)
 
 
