@@ -18,7 +18,7 @@ import os
 import time
 from collections import Counter
 
-from hypothesis import HealthCheck
+from hypothesis import HealthCheck, event
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -31,11 +31,12 @@ from hypothesis.stateful import (
 )
 
 from demo.tasks import record
-from django_bgtasks.broker import get_broker
-from django_bgtasks.broker.keys import STATES
+from django_bgtasks.broker import make_broker
+from django_bgtasks.broker.keys import DELETABLE, STATES
 from django_bgtasks.broker.types import Ack
 
 QUEUES = ("qa", "qb")
+BUSY = st.sampled_from(QUEUES[:1] * 3 + QUEUES[1:])  # mostly one queue: more contention
 WORKERS = ("w1", "w2", "w3")
 KEYS = ("k1", "k2", "k3")
 # Slow rates: a token spent stays spent for the whole run, so time never decides a step.
@@ -59,7 +60,9 @@ class FlowControl(RuleBasedStateMachine):
         super().__init__()
         raw.flushall()
         self.raw = raw
-        self.broker = get_broker()
+        # its own broker: the janitor's cursors must start at 0 on the emptied Redis, or
+        # hypothesis could not replay a failing sequence
+        self.broker = make_broker()
         self.alive: dict[str, str] = {}  # id -> queue, for every task not deleted or forgotten
         self.attempts: dict[str, int] = {}  # id -> attempts its record must count
         self.held: list[tuple[str, str, str, int]] = []  # (queue, worker, id, attempt)
@@ -79,16 +82,21 @@ class FlowControl(RuleBasedStateMachine):
         for key, c in self.per_key.items():
             self.concurrency[f"{record.name}[{key}]"] = c
 
+    def teardown(self) -> None:
+        self.broker.close()
+
     # -- what producers, workers and operators do ---------------------------------------
 
-    @rule(queue=st.sampled_from(QUEUES),
-          own=st.sampled_from([None, "plain", *KEYS]),
-          named=st.lists(st.sampled_from(sorted(NAMED)), max_size=2, unique=True),
+    @rule(queue=BUSY,
+          count=st.integers(1, 4),  # several alike: they contend for the same limits
+          own=st.sampled_from(["plain", *KEYS, None]),
+          named=st.lists(st.sampled_from(["one", "two", "both", "slow"]), max_size=2,
+                         unique=True),
           fair=st.sampled_from([None, "A", "B"]),
           priority=st.sampled_from([0, 0, 3, -2]),
           delay=st.sampled_from([None, None, None, 0.01, 3600.0]),
           max_retries=st.integers(0, 2))
-    def enqueue(self, queue, own, named, fair, priority, delay, max_retries) -> None:
+    def enqueue(self, queue, count, own, named, fair, priority, delay, max_retries) -> None:
         options = {"queue_name": queue, "priority": priority, "max_retries": max_retries,
                    "limits": named}
         if own == "plain":
@@ -101,15 +109,17 @@ class FlowControl(RuleBasedStateMachine):
             options["fair_key"] = lambda token: token.split("|")[1]
         if delay is not None:
             options["run_after"] = delay
-        self.seq += 1
-        task_id = record.using(**options).enqueue(f"{own}|{fair}|{self.seq}").id
-        self.alive[task_id] = queue
-        self.attempts[task_id] = 0
+        task = record.using(**options)
+        for _ in range(count):
+            self.seq += 1
+            task_id = task.enqueue(f"{own}|{fair}|{self.seq}").id
+            self.alive[task_id] = queue
+            self.attempts[task_id] = 0
 
-    @rule(queue=st.sampled_from(QUEUES), worker=st.sampled_from(WORKERS),
+    @rule(queue=BUSY, worker=st.sampled_from(WORKERS),
           n=st.integers(1, 4), short=st.booleans())
     def claim(self, queue, worker, n, short) -> None:
-        self._claim(queue, worker, [], n, SHORT_LEASE_MS if short else LEASE_MS)
+        self._claim(queue, worker, n, SHORT_LEASE_MS if short else LEASE_MS)
 
     @precondition(lambda self: self.held)
     @rule(data=st.data(), n=st.integers(0, 2),
@@ -124,18 +134,18 @@ class FlowControl(RuleBasedStateMachine):
                "dead": Ack(task_id, attempt, "dead", error="E: boom"),
                "requeue": Ack(task_id, attempt, "requeue")}[outcome]
         self.held.remove((queue, worker, task_id, attempt))
-        ignored = self._claim(queue, worker, [ack], n, LEASE_MS)
-        if task_id in ignored:
-            return
-        self.lost.discard(task_id)  # a late ack of a recovered attempt still counts
-        self.regained.discard(task_id)
-        if outcome == "done":
-            self._forget(task_id)
-        elif outcome == "requeue":
-            self.attempts[task_id] -= 1
+        result = self.broker.claim(queue, worker, [ack], n, LEASE_MS, DEAD_MAX, DEAD_AGE)
+        if task_id not in result.ignored:  # the ack comes first, then the claim
+            self.lost.discard(task_id)  # a late ack of a recovered attempt still counts
+            self.regained.discard(task_id)
+            if outcome == "done":
+                self._forget(task_id)
+            elif outcome == "requeue":
+                self.attempts[task_id] -= 1
+        self._took(queue, worker, result)
 
     @precondition(lambda self: self.held)
-    @rule(queue=st.sampled_from(QUEUES), worker=st.sampled_from(WORKERS))
+    @rule(queue=BUSY, worker=st.sampled_from(WORKERS))
     def renew(self, queue, worker) -> None:
         """A live worker's heartbeat: it takes back a recovered run nobody restarted."""
         mine = [(i, a) for q, w, i, a in self.held if (q, w) == (queue, worker)]
@@ -149,18 +159,23 @@ class FlowControl(RuleBasedStateMachine):
                 self.lost.discard(task_id)
                 self.regained.add(task_id)
 
-    @precondition(lambda self: self.alive)
-    @rule(data=st.data())
-    def delete(self, data) -> None:
-        task_id = data.draw(st.sampled_from(sorted(self.alive)))
-        deleted, refused = self.broker.delete(self.alive[task_id], [task_id])
-        if deleted == [task_id]:
-            self._forget(task_id)
-        else:
-            assert refused == [task_id]
-            assert self.raw.zscore(self._keys(self.alive[task_id]).active, task_id) is not None
+    @rule(queue=BUSY, state=st.sampled_from(DELETABLE + ("pending!", "waiting") * 2),
+          data=st.data())
+    def delete(self, queue, state, data) -> None:
+        """The admin deletes a task of one state (picked by state: a woken task, pending
+        until it is claimed, is the interesting one)."""
+        keys = self._keys(queue)
+        ids = [m.decode() for m in self.raw.zrange(getattr(keys, state.strip("!")), 0, -1)]
+        if state == "pending!":  # the ones a run's end just woke
+            ids = [i for i in ids if b'"woken"' in (self.raw.hget(keys.info, i) or b"")]
+        if not ids:
+            return
+        task_id = data.draw(st.sampled_from(ids))  # in Redis' order: ids are random
+        deleted, refused = self.broker.delete(queue, [task_id])
+        assert (deleted, refused) == ([task_id], [])
+        self._forget(task_id)
 
-    @rule(queue=st.sampled_from(QUEUES), worker=st.sampled_from(WORKERS))
+    @rule(queue=BUSY, worker=st.sampled_from(WORKERS))
     def worker_process_dies(self, queue, worker) -> None:
         back, dead = self.broker.release_worker(queue, worker, "WorkerLost: killed",
                                                 DEAD_MAX, DEAD_AGE)
@@ -168,39 +183,39 @@ class FlowControl(RuleBasedStateMachine):
         # a dead process never reports again
         self.held = [h for h in self.held if (h[0], h[1]) != (queue, worker)]
 
-    @rule(queue=st.sampled_from(QUEUES))
+    @rule(queue=BUSY)
     def recover_expired(self, queue) -> None:
         time.sleep(0.003)  # short leases (1 ms) are over
         result = self.broker.recover_expired(queue, DEAD_MAX, DEAD_AGE, lease_ms=0)
         self.lost.update(result.moved, result.killed)
 
-    @rule(queue=st.sampled_from(QUEUES))
+    @rule(queue=BUSY)
     def forward_due(self, queue) -> None:
         time.sleep(0.01)  # short run_after and retry delays are due
         self.broker.forward_due(queue)
 
-    @rule(queue=st.sampled_from(QUEUES))
+    @rule(queue=BUSY)
     def janitor(self, queue) -> None:
         self.broker.clean(queue, DEAD_MAX, DEAD_AGE)
 
-    @rule(queue=st.sampled_from(QUEUES))
+    @rule(queue=BUSY)
     def pause(self, queue) -> None:
         self.broker.pause(queue)
         self.paused.add(queue)
 
-    @rule(queue=st.sampled_from(QUEUES))
+    @rule(queue=BUSY)
     def resume(self, queue) -> None:
         self.broker.resume(queue)
         self.paused.discard(queue)
 
-    @rule(queue=st.sampled_from(QUEUES))
+    @rule(queue=BUSY)
     def drain(self, queue) -> None:
         """Claim everything claimable; then no waiter may be left behind by concurrency
         limits that all have room (nothing else would ever wake it but the janitor)."""
         if queue in self.paused:
             return
         for _ in range(20):
-            if not self._claim(queue, "drainer", [], 50, LEASE_MS, report=True):
+            if not self._claim(queue, "drainer", 50, LEASE_MS):
                 break
         state = self._read(queue)
         for task_id in state.sets["waiting"]:
@@ -215,8 +230,11 @@ class FlowControl(RuleBasedStateMachine):
     def _keys(self, queue):
         return self.broker.queue_keys(queue)
 
-    def _claim(self, queue, worker, acks, n, lease_ms, report=False):
-        result = self.broker.claim(queue, worker, acks, n, lease_ms, DEAD_MAX, DEAD_AGE)
+    def _claim(self, queue, worker, n, lease_ms):
+        result = self.broker.claim(queue, worker, [], n, lease_ms, DEAD_MAX, DEAD_AGE)
+        return self._took(queue, worker, result)
+
+    def _took(self, queue, worker, result):
         for claimed in result.claimed:
             self.attempts[claimed.id] += 1
             assert claimed.attempt == self.attempts[claimed.id]
@@ -224,7 +242,7 @@ class FlowControl(RuleBasedStateMachine):
             self.lost.discard(claimed.id)  # a new attempt: the old one cannot come back
             self.regained.discard(claimed.id)
         assert not result.killed
-        return result.claimed if report else set(result.ignored)
+        return result.claimed
 
     def _forget(self, task_id) -> None:
         del self.alive[task_id]
@@ -276,10 +294,21 @@ class FlowControl(RuleBasedStateMachine):
         for member, task_id in members.items():
             lid, _score, member_id = member.split("\0")
             assert member_id == task_id and lid in limit_ids(state.infos[task_id]), member
-        # a limit with nothing running, no waiter and no rate is forgotten
-        for lid, st_ in state.limits.items():
-            assert st_.get("run") or st_.get("rn") or any(
-                m.startswith(lid + "\0") for m in state.lwait), (queue, lid, st_)
+        event(f"{queue}: waiting {min(len(state.sets['waiting']), 3)}, "
+              f"woken {sum(1 for i in state.sets['pending'] if 'woken' in state.infos[i])}")
+        # no waiter stranded: a concurrency limit with room and waiters has, in pending,
+        # the woken tasks that will take that room (or pass their wake-up on)
+        pending_with: Counter[str] = Counter()
+        for task_id in state.sets["pending"]:
+            pending_with.update(limit_ids(state.infos[task_id]))
+        waiters = Counter(member.split("\0")[0] for member in state.lwait)
+        for lid, count in waiters.items():
+            c = self.concurrency.get(lid, 0)
+            if c and not state.limits.get(lid, {}).get("rn"):
+                room = c - state.run(lid)
+                assert pending_with[lid] >= min(room, count), (
+                    f"{queue}: {count} task(s) wait for {lid} with {room} free slot(s) and "
+                    f"{pending_with[lid]} woken: {state.limits.get(lid)}")
 
 
 class QueueState:
