@@ -106,12 +106,12 @@ class Bench:
         self.r = redis.Redis.from_url(url)
 
     def run(self, sc: Scenario, rep: int) -> dict:
-        n = self.opts.tasks
+        n = self.tasks(sc)
         label = f"{sc.key} {rep}/{self.opts.reps}"
         root = self.trees.get(sc.tree, ROOT)
         settings = "bench_settings" if sc.tree != "here" else "bench_limits_settings"
         env = child_env(self.env, root, settings)
-        sample: dict = {"scenario": sc.key, "rep": rep, "load": os.getloadavg()[0]}
+        sample: dict = {"scenario": sc.key, "rep": rep, "tasks": n, "load": os.getloadavg()[0]}
         self.r.flushall()
         out = run_child([sys.executable, str(HERE / "limits.py"), "--produce", sc.task,
                          "--tasks", str(n)], env, 60 + n / 200)
@@ -142,9 +142,12 @@ class Bench:
                if "idle_calls_per_s" in sample else ""))
         return sample
 
+    def tasks(self, sc: Scenario) -> int:
+        return self.opts.saturated_tasks if sc.key == "sleep_1ms_limit4" else self.opts.tasks
+
     def process(self, workers: WorkerGroup, started: float, sc: Scenario, label: str) -> dict:
         """Poll every 10 ms until the counter reaches N: rates, Redis calls, peak running."""
-        n = self.opts.tasks
+        n = self.tasks(sc)
         limits_key = waiting_key = None
         if sc.tree == "here":
             limits_key = next(iter(self.r.scan_iter(match=QUEUE_KEYS + "limits")), None)
@@ -220,6 +223,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=20_000)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--saturated-tasks", type=int, default=20_000,
+                        help="tasks of the saturated scenario (sleep_1ms_limit4)")
     parser.add_argument("--tree", action="append", default=[],
                         help="NAME=PATH: also run the no-limit scenario on that checkout")
     parser.add_argument("--only", help="comma-separated scenario keys")
@@ -249,7 +254,8 @@ def main() -> None:
            "PYTHONUNBUFFERED": "1"}
     results: dict = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "options": {"tasks": opts.tasks, "reps": opts.reps},
+        "options": {"tasks": opts.tasks, "reps": opts.reps,
+                    "saturated_tasks": opts.saturated_tasks},
         "code": str(ROOT), "trees": {k: str(v) for k, v in trees.items()},
         "git": subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT,
                               capture_output=True, text=True).stdout.strip(),
