@@ -94,6 +94,12 @@ def produce(task_path: str, n: int) -> None:
                       "code": str(Path(django_bgtasks.__file__).parent.parent)}), flush=True)
 
 
+def redis_cpu(r: redis.Redis) -> float:
+    """CPU seconds the redis-server process has used (user + system)."""
+    cpu = r.info("cpu")
+    return cpu["used_cpu_user"] + cpu["used_cpu_sys"]
+
+
 def commandstats(r: redis.Redis) -> dict[str, int]:
     return {k.removeprefix("cmdstat_"): v["calls"]
             for k, v in r.info("commandstats").items()}
@@ -120,12 +126,14 @@ class Bench:
             raise RuntimeError(f"{sc.key} ran {produced['code']}, not {root}")
         sample["enqueue"] = produced["rate"]
         self.r.config_resetstat()
+        cpu = redis_cpu(self.r)
         logfile = OUT / "logs" / f"limits-{sc.key.replace('@', '-')}-{rep}.log"
         started = time.perf_counter()
         workers = WorkerGroup([[sys.executable, "-m", "django", "runbackground", "--processes",
                                 "2", "--threads", str(sc.threads)]], env, logfile)
         try:
             sample.update(self.process(workers, started, sc, label))
+            sample["redis_cpu_us_per_task"] = (redis_cpu(self.r) - cpu) / n * 1e6
             if sc.key.startswith("sleep_1ms"):
                 self.r.config_resetstat()
                 time.sleep(3)
@@ -136,7 +144,9 @@ class Bench:
             workers.stop()
         log(f"{label}: enqueue {sample['enqueue']:,.0f}/s, process {sample['process']:,.0f}/s "
             f"({sample['process_after_first']:,.0f}/s after the first), "
-            f"{sample['calls_per_task']:.1f} Redis calls a task, load {sample['load']:.2f}"
+            f"{sample['calls_per_task']:.1f} Redis calls and "
+            f"{sample['redis_cpu_us_per_task']:.0f} µs of Redis CPU a task, "
+            f"load {sample['load']:.2f}"
             + (f", peak running {sample['peak_running']}" if "peak_running" in sample else "")
             + (f", idle {sample['idle_calls_per_s']:.0f} calls/s"
                if "idle_calls_per_s" in sample else ""))
@@ -205,7 +215,8 @@ def summary(values: list) -> dict | None:
 
 def table(results: dict) -> str:
     rows = ["| scenario | enqueue/s | process/s | after first/s | Redis calls/task | "
-            "idle calls/s | load (1 min) |", "|---|---|---|---|---|---|---|"]
+            "Redis CPU µs/task | idle calls/s | load (1 min) |",
+            "|---|---|---|---|---|---|---|---|"]
     for sc in results["scenarios"]:
         samples = [s for s in results["samples"] if s["scenario"] == sc["key"]]
 
@@ -215,6 +226,7 @@ def table(results: dict) -> str:
                                          f"{s['max']:{fmt}})")
         rows.append(f"| {sc['key']}: {sc['what']} | {med('enqueue')} | {med('process')} | "
                     f"{med('process_after_first')} | {med('calls_per_task', '.1f')} | "
+                    f"{med('redis_cpu_us_per_task', '.0f')} | "
                     f"{med('idle_calls_per_s')} | {med('load', '.2f')} |")
     return "\n".join(rows)
 
