@@ -54,11 +54,8 @@ class Scenario:
     what: str = ""
 
 
-def scenarios(trees: dict[str, Path]) -> list[Scenario]:
-    plain = [Scenario(f"incr@{name}", "benchapp.tasks:incr", tree=name,
-                      what=f"no limit ({name}: {path})") for name, path in trees.items()]
-    return plain + [
-        Scenario("incr", "benchapp.tasks:incr", what="no limit"),
+def scenarios(trees: dict[str, Path], limit_trees: set[str]) -> list[Scenario]:
+    limited = [
         Scenario("incr_wide", "benchlimits.tasks:incr_wide",
                  what="concurrency_limit=1000, never reached"),
         Scenario("incr_fair", "benchlimits.tasks:incr_fair", what="fair_key: 1,000 values"),
@@ -67,6 +64,14 @@ def scenarios(trees: dict[str, Path]) -> list[Scenario]:
         Scenario("sleep_1ms_limit4", "benchlimits.tasks:sleep_1ms_limit4",
                  what="1 ms tasks, concurrency_limit=4, 2 x 8 threads"),
     ]
+    chosen = []
+    for name, path in trees.items():
+        chosen.append(Scenario(f"incr@{name}", "benchapp.tasks:incr", tree=name,
+                               what=f"no limit ({name}: {path})"))
+        if name in limit_trees:  # a checkout that has flow control
+            chosen += [Scenario(f"{sc.key}@{name}", sc.task, sc.threads, name,
+                                f"{sc.what} ({name})") for sc in limited]
+    return [*chosen, Scenario("incr", "benchapp.tasks:incr", what="no limit"), *limited]
 
 
 def child_env(base: dict, root: Path, settings: str) -> dict:
@@ -115,7 +120,9 @@ class Bench:
         n = self.tasks(sc)
         label = f"{sc.key} {rep}/{self.opts.reps}"
         root = self.trees.get(sc.tree, ROOT)
-        settings = "bench_settings" if sc.tree != "here" else "bench_limits_settings"
+        # bench/benchlimits imports only on checkouts that have flow control.
+        settings = ("bench_limits_settings" if sc.task.startswith("benchlimits")
+                    else "bench_settings")
         env = child_env(self.env, root, settings)
         sample: dict = {"scenario": sc.key, "rep": rep, "tasks": n, "load": os.getloadavg()[0]}
         self.r.flushall()
@@ -153,13 +160,14 @@ class Bench:
         return sample
 
     def tasks(self, sc: Scenario) -> int:
-        return self.opts.saturated_tasks if sc.key == "sleep_1ms_limit4" else self.opts.tasks
+        return (self.opts.saturated_tasks if sc.key.startswith("sleep_1ms_limit4")
+                else self.opts.tasks)
 
     def process(self, workers: WorkerGroup, started: float, sc: Scenario, label: str) -> dict:
         """Poll every 10 ms until the counter reaches N: rates, Redis calls, peak running."""
         n = self.tasks(sc)
         limits_key = waiting_key = None
-        if sc.tree == "here":
+        if sc.task.startswith("benchlimits"):
             limits_key = next(iter(self.r.scan_iter(match=QUEUE_KEYS + "limits")), None)
             waiting_key = next(iter(self.r.scan_iter(match=QUEUE_KEYS + "waiting")), None)
         own: dict[str, int] = {"get": 0, "hgetall": 0, "zcard": 0}
@@ -175,7 +183,7 @@ class Bench:
                 first = (now, count)
             if count != last_count:
                 last_change, last_count = now, count
-            if limits_key is None and sc.key == "sleep_1ms_limit4":
+            if limits_key is None and sc.key.startswith("sleep_1ms_limit4"):
                 limits_key = next(iter(self.r.scan_iter(match=QUEUE_KEYS + "limits")), None)
                 waiting_key = next(iter(self.r.scan_iter(match=QUEUE_KEYS + "waiting")), None)
                 own["scan"] = own.get("scan", 0) + 2
@@ -201,7 +209,7 @@ class Bench:
                    "process_after_first": (n - first[1]) / (now - first[0]) if first else None,
                    "calls_per_task": sum(calls.values()) / n,
                    "calls": dict(sorted(calls.items(), key=lambda kv: -kv[1]))}
-        if sc.key == "sleep_1ms_limit4":
+        if sc.key.startswith("sleep_1ms_limit4"):
             figures["peak_running"], figures["peak_waiting"] = peak_running, peak_waiting
         return figures
 
@@ -239,6 +247,9 @@ def main() -> None:
                         help="tasks of the saturated scenario (sleep_1ms_limit4)")
     parser.add_argument("--tree", action="append", default=[],
                         help="NAME=PATH: also run the no-limit scenario on that checkout")
+    parser.add_argument("--limits-on", default="",
+                        help="comma-separated tree names (with flow control) that also run "
+                             "the limited scenarios")
     parser.add_argument("--only", help="comma-separated scenario keys")
     parser.add_argument("--json", type=Path, default=OUT / "limits.json")
     parser.add_argument("--produce", help=argparse.SUPPRESS)
@@ -252,7 +263,7 @@ def main() -> None:
         if not (Path(path) / "django_bgtasks").is_dir():
             parser.error(f"--tree {item}: no django_bgtasks there")
         trees[name] = Path(path)
-    chosen = scenarios(trees)
+    chosen = scenarios(trees, set(filter(None, opts.limits_on.split(","))))
     if opts.only:
         keys = set(opts.only.split(","))
         chosen = [sc for sc in chosen if sc.key in keys]
