@@ -233,6 +233,8 @@ local WAKE_BATCH = 100  -- waiters one rate wake-up moves at most (bounded work)
 -- it returns) instead of once per run. nil (every other script): each change is written
 -- at once. Entries: lid -> {st = state, write = nil | 'set' | 'del'}.
 local limit_cache = nil
+-- Limits found without waiters in this call (cached like their state; park clears it).
+local limit_no_waiters = {}
 
 local function limit_state(lid)
   local cached = limit_cache and limit_cache[lid]
@@ -343,6 +345,7 @@ local function park(id, info, score, lid, why, due, now, channel)
   put_info(id, info)
   redis.call('ZADD', K_WAITING, score, id)
   redis.call('ZADD', K_LWAIT, 0, member)
+  limit_no_waiters[lid] = nil
   if due then
     redis.call('ZADD', K_LWAKE, 'LT', due, lid)
     local head = redis.call('ZRANGE', K_LWAKE, 0, 0)
@@ -359,10 +362,14 @@ end
 -- Move up to `n` of `lid`'s first waiters back to their place in pending; returns how many.
 local function wake(lid, n)
   local woken = 0
+  if limit_cache and limit_no_waiters[lid] then return woken end
   while woken < n do
     local members = redis.call('ZRANGEBYLEX', K_LWAIT, '[' .. lid .. '\0', '[' .. lid .. '\1',
                                'LIMIT', 0, n - woken)
-    if #members == 0 then break end
+    if #members == 0 then
+      if woken == 0 and limit_cache then limit_no_waiters[lid] = true end
+      break
+    end
     for _, member in ipairs(members) do
       redis.call('ZREM', K_LWAIT, member)
       local id = string.sub(member, #lid + 20)
