@@ -228,7 +228,17 @@ local WAKE_BATCH = 100  -- waiters one rate wake-up moves at most (bounded work)
 
 -- A limit's stored state, {run, tok, ts, c, rn, rp}: runs holding it, rate tokens left at
 -- ts (ms), and the values of the task that used it last (what the admin shows).
+-- A claim admits and releases many runs of the same limits in one call: claim.lua sets
+-- limit_cache to {} so that each limit is read once and written once (flush_limits, before
+-- it returns) instead of once per run. nil (every other script): each change is written
+-- at once. Entries: lid -> {st = state, write = nil | 'set' | 'del'}.
+local limit_cache = nil
+-- Limits found without waiters in this call (cached like their state; park clears it).
+local limit_no_waiters = {}
+
 local function limit_state(lid)
+  local cached = limit_cache and limit_cache[lid]
+  if cached then return cached.st end
   local raw = redis.call('HGET', K_LIMITS, lid)
   local st = nil
   if raw then
@@ -238,7 +248,36 @@ local function limit_state(lid)
   st = st or {}
   if not is_whole(st.run) then st.run = 0 end
   if not is_finite(st.tok) or not is_finite(st.ts) then st.tok, st.ts = nil, nil end
+  if limit_cache then limit_cache[lid] = {st = st} end
   return st
+end
+
+local function put_limit(lid, st)
+  if limit_cache then
+    limit_cache[lid] = {st = st, write = 'set'}
+  else
+    redis.call('HSET', K_LIMITS, lid, cjson.encode(st))
+  end
+end
+
+local function drop_limit(lid)
+  if limit_cache then
+    limit_cache[lid] = {st = {run = 0}, write = 'del'}  -- what a missing entry reads as
+  else
+    redis.call('HDEL', K_LIMITS, lid)
+  end
+end
+
+-- Write what the call changed (claim.lua, before it returns), and stop caching.
+local function flush_limits()
+  for lid, entry in pairs(limit_cache or {}) do
+    if entry.write == 'set' then
+      redis.call('HSET', K_LIMITS, lid, cjson.encode(entry.st))
+    elseif entry.write == 'del' then
+      redis.call('HDEL', K_LIMITS, lid)
+    end
+  end
+  limit_cache = nil
 end
 
 -- Tokens of a rate limit at `now`: a bucket that holds `rn` tokens (a burst of the rate's
@@ -260,9 +299,9 @@ local function save_limit(lid, st, rn)
   local idle = st.run == 0 and (rn <= 0 or (st.tok or rn) >= rn)
   if idle and #redis.call('ZRANGEBYLEX', K_LWAIT, '[' .. lid .. '\0', '[' .. lid .. '\1',
                           'LIMIT', 0, 1) == 0 then
-    redis.call('HDEL', K_LIMITS, lid)  -- nothing to remember: the hash holds live limits
+    drop_limit(lid)  -- nothing to remember: the hash holds live limits
   else
-    redis.call('HSET', K_LIMITS, lid, cjson.encode(st))
+    put_limit(lid, st)
   end
 end
 
@@ -290,7 +329,7 @@ local function admit(specs, now)
     local st = states[i]
     st.run = st.run + 1
     if spec[3] > 0 then st.tok = st.tok - 1 end
-    redis.call('HSET', K_LIMITS, spec[1], cjson.encode(st))
+    put_limit(spec[1], st)
   end
   return true
 end
@@ -307,6 +346,7 @@ local function park(id, info, score, lid, why, due, now, channel)
   put_info(id, info)
   redis.call('ZADD', K_WAITING, score, id)
   redis.call('ZADD', K_LWAIT, 0, member)
+  limit_no_waiters[lid] = nil
   if due then
     redis.call('ZADD', K_LWAKE, 'LT', due, lid)
     local head = redis.call('ZRANGE', K_LWAKE, 0, 0)
@@ -323,10 +363,14 @@ end
 -- Move up to `n` of `lid`'s first waiters back to their place in pending; returns how many.
 local function wake(lid, n)
   local woken = 0
+  if limit_cache and limit_no_waiters[lid] then return woken end
   while woken < n do
     local members = redis.call('ZRANGEBYLEX', K_LWAIT, '[' .. lid .. '\0', '[' .. lid .. '\1',
                                'LIMIT', 0, n - woken)
-    if #members == 0 then break end
+    if #members == 0 then
+      if woken == 0 and limit_cache then limit_no_waiters[lid] = true end
+      break
+    end
     for _, member in ipairs(members) do
       redis.call('ZREM', K_LWAIT, member)
       local id = string.sub(member, #lid + 20)
@@ -372,7 +416,7 @@ local function hold_limits(info)
   for _, spec in ipairs(info.limits) do
     local st = limit_state(spec[1])
     st.run = st.run + 1
-    redis.call('HSET', K_LIMITS, spec[1], cjson.encode(st))
+    put_limit(spec[1], st)
   end
   info.held = true
 end

@@ -29,6 +29,7 @@ local claim_seq, known_seq = ARGV[7], ARGV[8]
 local n_acks = tonumber(ARGV[9])
 local now = now_ms()
 local ignored, processed, failed, requeued = {}, 0, 0, 0
+limit_cache = {}  -- each limit read and written once per call (flush_limits, at the end)
 
 -- Back to the head of pending, this attempt not counted (a shutdown's or a lost claim's).
 local function put_back(id, info)
@@ -191,4 +192,5 @@ if failed > 0 then
   redis.call('INCRBY', KEYS[22], failed)
   redis.call('EXPIRE', KEYS[22], ttl)
 end
+flush_limits()
 return {ignored, claimed, killed}
