@@ -115,24 +115,27 @@ local function is_limits(v)
 end
 
 -- Every field the scripts write to a record, its check, and whether a task can run
--- without it (the first four).
-local INFO_FIELDS = {
-  {'state', is_state, true}, {'attempts', is_attempts, true},
-  {'max_retries', is_whole, true}, {'priority', is_priority, true},
-  {'enqueued_at', is_finite}, {'run_after', is_finite}, {'started_at', is_finite},
-  {'finished_at', is_finite}, {'worker', is_string}, {'last_error', is_string},
-  {'unique_key', is_string}, {'lost', is_attempts},
-  {'limits', is_limits}, {'held', is_true}, {'fair', is_string},
-  {'waiting_for', is_string}, {'wait_member', is_string}, {'woken', is_string},
-  {'waiting_since', is_finite},
-}
+-- without it (the first four). Built when a damaged record needs it: a table made on
+-- every call of every script is Redis time spent for nothing (about 0.2 us each).
+local function info_fields()
+  return {
+    {'state', is_state, true}, {'attempts', is_attempts, true},
+    {'max_retries', is_whole, true}, {'priority', is_priority, true},
+    {'enqueued_at', is_finite}, {'run_after', is_finite}, {'started_at', is_finite},
+    {'finished_at', is_finite}, {'worker', is_string}, {'last_error', is_string},
+    {'unique_key', is_string}, {'lost', is_attempts},
+    {'limits', is_limits}, {'held', is_true}, {'fair', is_string},
+    {'waiting_for', is_string}, {'wait_member', is_string}, {'woken', is_string},
+    {'waiting_since', is_finite},
+  }
+end
 
 -- The fields of `stored` that pass their check, on a blank record, and the first
 -- required field that does not (nil when none). Anything else is outside damage, and is
 -- dropped: cjson cannot write back all it reads (NaN, 1e999).
 local function sanitize(stored)
   local info, bad = blank_info(), nil
-  for _, field in ipairs(INFO_FIELDS) do
+  for _, field in ipairs(info_fields()) do
     local name, valid, required = field[1], field[2], field[3]
     if valid(stored[name]) then
       info[name] = stored[name]
@@ -223,304 +226,320 @@ end
 -- A limit lives in the slot of the queue whose tasks it counts (K_LIMITS): taking a slot
 -- at claim and giving it back are part of the very transitions that start and end a run,
 -- so a slot cannot outlive its run, whatever dies, and a failover keeps both or neither.
+-- These functions are built on first use in a call (flow()): a script that meets no task
+-- with limits or a fair key, the hot path of every queue without flow control, creates
+-- none of them. Creating them costs Redis time on every call of every script: measured,
+-- the prelude went from 5.0 to 8.2 us per call while they were plain locals.
+local FLOW = nil
+local CACHE_LIMITS = false  -- claim.lua: read and write each limit once per call
+local function flow()
+  if FLOW then return FLOW end
+  local WAKE_BATCH = 100  -- waiters one rate wake-up moves at most (bounded work)
 
-local WAKE_BATCH = 100  -- waiters one rate wake-up moves at most (bounded work)
+  -- A limit's stored state, {run, tok, ts, c, rn, rp}: runs holding it, rate tokens left at
+  -- ts (ms), and the values of the task that used it last (what the admin shows).
+  -- A claim admits and releases many runs of the same limits in one call: claim.lua sets
+  -- limit_cache to {} so that each limit is read once and written once (flush_limits, before
+  -- it returns) instead of once per run. nil (every other script): each change is written
+  -- at once. Entries: lid -> {st = state, write = nil | 'set' | 'del'}.
+  local limit_cache = CACHE_LIMITS and {} or nil
+  -- Limits found without waiters in this call (cached like their state; park clears it).
+  local limit_no_waiters = {}
 
--- A limit's stored state, {run, tok, ts, c, rn, rp}: runs holding it, rate tokens left at
--- ts (ms), and the values of the task that used it last (what the admin shows).
--- A claim admits and releases many runs of the same limits in one call: claim.lua sets
--- limit_cache to {} so that each limit is read once and written once (flush_limits, before
--- it returns) instead of once per run. nil (every other script): each change is written
--- at once. Entries: lid -> {st = state, write = nil | 'set' | 'del'}.
-local limit_cache = nil
--- Limits found without waiters in this call (cached like their state; park clears it).
-local limit_no_waiters = {}
-
-local function limit_state(lid)
-  local cached = limit_cache and limit_cache[lid]
-  if cached then return cached.st end
-  local raw = redis.call('HGET', K_LIMITS, lid)
-  local st = nil
-  if raw then
-    local ok, decoded = pcall(cjson.decode, raw)
-    if ok and type(decoded) == 'table' then st = decoded end
+  local function limit_state(lid)
+    local cached = limit_cache and limit_cache[lid]
+    if cached then return cached.st end
+    local raw = redis.call('HGET', K_LIMITS, lid)
+    local st = nil
+    if raw then
+      local ok, decoded = pcall(cjson.decode, raw)
+      if ok and type(decoded) == 'table' then st = decoded end
+    end
+    st = st or {}
+    if not is_whole(st.run) then st.run = 0 end
+    if not is_finite(st.tok) or not is_finite(st.ts) then st.tok, st.ts = nil, nil end
+    if limit_cache then limit_cache[lid] = {st = st} end
+    return st
   end
-  st = st or {}
-  if not is_whole(st.run) then st.run = 0 end
-  if not is_finite(st.tok) or not is_finite(st.ts) then st.tok, st.ts = nil, nil end
-  if limit_cache then limit_cache[lid] = {st = st} end
-  return st
-end
 
-local function put_limit(lid, st)
-  if limit_cache then
-    limit_cache[lid] = {st = st, write = 'set'}
-  else
-    redis.call('HSET', K_LIMITS, lid, cjson.encode(st))
+  local function put_limit(lid, st)
+    if limit_cache then
+      limit_cache[lid] = {st = st, write = 'set'}
+    else
+      redis.call('HSET', K_LIMITS, lid, cjson.encode(st))
+    end
   end
-end
 
-local function drop_limit(lid)
-  if limit_cache then
-    limit_cache[lid] = {st = {run = 0}, write = 'del'}  -- what a missing entry reads as
-  else
-    redis.call('HDEL', K_LIMITS, lid)
-  end
-end
-
--- Write what the call changed (claim.lua, before it returns), and stop caching.
-local function flush_limits()
-  for lid, entry in pairs(limit_cache or {}) do
-    if entry.write == 'set' then
-      redis.call('HSET', K_LIMITS, lid, cjson.encode(entry.st))
-    elseif entry.write == 'del' then
+  local function drop_limit(lid)
+    if limit_cache then
+      limit_cache[lid] = {st = {run = 0}, write = 'del'}  -- what a missing entry reads as
+    else
       redis.call('HDEL', K_LIMITS, lid)
     end
   end
-  limit_cache = nil
-end
 
--- Tokens of a rate limit at `now`: a bucket that holds `rn` tokens (a burst of the rate's
--- count) and gains rn per rp ms, on Redis' clock.
-local function refill(st, rn, rp, now)
-  if rn <= 0 then return end
-  local tok, ts = st.tok, st.ts
-  if tok == nil or tok > rn then tok, ts = rn, now end
-  if now > ts then tok = math.min(rn, tok + (now - ts) * rn / rp) end
-  st.tok, st.ts = tok, now
-end
-
--- When the bucket next holds a whole token (ms).
-local function next_token(st, rn, rp, now)
-  return now + math.max(1, math.ceil((1 - st.tok) * rp / rn))
-end
-
-local function save_limit(lid, st, rn)
-  local idle = st.run == 0 and (rn <= 0 or (st.tok or rn) >= rn)
-  if idle and #redis.call('ZRANGEBYLEX', K_LWAIT, '[' .. lid .. '\0', '[' .. lid .. '\1',
-                          'LIMIT', 0, 1) == 0 then
-    drop_limit(lid)  -- nothing to remember: the hash holds live limits
-  else
-    put_limit(lid, st)
-  end
-end
-
--- Take a slot of every limit in `specs` for a run starting now, or none: returns true, or
--- false, the limit that refused, a reason to show, and when a rate token is due (or nil).
-local function admit(specs, now)
-  local states = {}
-  for i, spec in ipairs(specs) do
-    local lid, c, rn, rp = spec[1], spec[2], spec[3], spec[4]
-    local st = limit_state(lid)
-    st.c, st.rn, st.rp = c, rn, rp
-    refill(st, rn, rp, now)
-    if c > 0 and st.run >= c then
-      return false, lid, st.run .. '/' .. c .. ' running', nil
-    end
-    if rn > 0 and st.tok < 1 then
-      local due = next_token(st, rn, rp, now)
-      local unit = ({[1000] = 's', [60000] = 'm', [3600000] = 'h'})[rp] or (rp .. ' ms')
-      return false, lid, string.format('rate %d/%s, next start in %.1f s', rn, unit,
-                                       (due - now) / 1000), due
-    end
-    states[i] = st
-  end
-  for i, spec in ipairs(specs) do
-    local st = states[i]
-    st.run = st.run + 1
-    if spec[3] > 0 then st.tok = st.tok - 1 end
-    put_limit(spec[1], st)
-  end
-  return true
-end
-
--- A popped task that a limit refused waits, charged no attempt, until that limit wakes it:
--- in the waiting set (its place in pending kept as the score) and among the limit's
--- waiters, ordered by that place (priority, then FIFO or fair turn).
-local function park(id, info, score, lid, why, due, now, channel)
-  local member = lid .. '\0' .. string.format('%017.0f', score) .. '\0' .. id
-  info.state = 'waiting'
-  info.waiting_for = 'limit ' .. lid .. ': ' .. why
-  info.wait_member = member
-  if not is_finite(info.waiting_since) then info.waiting_since = now end
-  put_info(id, info)
-  redis.call('ZADD', K_WAITING, score, id)
-  redis.call('ZADD', K_LWAIT, 0, member)
-  limit_no_waiters[lid] = nil
-  if due then
-    redis.call('ZADD', K_LWAKE, 'LT', due, lid)
-    local head = redis.call('ZRANGE', K_LWAKE, 0, 0)
-    if head[1] == lid then redis.call('PUBLISH', channel, due) end
-  end
-end
-
--- Take a waiting task out of its limit's waiters (deleted, or woken).
-local function unwait(id, info)
-  if is_string(info.wait_member) then redis.call('ZREM', K_LWAIT, info.wait_member) end
-  info.waiting_for, info.wait_member = nil, nil
-end
-
--- Move up to `n` of `lid`'s first waiters back to their place in pending; returns how many.
-local function wake(lid, n)
-  local woken = 0
-  if limit_cache and limit_no_waiters[lid] then return woken end
-  while woken < n do
-    local members = redis.call('ZRANGEBYLEX', K_LWAIT, '[' .. lid .. '\0', '[' .. lid .. '\1',
-                               'LIMIT', 0, n - woken)
-    if #members == 0 then
-      if woken == 0 and limit_cache then limit_no_waiters[lid] = true end
-      break
-    end
-    for _, member in ipairs(members) do
-      redis.call('ZREM', K_LWAIT, member)
-      local id = string.sub(member, #lid + 20)
-      local score = redis.call('ZSCORE', K_WAITING, id)
-      if score then
-        redis.call('ZREM', K_WAITING, id)
-        local info, problem = get_info(id)
-        if not problem then
-          info.state = 'pending'
-          info.waiting_for, info.wait_member = nil, nil
-          info.woken = lid  -- deleted before it is claimed, it passes the wake-up on
-          put_info(id, info)
-        end
-        redis.call('ZADD', K_PENDING, score, id)
-        woken = woken + 1
+  -- Write what the call changed (claim.lua, before it returns), and stop caching.
+  local function flush_limits()
+    for lid, entry in pairs(limit_cache or {}) do
+      if entry.write == 'set' then
+        redis.call('HSET', K_LIMITS, lid, cjson.encode(entry.st))
+      elseif entry.write == 'del' then
+        redis.call('HDEL', K_LIMITS, lid)
       end
     end
+    limit_cache = nil
   end
-  notify(woken)
-  return woken
-end
 
--- A run that held slots ends (acknowledged, put back, recovered): its slots are free, and
--- each limit that counts runs wakes its first waiter.
-local function release_limits(info, now)
-  if not info.held then return end
-  info.held = nil
-  if not is_limits(info.limits) then return end
-  for _, spec in ipairs(info.limits) do
-    local lid, c, rn, rp = spec[1], spec[2], spec[3], spec[4]
-    local st = limit_state(lid)
-    if st.run > 0 then st.run = st.run - 1 end
-    refill(st, rn, rp, now)
-    save_limit(lid, st, rn)
-    if c > 0 and st.run < c then wake(lid, 1) end
+  -- Tokens of a rate limit at `now`: a bucket that holds `rn` tokens (a burst of the rate's
+  -- count) and gains rn per rp ms, on Redis' clock.
+  local function refill(st, rn, rp, now)
+    if rn <= 0 then return end
+    local tok, ts = st.tok, st.ts
+    if tok == nil or tok > rn then tok, ts = rn, now end
+    if now > ts then tok = math.min(rn, tok + (now - ts) * rn / rp) end
+    st.tok, st.ts = tok, now
   end
-end
 
--- A run that goes on without a claim (regain_lost: its worker was alive after all) takes
--- its slots back even over the limit: it never stopped running.
-local function hold_limits(info)
-  if info.held or not is_limits(info.limits) then return end
-  for _, spec in ipairs(info.limits) do
-    local st = limit_state(spec[1])
-    st.run = st.run + 1
-    put_limit(spec[1], st)
+  -- When the bucket next holds a whole token (ms).
+  local function next_token(st, rn, rp, now)
+    return now + math.max(1, math.ceil((1 - st.tok) * rp / rn))
   end
-  info.held = true
-end
 
--- Rate limits whose next token is due: wake as many waiters as there are tokens (they take
--- them when claimed), and come back at the next token while waiters remain.
-local function wake_due_limits(now, limit)
-  local woken = 0
-  for _, lid in ipairs(redis.call('ZRANGEBYSCORE', K_LWAKE, '-inf', now, 'LIMIT', 0, limit)) do
-    redis.call('ZREM', K_LWAKE, lid)
-    local st = limit_state(lid)
-    local rn, rp, c = tonumber(st.rn) or 0, tonumber(st.rp) or 0, tonumber(st.c) or 0
-    local room = WAKE_BATCH
-    if rn > 0 and rp > 0 then
+  local function save_limit(lid, st, rn)
+    local idle = st.run == 0 and (rn <= 0 or (st.tok or rn) >= rn)
+    if idle and #redis.call('ZRANGEBYLEX', K_LWAIT, '[' .. lid .. '\0', '[' .. lid .. '\1',
+                            'LIMIT', 0, 1) == 0 then
+      drop_limit(lid)  -- nothing to remember: the hash holds live limits
+    else
+      put_limit(lid, st)
+    end
+  end
+
+  -- Take a slot of every limit in `specs` for a run starting now, or none: returns true, or
+  -- false, the limit that refused, a reason to show, and when a rate token is due (or nil).
+  local function admit(specs, now)
+    local states = {}
+    for i, spec in ipairs(specs) do
+      local lid, c, rn, rp = spec[1], spec[2], spec[3], spec[4]
+      local st = limit_state(lid)
+      st.c, st.rn, st.rp = c, rn, rp
       refill(st, rn, rp, now)
-      room = math.min(room, math.floor(st.tok))
+      if c > 0 and st.run >= c then
+        return false, lid, st.run .. '/' .. c .. ' running', nil
+      end
+      if rn > 0 and st.tok < 1 then
+        local due = next_token(st, rn, rp, now)
+        local unit = ({[1000] = 's', [60000] = 'm', [3600000] = 'h'})[rp] or (rp .. ' ms')
+        return false, lid, string.format('rate %d/%s, next start in %.1f s', rn, unit,
+                                         (due - now) / 1000), due
+      end
+      states[i] = st
     end
-    if c > 0 then room = math.min(room, c - st.run) end
-    if room > 0 then woken = woken + wake(lid, room) end
-    local more = #redis.call('ZRANGEBYLEX', K_LWAIT, '[' .. lid .. '\0', '[' .. lid .. '\1',
-                             'LIMIT', 0, 1) > 0
-    if more and rn > 0 and rp > 0 and (c <= 0 or st.run < c) then
-      -- The woken take their tokens when claimed: the next wake-up is the token after.
-      local left = st.tok - math.max(room, 0)
-      redis.call('ZADD', K_LWAKE, now + math.max(1, math.ceil((1 - left) * rp / rn)), lid)
+    for i, spec in ipairs(specs) do
+      local st = states[i]
+      st.run = st.run + 1
+      if spec[3] > 0 then st.tok = st.tok - 1 end
+      put_limit(spec[1], st)
     end
-    save_limit(lid, st, rn)
+    return true
   end
-  return woken
-end
 
--- A task refused by `refused` after a wake-up from another of its limits passes that
--- wake-up on: each other limit with room wakes its next waiter, which would otherwise wait
--- for a release that no run of that limit is left to make.
-local function pass_on(specs, refused)
-  for _, spec in ipairs(specs) do
-    local lid, c = spec[1], spec[2]
-    if lid ~= refused and c > 0 and limit_state(lid).run < c then wake(lid, 1) end
+  -- A popped task that a limit refused waits, charged no attempt, until that limit wakes it:
+  -- in the waiting set (its place in pending kept as the score) and among the limit's
+  -- waiters, ordered by that place (priority, then FIFO or fair turn).
+  local function park(id, info, score, lid, why, due, now, channel)
+    local member = lid .. '\0' .. string.format('%017.0f', score) .. '\0' .. id
+    info.state = 'waiting'
+    info.waiting_for = 'limit ' .. lid .. ': ' .. why
+    info.wait_member = member
+    if not is_finite(info.waiting_since) then info.waiting_since = now end
+    put_info(id, info)
+    redis.call('ZADD', K_WAITING, score, id)
+    redis.call('ZADD', K_LWAIT, 0, member)
+    limit_no_waiters[lid] = nil
+    if due then
+      redis.call('ZADD', K_LWAKE, 'LT', due, lid)
+      local head = redis.call('ZRANGE', K_LWAKE, 0, 0)
+      if head[1] == lid then redis.call('PUBLISH', channel, due) end
+    end
   end
-end
 
--- Limits that have room and waiters but nothing to wake them (a woken task deleted before
--- it was claimed): wake their first waiters. The janitor's safety net, bounded per call.
-local function heal_limits(cursor, count, now)
-  local scan = redis.call('HSCAN', K_LIMITS, cursor, 'COUNT', count)
-  local woken = 0
-  for i = 1, #scan[2], 2 do
-    local lid = scan[2][i]
-    local st = limit_state(lid)
-    local c, rn, rp = tonumber(st.c) or 0, tonumber(st.rn) or 0, tonumber(st.rp) or 0
-    if not redis.call('ZSCORE', K_LWAKE, lid) then
-      local room = c > 0 and c - st.run or WAKE_BATCH
+  -- Take a waiting task out of its limit's waiters (deleted, or woken).
+  local function unwait(id, info)
+    if is_string(info.wait_member) then redis.call('ZREM', K_LWAIT, info.wait_member) end
+    info.waiting_for, info.wait_member = nil, nil
+  end
+
+  -- Move up to `n` of `lid`'s first waiters back to their place in pending; returns how many.
+  local function wake(lid, n)
+    local woken = 0
+    if limit_cache and limit_no_waiters[lid] then return woken end
+    while woken < n do
+      local members = redis.call('ZRANGEBYLEX', K_LWAIT, '[' .. lid .. '\0', '[' .. lid .. '\1',
+                                 'LIMIT', 0, n - woken)
+      if #members == 0 then
+        if woken == 0 and limit_cache then limit_no_waiters[lid] = true end
+        break
+      end
+      for _, member in ipairs(members) do
+        redis.call('ZREM', K_LWAIT, member)
+        local id = string.sub(member, #lid + 20)
+        local score = redis.call('ZSCORE', K_WAITING, id)
+        if score then
+          redis.call('ZREM', K_WAITING, id)
+          local info, problem = get_info(id)
+          if not problem then
+            info.state = 'pending'
+            info.waiting_for, info.wait_member = nil, nil
+            info.woken = lid  -- deleted before it is claimed, it passes the wake-up on
+            put_info(id, info)
+          end
+          redis.call('ZADD', K_PENDING, score, id)
+          woken = woken + 1
+        end
+      end
+    end
+    notify(woken)
+    return woken
+  end
+
+  -- A run that held slots ends (acknowledged, put back, recovered): its slots are free, and
+  -- each limit that counts runs wakes its first waiter.
+  local function release_limits(info, now)
+    if not info.held then return end
+    info.held = nil
+    if not is_limits(info.limits) then return end
+    for _, spec in ipairs(info.limits) do
+      local lid, c, rn, rp = spec[1], spec[2], spec[3], spec[4]
+      local st = limit_state(lid)
+      if st.run > 0 then st.run = st.run - 1 end
+      refill(st, rn, rp, now)
+      -- Wake first: a limit whose last waiter was just woken is idle, and forgotten.
+      if c > 0 and st.run < c then wake(lid, 1) end
+      save_limit(lid, st, rn)
+    end
+  end
+
+  -- A run that goes on without a claim (regain_lost: its worker was alive after all) takes
+  -- its slots back even over the limit: it never stopped running.
+  local function hold_limits(info)
+    if info.held or not is_limits(info.limits) then return end
+    for _, spec in ipairs(info.limits) do
+      local st = limit_state(spec[1])
+      st.run = st.run + 1
+      put_limit(spec[1], st)
+    end
+    info.held = true
+  end
+
+  -- Rate limits whose next token is due: wake as many waiters as there are tokens (they take
+  -- them when claimed), and come back at the next token while waiters remain.
+  local function wake_due_limits(now, limit)
+    local woken = 0
+    for _, lid in ipairs(redis.call('ZRANGEBYSCORE', K_LWAKE, '-inf', now, 'LIMIT', 0, limit)) do
+      redis.call('ZREM', K_LWAKE, lid)
+      local st = limit_state(lid)
+      local rn, rp, c = tonumber(st.rn) or 0, tonumber(st.rp) or 0, tonumber(st.c) or 0
+      local room = WAKE_BATCH
       if rn > 0 and rp > 0 then
         refill(st, rn, rp, now)
         room = math.min(room, math.floor(st.tok))
       end
-      if room > 0 then woken = woken + wake(lid, math.min(room, WAKE_BATCH)) end
+      if c > 0 then room = math.min(room, c - st.run) end
+      if room > 0 then woken = woken + wake(lid, room) end
+      local more = #redis.call('ZRANGEBYLEX', K_LWAIT, '[' .. lid .. '\0', '[' .. lid .. '\1',
+                               'LIMIT', 0, 1) > 0
+      if more and rn > 0 and rp > 0 and (c <= 0 or st.run < c) then
+        -- The woken take their tokens when claimed: the next wake-up is the token after.
+        local left = st.tok - math.max(room, 0)
+        redis.call('ZADD', K_LWAKE, now + math.max(1, math.ceil((1 - left) * rp / rn)), lid)
+      end
+      save_limit(lid, st, rn)
+    end
+    return woken
+  end
+
+  -- A task refused by `refused` after a wake-up from another of its limits passes that
+  -- wake-up on: each other limit with room wakes its next waiter, which would otherwise wait
+  -- for a release that no run of that limit is left to make.
+  local function pass_on(specs, refused)
+    for _, spec in ipairs(specs) do
+      local lid, c = spec[1], spec[2]
+      if lid ~= refused and c > 0 and limit_state(lid).run < c then wake(lid, 1) end
     end
   end
-  return scan[1], woken
-end
 
--- Round robin between the fair keys of one priority: a key's next task takes the place
--- after its previous one, but never one before the head of pending (the place served now),
--- so a key that comes late is served at once, in turn with the keys already waiting. Tasks
--- without a key form the key ''. No work at claim: the order is in the scores.
-local function fair_score(key, priority)
-  local base = (100 - (tonumber(priority) or 0)) * 2e13 + 1e13
-  local field = key .. '\0' .. tostring(priority)
-  local seq = redis.call('INCR', K_SEQ)
-  local head = redis.call('ZRANGEBYSCORE', K_PENDING, base - 1e13, base + 1e13 - 1,
-                          'WITHSCORES', 'LIMIT', 0, 1)
-  local score = base + seq
-  if head[2] then score = tonumber(head[2]) end
-  local last = tonumber(redis.call('HGET', K_FAIR, field) or '')
-  if last and last + 1 > score then score = last + 1 end
-  redis.call('HSET', K_FAIR, field, score)
-  return score
-end
+  -- Limits that have room and waiters but nothing to wake them (a woken task deleted before
+  -- it was claimed): wake their first waiters. The janitor's safety net, bounded per call.
+  local function heal_limits(cursor, count, now)
+    local scan = redis.call('HSCAN', K_LIMITS, cursor, 'COUNT', count)
+    local woken = 0
+    for i = 1, #scan[2], 2 do
+      local lid = scan[2][i]
+      local st = limit_state(lid)
+      local c, rn, rp = tonumber(st.c) or 0, tonumber(st.rn) or 0, tonumber(st.rp) or 0
+      if not redis.call('ZSCORE', K_LWAKE, lid) then
+        local room = c > 0 and c - st.run or WAKE_BATCH
+        if rn > 0 and rp > 0 then
+          refill(st, rn, rp, now)
+          room = math.min(room, math.floor(st.tok))
+        end
+        if room > 0 then woken = woken + wake(lid, math.min(room, WAKE_BATCH)) end
+      end
+    end
+    return scan[1], woken
+  end
 
--- Forget the fair keys whose last place has been served (bounded per call): a key that
--- comes back starts from the head again, which is where it would be placed anyway, and a
--- queue whose fair keys are all gone takes the plain FIFO path again (tail_score).
-local function trim_fair(cursor, count)
-  local scan = redis.call('HSCAN', K_FAIR, cursor, 'COUNT', count)
-  local removed = 0
-  for i = 1, #scan[2], 2 do
-    local field, last = scan[2][i], tonumber(scan[2][i + 1])
-    local priority = tonumber(string.match(field, '%z(-?%d+)$') or '')
-    local base = (100 - (priority or 0)) * 2e13 + 1e13
+  -- Round robin between the fair keys of one priority: a key's next task takes the place
+  -- after its previous one, but never one before the head of pending (the place served now),
+  -- so a key that comes late is served at once, in turn with the keys already waiting. Tasks
+  -- without a key form the key ''. No work at claim: the order is in the scores.
+  local function fair_score(key, priority)
+    local base = (100 - (tonumber(priority) or 0)) * 2e13 + 1e13
+    local field = key .. '\0' .. tostring(priority)
+    local seq = redis.call('INCR', K_SEQ)
     local head = redis.call('ZRANGEBYSCORE', K_PENDING, base - 1e13, base + 1e13 - 1,
                             'WITHSCORES', 'LIMIT', 0, 1)
-    if not priority or not last or not head[2] or last < tonumber(head[2]) then
-      redis.call('HDEL', K_FAIR, field)
-      removed = removed + 1
-    end
+    local score = base + seq
+    if head[2] then score = tonumber(head[2]) + 1 end  -- right after the next in line
+    local last = tonumber(redis.call('HGET', K_FAIR, field) or '')
+    if last and last + 1 > score then score = last + 1 end
+    redis.call('HSET', K_FAIR, field, score)
+    return score
   end
-  return scan[1], removed
+
+  -- Forget the fair keys whose last place has been served (bounded per call): a key that
+  -- comes back starts from the head again, which is where it would be placed anyway, and a
+  -- queue whose fair keys are all gone takes the plain FIFO path again (tail_score).
+  local function trim_fair(cursor, count)
+    local scan = redis.call('HSCAN', K_FAIR, cursor, 'COUNT', count)
+    local removed = 0
+    for i = 1, #scan[2], 2 do
+      local field, last = scan[2][i], tonumber(scan[2][i + 1])
+      local priority = tonumber(string.match(field, '%z(-?%d+)$') or '')
+      local base = (100 - (priority or 0)) * 2e13 + 1e13
+      local head = redis.call('ZRANGEBYSCORE', K_PENDING, base - 1e13, base + 1e13 - 1,
+                              'WITHSCORES', 'LIMIT', 0, 1)
+      if not priority or not last or not head[2] or last < tonumber(head[2]) then
+        redis.call('HDEL', K_FAIR, field)
+        removed = removed + 1
+      end
+    end
+    return scan[1], removed
+  end
+  FLOW = {limit_state = limit_state, put_limit = put_limit, drop_limit = drop_limit,
+    flush_limits = flush_limits, refill = refill, next_token = next_token,
+    save_limit = save_limit, admit = admit, park = park, unwait = unwait, wake = wake,
+    release_limits = release_limits, hold_limits = hold_limits,
+    wake_due_limits = wake_due_limits, pass_on = pass_on, heal_limits = heal_limits,
+    fair_score = fair_score, trim_fair = trim_fair}
+  return FLOW
 end
 
 -- The place of a task joining the tail of pending.
+-- Fair keys order only the tasks that have one; a task without keeps its FIFO place.
 local function tail_score(fair, priority)
-  if is_string(fair) and fair ~= '' then return fair_score(fair, priority) end
-  if redis.call('EXISTS', K_FAIR) == 1 then return fair_score('', priority) end
+  if is_string(fair) and fair ~= '' then return flow().fair_score(fair, priority) end
   return pending_score(priority, false)
 end
 
@@ -573,8 +592,10 @@ local function delete_ids(ids)
       end
       if found > 0 then
         local info = get_info(id)
-        unwait(id, info)
-        if is_string(info.woken) and is_limits(info.limits) then pass_on(info.limits, '') end
+        if is_string(info.wait_member) then flow().unwait(id, info) end
+        if is_string(info.woken) and is_limits(info.limits) then
+          flow().pass_on(info.limits, '')
+        end
         release_unique(id, info)
         forget(id)
         table.insert(deleted, id)
@@ -644,7 +665,7 @@ end
 -- worker, if it was only cut off, can still take it back (regain_lost).
 local function return_lost(id, info, problem, now, err, dead_max, dead_age, returned, killed)
   info.lost = info.attempts
-  release_limits(info, now)
+  if info.held then flow().release_limits(info, now) end
   if problem then
     -- Its attempts and retries are unknown: never run it again on guesses.
     kill(id, info, now, "InvalidTaskRecord: the task's record in Redis " .. problem, '',
@@ -674,7 +695,7 @@ local function regain_lost(id, info, attempt)
   if info.state == 'dead' then from = K_DEAD elseif info.state ~= 'pending' then return false end
   if redis.call('ZREM', from, id) == 0 then return false end
   info.state, info.lost, info.finished_at, info.last_error = 'active', nil, nil, nil
-  hold_limits(info)
+  if info.limits then flow().hold_limits(info) end
   local ok, history = pcall(cjson.decode, redis.call('HGET', K_ERRORS, id) or '[]')
   if ok and type(history) == 'table' and #history > 0 then
     local last = history[#history]

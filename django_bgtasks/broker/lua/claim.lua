@@ -29,11 +29,11 @@ local claim_seq, known_seq = ARGV[7], ARGV[8]
 local n_acks = tonumber(ARGV[9])
 local now = now_ms()
 local ignored, processed, failed, requeued = {}, 0, 0, 0
-limit_cache = {}  -- each limit read and written once per call (flush_limits, at the end)
+CACHE_LIMITS = true  -- each limit read and written once per call (flush_limits, at the end)
 
 -- Back to the head of pending, this attempt not counted (a shutdown's or a lost claim's).
 local function put_back(id, info)
-  release_limits(info, now)
+  if info.held then flow().release_limits(info, now) end
   info.state = 'pending'
   info.attempts = info.attempts - 1
   info.started_at = nil
@@ -82,7 +82,8 @@ for i = 0, n_acks - 1 do
     table.insert(ignored, id)
   else
     redis.call('ZREM', K_ACTIVE, id)
-    if outcome ~= 'requeue' then release_limits(info, now) end  -- put_back releases its own
+    -- put_back releases its own
+    if outcome ~= 'requeue' and info.held then flow().release_limits(info, now) end
     if outcome == 'done' then
       processed = processed + 1
       release_unique(id, info)
@@ -134,7 +135,7 @@ if limit > 0 and redis.call('EXISTS', K_PAUSED) == 0 then
       local why = unusable(id, msg, problem)
       local admitted, lid, reason, due = true, nil, nil, nil
       if not why and info.limits then
-        admitted, lid, reason, due = admit(info.limits, now)
+        admitted, lid, reason, due = flow().admit(info.limits, now)
         info.woken = nil
       end
       if why then
@@ -143,8 +144,8 @@ if limit > 0 and redis.call('EXISTS', K_PAUSED) == 0 then
         table.insert(killed, id)
         table.insert(killed, why)
       elseif not admitted then
-        park(id, info, tonumber(popped[i + 1]), lid, reason, due, now, channel)
-        pass_on(info.limits, lid)
+        flow().park(id, info, tonumber(popped[i + 1]), lid, reason, due, now, channel)
+        flow().pass_on(info.limits, lid)
         parked_now = parked_now + 1
       else
         info.state = 'active'
@@ -192,5 +193,5 @@ if failed > 0 then
   redis.call('INCRBY', KEYS[22], failed)
   redis.call('EXPIRE', KEYS[22], ttl)
 end
-flush_limits()
+if FLOW then FLOW.flush_limits() end
 return {ignored, claimed, killed}

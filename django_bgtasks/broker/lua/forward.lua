@@ -16,7 +16,9 @@ for _, source in ipairs({K_SCHEDULED, K_RETRY}) do
   end
 end
 notify(moved)
-moved = moved + wake_due_limits(now, limit)
+if #redis.call('ZRANGEBYSCORE', K_LWAKE, '-inf', now, 'LIMIT', 0, 1) > 0 then
+  moved = moved + flow().wake_due_limits(now, limit)
+end
 local next_due = false
 for _, source in ipairs({K_SCHEDULED, K_RETRY, K_LWAKE}) do
   local head = redis.call('ZRANGE', source, 0, 0, 'WITHSCORES')

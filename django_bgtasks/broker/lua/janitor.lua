@@ -21,6 +21,9 @@ for _, lock in ipairs(locks) do
 end
 local more = 0
 if dead_more or #done == limit or #locks == limit then more = 1 end
-local limits_cursor, woken = heal_limits(ARGV[4] or '0', limit, now)
-local fair_cursor = trim_fair(ARGV[5] or '0', limit)
+local limits_cursor, woken, fair_cursor = '0', 0, '0'
+if redis.call('EXISTS', K_LIMITS) == 1 then
+  limits_cursor, woken = flow().heal_limits(ARGV[4] or '0', limit, now)
+end
+if redis.call('EXISTS', K_FAIR) == 1 then fair_cursor = flow().trim_fair(ARGV[5] or '0', limit) end
 return {dead_removed, #done, #locks, more, limits_cursor, woken, fair_cursor}

@@ -15,9 +15,9 @@ repeat
   for i = 1, #scan[2], 2 do
     if seen >= max then break end
     local lid = scan[2][i]
-    local st = limit_state(lid)
+    local st = flow().limit_state(lid)
     local rn, rp = tonumber(st.rn) or 0, tonumber(st.rp) or 0
-    if rn > 0 and rp > 0 then refill(st, rn, rp, now) end
+    if rn > 0 and rp > 0 then flow().refill(st, rn, rp, now) end
     local lo, hi = '[' .. lid .. '\0', '[' .. lid .. '\1'
     local first = redis.call('ZRANGEBYLEX', K_LWAIT, lo, hi, 'LIMIT', 0, 1)
     local since = false
