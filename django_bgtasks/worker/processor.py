@@ -59,6 +59,10 @@ class Processor:
         self.finished_count = 0
         self.exited = threading.Event()
         self.drained = False  # burst: exited because nothing was left to run
+        # True while the fetcher waits in Redis for new work with tasks running: a task
+        # that finishes then wakes it, so that its outcome is sent at once (a run of a
+        # saturated limit hands its slot on, and a lease is not held for nothing).
+        self._waiting_in_redis = False
         # Moving average of task durations; starts "long" so nothing is prefetched
         # before the first tasks have shown how long they take.
         self._recent_duration = float("inf")
@@ -98,6 +102,9 @@ class Processor:
         """Record an outcome decided outside the task's thread (timeout, shutdown)."""
         if self.inflight.finish(entry, ack):
             self._finished.put((entry.queue, ack))
+            if self._waiting_in_redis:
+                self._waiting_in_redis = False
+                self._wake_fetcher()
             return True
         return False
 
@@ -235,7 +242,16 @@ class Processor:
         if self._queue_retry_at:
             soonest = min(self._queue_retry_at.values()) - time.monotonic()
             timeout = max(0.01, min(timeout, soonest))
-        self._broker.wait_for_work(list(self._config.queues), timeout, waker=self._worker_id)
+        # Set before the last look at _finished: a task finishing after that look sees the
+        # flag and wakes the wait below (which ends at once if the wake came first).
+        self._waiting_in_redis = busy > 0
+        try:
+            if busy and not self._finished.empty():
+                return
+            self._broker.wait_for_work(list(self._config.queues), timeout,
+                                       waker=self._worker_id)
+        finally:
+            self._waiting_in_redis = False
 
     def _collect(self) -> None:
         while True:

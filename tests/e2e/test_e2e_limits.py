@@ -137,3 +137,20 @@ def test_tenants_are_taken_in_turn(workers, ledger):
     order = recording.log(ledger)
     last_b = max(order.index(f"B{i}") for i in range(10))
     assert last_b < 30  # B's 10 among the first 30 (10 turns each, plus a claim batch)
+
+
+def test_a_saturated_limit_hands_its_slot_on_at_once(workers, ledger):
+    """One run at a time, tasks queued behind: the next starts as soon as the previous
+    one's outcome reaches Redis. The worker's fetcher, waiting in Redis for new work while
+    the run goes on, is woken by the run's end instead of sitting out its wait (100 ms)."""
+    workers("--processes", "1", "--threads", "4")
+    [per_account.enqueue(7, f"s{i}") for i in range(12)]
+
+    wait_until(lambda: all_ended(ledger, 12), timeout=30, message="12 runs ended")
+
+    spans = sorted(recording.spans(ledger), key=lambda s: s["t"])
+    assert most_at_once(spans) == 1
+    ends = [s["t"] for s in spans if s["phase"] == "end"]
+    starts_ = [s["t"] for s in spans if s["phase"] == "start"]
+    gaps = sorted(start - end for end, start in zip(ends, starts_[1:], strict=False))
+    assert gaps[len(gaps) // 2] < 50, gaps  # the median hand-over, in ms
