@@ -167,8 +167,9 @@ local function get_info(id)
       and (info.unique_key == nil or type(info.unique_key) == 'string')
       and (info.worker == nil or type(info.worker) == 'string')
       and (info.run_after == nil or is_finite(info.run_after))
-      and (info.limits == nil or is_limits(info.limits))
       and (info.fair == nil or type(info.fair) == 'string') then
+    -- `limits` is checked where it is used (the claim, release_limits, hold_limits): once
+    -- per task and call rather than on every read of a record.
     return info, nil
   end
   local clean, bad = sanitize(info)

@@ -134,6 +134,10 @@ if limit > 0 and redis.call('EXISTS', K_PAUSED) == 0 then
       local info, problem = get_info(id)
       local why = unusable(id, msg, problem)
       local admitted, lid, reason, due = true, nil, nil, nil
+      if not why and info.limits ~= nil and not is_limits(info.limits) then
+        why = "InvalidTaskRecord: the task's record in Redis has damaged limits: "
+          .. excerpt(cjson.encode(info.limits))
+      end
       if not why and info.limits then
         admitted, lid, reason, due = flow().admit(info.limits, now)
         info.woken = nil
