@@ -17,13 +17,16 @@ from demo import tasks
 from failover import (
     Producer,
     expect_within,
+    ledger_fixture,
     ledger_server_fixture,
+    pending_key,
     run_count,
     runs,
     verdict,
     wait_all_ran,
+    whole_cluster_fixture,
 )
-from topologies import RedisClusterTopology, needs_cluster_tools, redis_cluster
+from topologies import needs_cluster_tools, redis_cluster
 
 pytestmark = [needs_cluster_tools, pytest.mark.failover]
 
@@ -40,32 +43,8 @@ WORK_RESUME_LIMIT = 3.0  # the worker runs queue A's new tasks again
 OTHER_QUEUE_LIMIT = 1.5  # queue B's master stays up: at most the ~1 s of CLUSTERDOWN
 
 
-def pending_key(queue: str) -> str:
-    from django_bgtasks.broker.keys import QueueKeys
-
-    return QueueKeys("bgtasks", queue).pending
-
-
-@pytest.fixture
-def cluster(cluster_topology: RedisClusterTopology, settings) -> RedisClusterTopology:
-    """The module's cluster, whole again (a node killed by an earlier test restarted),
-    healthy and empty, with BGTASKS pointed at it (the cache stays on the plain Redis)."""
-    for port in cluster_topology.ports:
-        if not cluster_topology.is_running(port):
-            cluster_topology.restart_node(port)
-    cluster_topology.wait_healthy(timeout=20)
-    with cluster_topology.client() as client:
-        client.flushall()
-    settings.BGTASKS = {**settings.BGTASKS, "REDIS_URL": cluster_topology.url}
-    return cluster_topology
-
-
-@pytest.fixture
-def ledger(ledger_server, settings):
-    settings.BGTASKS_TEST_LEDGER_URL = ledger_server.url
-    with ledger_server.client() as client:
-        client.flushall()
-        yield client
+cluster = pytest.fixture(name="cluster")(whole_cluster_fixture)
+ledger = pytest.fixture(name="ledger")(ledger_fixture)
 
 
 @pytest.fixture

@@ -18,10 +18,16 @@ import pytest
 
 from demo import recording
 from demo.tasks import limited_span
-from failover import Producer, ledger_server_fixture
+from failover import (
+    Producer,
+    ledger_fixture,
+    ledger_server_fixture,
+    pending_key,
+    whole_cluster_fixture,
+)
 from helpers import counts, wait_until
 from limit_spans import ended, limits_idle, most_at_once, ran_twice, silence_around
-from topologies import RedisClusterTopology, needs_cluster_tools, redis_cluster
+from topologies import needs_cluster_tools, redis_cluster
 
 pytestmark = [needs_cluster_tools, pytest.mark.failover]
 
@@ -38,32 +44,8 @@ INTERVAL = 0.05  # 20 enqueues/s of 0.1-s runs: the limit is busy, tasks wait fo
 LIMIT_BACK_WITHIN = 10.0
 
 
-def pending_key(queue: str) -> str:
-    from django_bgtasks.broker.keys import QueueKeys
-
-    return QueueKeys("bgtasks", queue).pending
-
-
-@pytest.fixture
-def cluster(cluster_topology: RedisClusterTopology, settings) -> RedisClusterTopology:
-    """The module's cluster whole again (a node killed by an earlier test restarted),
-    healthy and empty, with BGTASKS pointed at it."""
-    for port in cluster_topology.ports:
-        if not cluster_topology.is_running(port):
-            cluster_topology.restart_node(port)
-    cluster_topology.wait_healthy(timeout=20)
-    with cluster_topology.client() as client:
-        client.flushall()
-    settings.BGTASKS = {**settings.BGTASKS, "REDIS_URL": cluster_topology.url}
-    return cluster_topology
-
-
-@pytest.fixture
-def ledger(ledger_server, settings):
-    settings.BGTASKS_TEST_LEDGER_URL = ledger_server.url
-    with ledger_server.client() as client:
-        client.flushall()
-        yield client
+cluster = pytest.fixture(name="cluster")(whole_cluster_fixture)
+ledger = pytest.fixture(name="ledger")(ledger_fixture)
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from django_bgtasks.broker.types import EnqueueRequest
 from failover import (
     Producer,
     expect_within,
+    ledger_fixture,
     ledger_server_fixture,
     run_count,
     runs,
@@ -91,12 +92,7 @@ def fresh_sentinel(tmp_path):
         topology.stop()
 
 
-@pytest.fixture
-def ledger(ledger_server, settings):
-    settings.BGTASKS_TEST_LEDGER_URL = ledger_server.url
-    with ledger_server.client() as client:
-        client.flushall()
-        yield client
+ledger = pytest.fixture(name="ledger")(ledger_fixture)
 
 
 # --- 3. kill -9 of the master under a real worker ----------------------------------

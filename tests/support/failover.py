@@ -160,3 +160,33 @@ def ledger_server_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     yield server
     server.stop()
     server.kill()
+
+
+def ledger_fixture(ledger_server: RedisServer, settings) -> Iterator[redis.Redis]:
+    """Fixture body: the ledger's client, emptied, and the test process's tasks pointed at
+    it (settings.BGTASKS_TEST_LEDGER_URL)."""
+    settings.BGTASKS_TEST_LEDGER_URL = ledger_server.url
+    with ledger_server.client() as client:
+        client.flushall()
+        yield client
+
+
+def whole_cluster_fixture(cluster_topology, settings):
+    """Fixture body: the module's cluster whole again (a node killed by an earlier test
+    restarted), healthy and empty, with BGTASKS pointed at it (the cache stays on the plain
+    Redis)."""
+    for port in cluster_topology.ports:
+        if not cluster_topology.is_running(port):
+            cluster_topology.restart_node(port)
+    cluster_topology.wait_healthy(timeout=20)
+    with cluster_topology.client() as client:
+        client.flushall()
+    settings.BGTASKS = {**settings.BGTASKS, "REDIS_URL": cluster_topology.url}
+    return cluster_topology
+
+
+def pending_key(queue: str) -> str:
+    """The queue's pending set: the key whose slot's master a test fails over."""
+    from django_bgtasks.broker.keys import QueueKeys
+
+    return QueueKeys("bgtasks", queue).pending
