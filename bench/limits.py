@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -37,9 +36,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import redis
-from common import HERE, ROOT, start_redis, stop_redis
+from common import HERE, ROOT
 from peers.work import COUNTER
-from run import CLEANUP, Interrupted, WorkerGroup, interrupt, log, run_child
+from run import WorkerGroup, bench_redis, log, run_child
 
 OUT = HERE / "out"
 QUEUE_KEYS = "*:{default}:"  # the default queue's keys, whatever the prefix
@@ -268,23 +267,19 @@ def main() -> None:
         keys = set(opts.only.split(","))
         chosen = [sc for sc in chosen if sc.key in keys]
 
-    signal.signal(signal.SIGTERM, interrupt)
-    signal.signal(signal.SIGINT, interrupt)
     (OUT / "logs").mkdir(parents=True, exist_ok=True)
-    redis_proc, url = start_redis(tempfile.mkdtemp(prefix="bgtasks-limits-bench-"))
-    CLEANUP.procs.append(redis_proc)
-    env = {**os.environ, "BENCH_REDIS_URL": url, "BGTASKS_REDIS_URL": url,
-           "PYTHONUNBUFFERED": "1"}
-    results: dict = {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "options": {"tasks": opts.tasks, "reps": opts.reps,
-                    "saturated_tasks": opts.saturated_tasks},
-        "code": str(ROOT), "trees": {k: str(v) for k, v in trees.items()},
-        "git": subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT,
-                              capture_output=True, text=True).stdout.strip(),
-        "scenarios": [{"key": sc.key, "what": sc.what} for sc in chosen], "samples": [],
-    }
-    try:
+    with bench_redis(tempfile.mkdtemp(prefix="bgtasks-limits-bench-")) as url:
+        env = {**os.environ, "BENCH_REDIS_URL": url, "BGTASKS_REDIS_URL": url,
+               "PYTHONUNBUFFERED": "1"}
+        results: dict = {
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "options": {"tasks": opts.tasks, "reps": opts.reps,
+                        "saturated_tasks": opts.saturated_tasks},
+            "code": str(ROOT), "trees": {k: str(v) for k, v in trees.items()},
+            "git": subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT,
+                                  capture_output=True, text=True).stdout.strip(),
+            "scenarios": [{"key": sc.key, "what": sc.what} for sc in chosen], "samples": [],
+        }
         bench = Bench(opts, url, env, trees)
         log(f"redis-server at {url}; {len(chosen)} scenarios x {opts.reps}, "
             f"{opts.tasks:,} tasks")
@@ -300,15 +295,6 @@ def main() -> None:
         opts.json.write_text(json.dumps(results, indent=1) + "\n")
         print(table(results))
         log(f"wrote {opts.json}")
-    except Interrupted as exc:
-        log(f"interrupted ({exc}): stopping everything this run started")
-        raise SystemExit(130) from None
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        CLEANUP.procs.remove(redis_proc)
-        CLEANUP.kill_all()
-        stop_redis(redis_proc)
 
 
 if __name__ == "__main__":

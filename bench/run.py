@@ -32,6 +32,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -140,6 +142,28 @@ class Cleanup:
 
 
 CLEANUP = Cleanup()
+
+
+@contextmanager
+def bench_redis(workdir: str) -> Iterator[str]:
+    """A bench run's private redis-server (its URL), and the run's clean-up: SIGINT or
+    SIGTERM stops everything the run started (exit 130), and whatever happens, every child
+    it started and the server are stopped at the end."""
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
+    redis_proc, url = start_redis(workdir)
+    CLEANUP.procs.append(redis_proc)
+    try:
+        yield url
+    except Interrupted as exc:
+        log(f"interrupted ({exc}): stopping everything this run started")
+        raise SystemExit(130) from None
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the clean-up finish
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        CLEANUP.procs.remove(redis_proc)
+        CLEANUP.kill_all()
+        stop_redis(redis_proc)
 
 
 def group_alive(pgid: int) -> bool:
@@ -628,16 +652,11 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown system(s): {', '.join(sorted(unknown))}")
 
-    signal.signal(signal.SIGTERM, interrupt)
-    signal.signal(signal.SIGINT, interrupt)
     (OUT / "logs").mkdir(parents=True, exist_ok=True)
-    workdir = tempfile.mkdtemp(prefix="bgtasks-peers-bench-")
-    redis_proc, url = start_redis(workdir)
-    CLEANUP.procs.append(redis_proc)
-    env = {**os.environ, "BENCH_REDIS_URL": url, "BGTASKS_REDIS_URL": url,
-           "DJANGO_SETTINGS_MODULE": "bench_settings", "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)])}
-    try:
+    with bench_redis(tempfile.mkdtemp(prefix="bgtasks-peers-bench-")) as url:
+        env = {**os.environ, "BENCH_REDIS_URL": url, "BGTASKS_REDIS_URL": url,
+               "DJANGO_SETTINGS_MODULE": "bench_settings", "PYTHONUNBUFFERED": "1",
+               "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)])}
         bench = Bench(opts, url, env)
         cfgs = [c for c in configs(url) if c.system in only]
         log(f"redis-server at {url}; {len(cfgs)} configurations x {opts.reps} repetitions, "
@@ -664,15 +683,6 @@ def main() -> None:
         write_chart(results, cfgs, HERE / "results.png")
         log("wrote bench/RESULTS.md, bench/results.json, bench/results.png")
         print((HERE / "RESULTS.md").read_text())
-    except Interrupted as exc:
-        log(f"interrupted ({exc}): stopping everything this run started")
-        raise SystemExit(130) from None
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the clean-up finish
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        CLEANUP.procs.remove(redis_proc)
-        CLEANUP.kill_all()
-        stop_redis(redis_proc)
 
 
 if __name__ == "__main__":
