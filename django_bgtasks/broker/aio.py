@@ -40,15 +40,14 @@ from ..exceptions import BgTasksError, BrokerUnavailable
 from . import _connection_key
 from .aio_client import make_async_client
 from .connection import Client, creation_retry_for, translated
+from .core import BrokerCore
 from .errors import aride_out
 from .group_commit import GroupCommit
-from .journal import REPLAY_FAILED, REPLAYED, UNLISTED, EnqueueJournal, replay_batches
-from .keys import GlobalKeys, QueueKeys
+from .journal import REPLAY_FAILED, REPLAYED, UNLISTED, replay_batches
 from .packing import (
     TASK_HASHES,
     as_text,
     queue_batches,
-    remember,
     split_unlisted,
     task_record,
 )
@@ -58,34 +57,18 @@ from .types import EnqueueOutcome, EnqueueRequest, TaskRecord
 logger = logging.getLogger("django_bgtasks")
 
 
-class AsyncBroker:
+class AsyncBroker(BrokerCore):
     """Enqueue and look up tasks over one redis.asyncio client, for one key prefix."""
 
     def __init__(self, connection: Client, prefix: str, wait_replicas: int = 0,
                  wait_timeout: float = 0.5, journal_seconds: float = 0.0) -> None:
-        self.client = connection.redis
-        self.target = connection.target
-        self.kind = connection.kind
-        self.retry_for = connection.retry_for
-        self._cluster = connection.kind == "cluster"
-        self._wait_replicas = wait_replicas
-        self._wait_timeout_ms = max(1, int(wait_timeout * 1000))
+        super().__init__(connection, prefix, wait_replicas, wait_timeout)
         self._sentinel_pool = (connection.redis.connection_pool
                                if connection.kind == "sentinel" else None)
-        self._journal = (EnqueueJournal(journal_seconds) if journal_seconds > 0 and (
-            self._cluster or self._sentinel_pool is not None) else None)
-        self.keys = GlobalKeys(prefix)
-        self._prefix = prefix
-        self._queue_keys: dict[str, QueueKeys] = {}
+        self._journal = self._journal_for(journal_seconds, self._sentinel_pool is not None)
         self._enqueue_script = self.client.register_script(script_source("enqueue"))
         self._replays: set[asyncio.Task] = set()
         self._group = GroupCommit(self._write_tasks, self.keys.wake_channel)
-
-    def queue_keys(self, queue: str) -> QueueKeys:
-        keys = self._queue_keys.get(queue)
-        if keys is None:
-            keys = remember(self._queue_keys, queue, QueueKeys(self._prefix, queue))
-        return keys
 
     async def aclose(self) -> None:
         """Close the client's connections (on the loop that opened them), once the writes

@@ -23,16 +23,16 @@ import redis
 
 from ..exceptions import BgTasksError, BrokerUnavailable
 from .connection import Client, translated
+from .core import BrokerCore
 from .errors import TRANSIENT_ERRORS, is_transient, ride_out
 from .journal import (
     REPLAY_FAILED,
     REPLAYED,
     UNLISTED,
-    EnqueueJournal,
     Replayer,
     replay_batches,
 )
-from .keys import STATES, GlobalKeys, QueueKeys
+from .keys import STATES
 from .packing import (
     TASK_HASHES,
     as_text,
@@ -69,30 +69,20 @@ logger = logging.getLogger("django_bgtasks")
 WAKER_TTL_MS = 10_000  # a wake-up token nobody took (its process had already left)
 
 
-class RedisBroker:
+class RedisBroker(BrokerCore):
     """Named operations over one Redis client, for one key prefix."""
 
     def __init__(self, connection: Client, prefix: str, wait_replicas: int = 0,
                  wait_timeout: float = 0.5, watch_master: bool = True,
                  journal_seconds: float = 0.0) -> None:
-        self.client = connection.redis
-        self.target = connection.target
-        self.kind = connection.kind
-        self.retry_for = connection.retry_for
-        self._cluster = connection.kind == "cluster"
-        self._wait_replicas = wait_replicas
-        self._wait_timeout_ms = max(1, int(wait_timeout * 1000))
+        super().__init__(connection, prefix, wait_replicas, wait_timeout)
         self._queue_waiter: QueueWaiter | None = None
         self._node_pools: dict[str, Any] = {}  # cluster: queue -> its master's pool
         # Behind Sentinel: what was enqueued lately, written again to a new master.
-        self._journal = (EnqueueJournal(journal_seconds) if journal_seconds > 0 and (
-            self._cluster or is_sentinel_client(self.client)) else None)
+        self._journal = self._journal_for(journal_seconds, is_sentinel_client(self.client))
         self._replayer = Replayer(self._write_again) if self._journal is not None else None
         self._master_watch = (watch_master_switches(self.client, self._master_switched)
                               if watch_master else None)
-        self.keys = GlobalKeys(prefix)
-        self._prefix = prefix
-        self._queue_keys: dict[str, QueueKeys] = {}
         self._scripts = register_scripts(self.client)
         self._packed_heads: dict[tuple[str, str, int], bytes] = {}
         self._janitor_cursors: dict[str, tuple[str, str]] = {}  # queue -> HSCAN cursors
@@ -112,12 +102,6 @@ class RedisBroker:
 
     def _translated(self, exc: Exception) -> BgTasksError:
         return translated(self.target, exc)
-
-    def queue_keys(self, queue: str) -> QueueKeys:
-        keys = self._queue_keys.get(queue)
-        if keys is None:
-            keys = remember(self._queue_keys, queue, QueueKeys(self._prefix, queue))
-        return keys
 
     def _run(self, name: str, queue: str, args: Sequence[Any], extra_keys: Sequence[str] = ()):
         keys = self.queue_keys(queue)
