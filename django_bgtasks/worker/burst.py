@@ -55,7 +55,8 @@ class BurstSummary:
 
 class BurstTally:
     """Per-slot counters shared with the forked worker processes (one writer per slot:
-    the fetcher thread of the slot's current process; the supervisor only reads)."""
+    the slot's current process, whose exchanges with Redis take turns under one lock;
+    the supervisor only reads)."""
 
     def __init__(self, slots: int) -> None:
         self._succeeded = multiprocessing.RawArray("q", slots)

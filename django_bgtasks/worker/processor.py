@@ -51,6 +51,9 @@ class Processor:
         self._claim_known: dict[str, int] = defaultdict(int)
         self._resent: set[tuple[str, int]] = set()  # acks sent in a call that failed
         self._queue_retry_at: dict[str, float] = {}
+        # The exchange state above (outbox, claim sequences, retry times) is the fetcher's,
+        # and a worker thread's that hands its slot on (_hand_over): one at a time.
+        self._exchange_lock = threading.Lock()
         self._stopping = threading.Event()
         self._retiring = threading.Event()
         self._stop_deadline = float("inf")
@@ -60,7 +63,7 @@ class Processor:
         self.exited = threading.Event()
         self.drained = False  # burst: exited because nothing was left to run
         # True while the fetcher waits in Redis for new work with tasks running: a task
-        # that finishes then wakes it, so that its outcome is sent at once (a run of a
+        # that finishes then sends its outcome at once, from its own thread (a run of a
         # saturated limit hands its slot on, and a lease is not held for nothing).
         self._waiting_in_redis = False
         # Moving average of task durations; starts "long" so nothing is prefetched
@@ -98,15 +101,31 @@ class Processor:
         except BgTasksError:
             pass  # Redis away: the fetcher's own wait ends within IDLE_WAIT
 
-    def report(self, entry: Running, ack: Ack) -> bool:
-        """Record an outcome decided outside the task's thread (timeout, shutdown)."""
+    def report(self, entry: Running, ack: Ack, wake: bool = True) -> bool:
+        """Record an outcome; one decided outside the task's thread (timeout, shutdown)
+        wakes the fetcher to send it (a worker thread sends its own: _hand_over)."""
         if self.inflight.finish(entry, ack):
             self._finished.put((entry.queue, ack))
-            if self._waiting_in_redis:
+            if wake and self._waiting_in_redis:
                 self._waiting_in_redis = False
                 self._wake_fetcher()
             return True
         return False
+
+    def _hand_over(self) -> None:
+        """A run ended while the fetcher waits in Redis: send its outcome and claim more
+        from this thread, in one round trip, and run what came back here. Waking the
+        fetcher to do it costs a round trip and two thread hand-offs more, which is most
+        of the time a slot of a saturated limit stands idle between runs."""
+        if not self._waiting_in_redis:
+            return  # the fetcher is about to exchange: it takes this outcome along
+        with self._exchange_lock:
+            if self._finished.empty() or self._stopping.is_set() or self._retiring.is_set():
+                return  # sent already by another thread; or the fetcher's to finish
+            try:
+                self._exchange()
+            except BgTasksError:
+                self._wake_fetcher()  # the fetch loop owns the back-off (outcomes kept)
 
     # -- worker threads ---------------------------------------------------------------
 
@@ -126,6 +145,7 @@ class Processor:
                                                                       entry.msg, exc))
                 finally:
                     self.inflight.release_thread(entry)
+                self._hand_over()
             except TaskTimeout:
                 # An interruption that landed just after its task had been reported.
                 logger.debug("a timeout interruption arrived after its task ended")
@@ -141,7 +161,7 @@ class Processor:
         started = time.monotonic()
         ack = self._executor.run(entry.claimed, entry.msg)
         self._note_duration(time.monotonic() - started)
-        if not self.report(entry, ack):
+        if not self.report(entry, ack, wake=False):
             logger.warning("task %s[%s] returned after its outcome was decided (timeout or "
                            "shutdown); this result is dropped", entry.msg.name,
                            entry.claimed.id)
@@ -165,13 +185,14 @@ class Processor:
         try:
             while True:
                 try:
-                    claimed = self._exchange()
-                    failures = 0
-                    if self._finished_all():
-                        return
-                    if not claimed and self._config.burst and self._drained():
-                        self.drained = True
-                        return
+                    with self._exchange_lock:
+                        claimed = self._exchange()
+                        failures = 0
+                        if self._finished_all():
+                            return
+                        if not claimed and self._config.burst and self._drained():
+                            self.drained = True
+                            return
                     if not claimed:
                         self._wait()
                 except BgTasksError as exc:
@@ -234,9 +255,10 @@ class Processor:
         if self._stopping.is_set() or self._retiring.is_set() or busy >= self._capacity():
             try:  # wake as soon as a task finishes
                 queue, ack = self._finished.get(timeout=BUSY_WAIT)
-                self._outbox[queue].append(ack)
             except queue_module.Empty:
-                pass
+                return
+            with self._exchange_lock:
+                self._outbox[queue].append(ack)
             return
         timeout = BUSY_WAIT if busy else IDLE_WAIT
         if self._queue_retry_at:
