@@ -38,7 +38,8 @@ FINISHED_JOBS_SHOWN = 20  # besides every queued or running one
 # What each state's time (TaskRow.when) means.
 WHEN_LABELS = {"pending": "Enqueued", "waiting": "Waiting since", "active": "Lease expires",
                "scheduled": "Runs at",
-               "retry": "Next attempt", "dead": "Died", "completed": "Kept until"}
+               "retry": "Next attempt", "dead": "Died", "completed": "Kept until",
+               "cancelled": "Cancelled", "expired": "Expired"}
 
 
 @admin_page

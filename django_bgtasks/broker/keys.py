@@ -14,7 +14,7 @@ from functools import cached_property
 
 # The task states; each is one per-queue ZSET of the same name ('waiting': over a limit).
 STATES: tuple[str, ...] = ("pending", "waiting", "active", "scheduled", "retry", "dead",
-                           "completed")
+                           "completed", "cancelled", "expired")
 # What "run now" (requeue.lua) and "delete" (delete.lua) apply to: a running task is never
 # moved nor deleted under its worker.
 RUNNABLE: tuple[str, ...] = ("scheduled", "retry", "dead")
@@ -43,6 +43,11 @@ QUEUE_KEY_NAMES: tuple[str, ...] = (
     "lwait",  # ZSET (scores 0) "<limit id>\0<pending score>\0<id>": each limit's waiters
     "lwake",  # ZSET limit id -> when its next rate token is due (ms), while it has waiters
     "fair",  # HASH "<fair key>\0<priority>" -> the last place given to that key's tasks
+    # Task control (docs/lifecycle.md): two more final states, and waiting for an outcome.
+    "cancelled",  # ZSET id -> cancelled at (ms): kept like dead tasks, trimmed by the janitor
+    "expired",  # ZSET id -> expired at (ms): not started by its `expires` time
+    "rwait",  # HASH id -> how many get_result(wait=...) callers wait for it
+    "finished",  # STREAM id, state: the awaited tasks that reached a final state (bounded)
 )
 
 

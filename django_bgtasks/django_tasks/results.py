@@ -23,6 +23,9 @@ STATUS = {
     "active": TaskResultStatus.RUNNING,
     "completed": TaskResultStatus.SUCCESSFUL,
     "dead": TaskResultStatus.FAILED,
+    # Django's statuses have no "cancelled" nor "expired": neither ran to success.
+    "cancelled": TaskResultStatus.FAILED,
+    "expired": TaskResultStatus.FAILED,
 }
 # A record whose state cannot be read ("unknown") is never run again: the claim sends it
 # to the dead queue.

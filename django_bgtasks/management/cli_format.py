@@ -193,7 +193,8 @@ def list_text(rows: Sequence[TaskRow], state: str) -> str:
     """One line per task: id, task, arguments, attempts, the state's time, last error."""
     time_header = {"pending": "enqueued", "waiting": "waiting since",
                    "active": "lease expires", "scheduled": "run after",
-                   "retry": "next retry", "dead": "died", "completed": "kept until"}[state]
+                   "retry": "next retry", "dead": "died", "completed": "kept until",
+                   "cancelled": "cancelled", "expired": "expired"}[state]
     # a waiting task's reason is what the list is read for: a column of its own
     reason = state == "waiting"
     return table(

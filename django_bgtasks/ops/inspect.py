@@ -29,7 +29,7 @@ PARTS = ("message", "result", "errors")  # what stored_json serves
 
 # Which end of each state's ZSET a list starts from: oldest due first for the waiting
 # states, most recent first for the finished ones.
-NEWEST_FIRST = {"dead", "completed"}
+NEWEST_FIRST = {"dead", "completed", "cancelled", "expired"}
 
 
 @dataclass(frozen=True)

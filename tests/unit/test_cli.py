@@ -22,7 +22,14 @@ from django_bgtasks.broker.bulk import BulkJobStore
 from django_bgtasks.broker.types import Ack
 from django_bgtasks.info import STATES
 from django_bgtasks.management.commands.bgtasks import Command
-from helpers import MANAGE_PY, REPO_ROOT, BgtasksCommand, free_port, seed_waiting
+from helpers import (
+    MANAGE_PY,
+    REPO_ROOT,
+    SEEDED_STATES,
+    BgtasksCommand,
+    free_port,
+    seed_waiting,
+)
 
 HOUR_MS = 3600 * 1000
 
@@ -97,14 +104,16 @@ def test_stats_table_shows_counts_per_queue_and_workers():
     out = run("stats")
 
     header = out.splitlines()[0].split()
-    assert header[:8] == ["queue", *STATES]
-    # queue pending waiting active scheduled retry dead completed processed failed paused
+    assert header[:10] == ["queue", *STATES]
+    # queue pending waiting active scheduled retry dead completed cancelled expired
+    # processed failed paused
     # (processed counts every finished attempt, failed ones included, as asynq does)
-    assert queue_row(out, "default") == ["default", "3", "0", "0", "0", "0", "1", "2", "3",
-                                         "1", "no"]
+    assert queue_row(out, "default") == ["default", "3", "0", "0", "0", "0", "1", "2", "0",
+                                         "0", "3", "1", "no"]
     assert queue_row(out, "mail") == ["mail", "0", "0", "0", "1", "0", "0", "0", "0", "0",
-                                      "PAUSED"]
-    assert queue_row(out, "(all)")[1:10] == ["3", "0", "0", "1", "0", "1", "2", "3", "1"]
+                                      "0", "0", "PAUSED"]
+    assert queue_row(out, "(all)")[1:12] == ["3", "0", "0", "1", "0", "1", "2", "0", "0", "3",
+                                             "1"]
     assert "Live workers: 1" in out
     worker_line = next(line for line in out.splitlines() if line.startswith("web-1"))
     assert worker_line.split()[:7] == ["web-1", "4242", "default,mail", "2", "x", "8", "3"]
@@ -113,8 +122,8 @@ def test_stats_table_shows_counts_per_queue_and_workers():
 
 def test_stats_lists_configured_queues_even_when_empty():
     out = run("stats")
-    assert queue_row(out, "default")[1:] == ["0"] * 9 + ["no"]
-    assert queue_row(out, "mail")[1:] == ["0"] * 9 + ["no"]
+    assert queue_row(out, "default")[1:] == ["0"] * 11 + ["no"]
+    assert queue_row(out, "mail")[1:] == ["0"] * 11 + ["no"]
     assert "Live workers: none" in out
 
 
@@ -131,7 +140,8 @@ def test_stats_json_is_one_object_with_queues_and_workers():
     default = next(q for q in data["queues"] if q["name"] == "default")
     assert default == {"name": "default", "pending": 1, "waiting": 0, "active": 0,
                        "scheduled": 0, "retry": 2, "dead": 0, "completed": 0,
-                       "processed_today": 2, "failed_today": 2, "paused": False}
+                       "cancelled": 0, "expired": 0, "processed_today": 2, "failed_today": 2,
+                       "paused": False}
     [worker] = data["workers"]
     assert (worker["host"], worker["pid"], worker["processes"], worker["threads"]) == \
         ("h", "1", 1, 4)
@@ -155,7 +165,7 @@ def test_pause_refuses_unknown_or_invalid_queue():
 # -- list ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("state", STATES)
+@pytest.mark.parametrize("state", SEEDED_STATES)
 def test_list_shows_only_the_tasks_in_that_state(state):
     ids = {}
     for other in ("active", "retry", "dead", "completed", "waiting", "scheduled", "pending"):
@@ -164,7 +174,7 @@ def test_list_shows_only_the_tasks_in_that_state(state):
     out = run("list", state)
 
     assert ids[state][0] in out
-    assert all(ids[other][0] not in out for other in STATES if other != state)
+    assert all(ids[other][0] not in out for other in SEEDED_STATES if other != state)
     assert f"1 of 1 {state} task(s)." in out
     line = next(line for line in out.splitlines() if line.startswith(ids[state][0]))
     assert f'"{state}-0"' in line  # the arguments

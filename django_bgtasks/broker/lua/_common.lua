@@ -1,6 +1,6 @@
 -- Helpers prepended to every script (broker/scripts.py joins them).
--- KEYS[1..20] are always the queue's keys, in keys.QUEUE_KEY_NAMES order (a script's own
--- keys follow, from KEYS[21]); every key a script touches is declared, so each script runs
+-- KEYS[1..24] are always the queue's keys, in keys.QUEUE_KEY_NAMES order (a script's own
+-- keys follow, from KEYS[25]); every key a script touches is declared, so each script runs
 -- in the queue's one Cluster slot.
 local K_PENDING, K_ACTIVE, K_SCHEDULED, K_RETRY = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local K_DEAD, K_COMPLETED, K_MSG, K_INFO = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
@@ -8,6 +8,7 @@ local K_ERRORS, K_RESULT, K_UNIQUE, K_UNIQUE_EXP = KEYS[9], KEYS[10], KEYS[11], 
 local K_NOTIFY, K_SEQ, K_PAUSED = KEYS[13], KEYS[14], KEYS[15]
 local K_WAITING, K_LIMITS, K_LWAIT = KEYS[16], KEYS[17], KEYS[18]
 local K_LWAKE, K_FAIR = KEYS[19], KEYS[20]
+local K_CANCELLED, K_EXPIRED, K_RWAIT, K_FINISHED = KEYS[21], KEYS[22], KEYS[23], KEYS[24]
 
 -- Wake-up tokens are hints, not work: a bounded list is enough to wake every idle worker.
 local NOTIFY_MAX = 64
@@ -81,7 +82,8 @@ local function blank_info()
 end
 
 local STATE_NAMES = {pending = true, active = true, scheduled = true, retry = true,
-                     dead = true, completed = true, waiting = true}
+                     dead = true, completed = true, waiting = true, cancelled = true,
+                     expired = true}
 local floor, huge = math.floor, math.huge
 
 local function is_finite(v)
@@ -214,6 +216,17 @@ local function release_unique(id, info)
     redis.call('HDEL', K_UNIQUE, lock)
     redis.call('ZREM', K_UNIQUE_EXP, lock)
   end
+end
+
+-- get_result(wait=...) callers register in K_RWAIT (id -> how many wait); a transition
+-- that ends an awaited task adds it to the K_FINISHED stream, whose readers (XREAD BLOCK)
+-- wake at once. A call looks for waiters once (HLEN), not once per task it ends.
+local FINISHED_KEEP = 10000  -- stream entries kept (approximately): waiters read the newest
+local any_waiters = nil
+local function announce_final(id, state)
+  if any_waiters == nil then any_waiters = redis.call('HLEN', K_RWAIT) > 0 end
+  if not any_waiters or redis.call('HDEL', K_RWAIT, id) == 0 then return end
+  redis.call('XADD', K_FINISHED, 'MAXLEN', '~', FINISHED_KEEP, '*', 'id', id, 'state', state)
 end
 
 local function forget(id)
@@ -588,7 +601,7 @@ local function delete_ids(ids)
       -- An id may sit in a set with no data at all (outside damage): it goes too.
       local found = redis.call('HEXISTS', K_MSG, id) + redis.call('HEXISTS', K_INFO, id)
       for _, set in ipairs({K_PENDING, K_SCHEDULED, K_RETRY, K_DEAD, K_COMPLETED,
-                            K_WAITING}) do
+                            K_WAITING, K_CANCELLED, K_EXPIRED}) do
         found = found + redis.call('ZREM', set, id)
       end
       if found > 0 then
@@ -606,25 +619,26 @@ local function delete_ids(ids)
   return deleted, refused
 end
 
--- Drop dead tasks older than max_age_ms, then the oldest beyond max_tasks, at most
--- `limit` in one call. Returns how many were removed and whether more remain.
-local function trim_dead(now, max_tasks, max_age_ms, limit)
+-- Drop the tasks of a set of ended tasks (dead, cancelled, expired: scored by when they
+-- ended) older than max_age_ms, then the oldest beyond max_tasks, at most `limit` in one
+-- call. Returns how many were removed and whether more remain.
+local function trim_set(zset, now, max_tasks, max_age_ms, limit)
   local removed = 0
-  local old = redis.call('ZRANGEBYSCORE', K_DEAD, '-inf', '(' .. (now - max_age_ms),
+  local old = redis.call('ZRANGEBYSCORE', zset, '-inf', '(' .. (now - max_age_ms),
                          'LIMIT', 0, limit)
   for _, id in ipairs(old) do
-    redis.call('ZREM', K_DEAD, id)
+    redis.call('ZREM', zset, id)
     forget(id)
     removed = removed + 1
   end
-  local excess = redis.call('ZCARD', K_DEAD) - max_tasks
+  local excess = redis.call('ZCARD', zset) - max_tasks
   local room = limit - removed
   local more = excess > room
   if excess > room then excess = room end
   if excess > 0 then
-    local ids = redis.call('ZRANGE', K_DEAD, 0, excess - 1)
+    local ids = redis.call('ZRANGE', zset, 0, excess - 1)
     for _, id in ipairs(ids) do
-      redis.call('ZREM', K_DEAD, id)
+      redis.call('ZREM', zset, id)
       forget(id)
       removed = removed + 1
     end
@@ -649,7 +663,25 @@ local function kill(id, info, now, err, tb, dead_max_tasks, dead_max_age_ms)
   -- score carries a sub-millisecond sequence (the integer part stays "died at", in ms).
   local seq = redis.call('INCR', K_SEQ) % 1000
   redis.call('ZADD', K_DEAD, now + seq / 1000, id)
-  trim_dead(now, dead_max_tasks, dead_max_age_ms, 100)
+  trim_set(K_DEAD, now, dead_max_tasks, dead_max_age_ms, 100)
+  announce_final(id, 'dead')
+end
+
+-- A task that will not run (again) ends `state`, 'cancelled' or 'expired', in that state's
+-- set (kept and trimmed like the dead ones): its uniqueness lock and any limit slot or
+-- place among a limit's waiters are given back. The caller took it out of its set.
+local function end_unrun(id, info, state, zset, now)
+  if info.held then flow().release_limits(info, now) end
+  if is_string(info.wait_member) then flow().unwait(id, info) end
+  -- Woken by a limit but never claimed: the wake-up goes to the limit's next waiter.
+  if is_string(info.woken) and is_limits(info.limits) then flow().pass_on(info.limits, '') end
+  info.woken = nil
+  info.state = state
+  info.finished_at = now
+  put_info(id, info)
+  release_unique(id, info)
+  redis.call('ZADD', zset, now, id)
+  announce_final(id, state)
 end
 
 -- Tell pollers (every host) when `id` became the earliest entry of `zset`.
@@ -792,13 +824,15 @@ local function cron_note(history, tick, now, outcome, id)
 end
 
 -- Bulk jobs (bulk_*.lua): "run all" / "delete all" over one state of the queue, one JSON
--- record each in the queue's bulk hash (KEYS[21]). Statuses: queued, running, done, failed.
+-- record each in the queue's bulk hash (KEYS[25]). Statuses: queued, running, done, failed.
 local BULK_SETS = {pending = K_PENDING, scheduled = K_SCHEDULED, retry = K_RETRY,
                    dead = K_DEAD, completed = K_COMPLETED,
-                   waiting = K_WAITING}  -- active: never in bulk
+                   waiting = K_WAITING, cancelled = K_CANCELLED,
+                   expired = K_EXPIRED}  -- active: never in bulk
 local BULK_ACTIONS = {requeue = {scheduled = true, retry = true, dead = true},
                       delete = {pending = true, scheduled = true, retry = true, dead = true,
-                                completed = true, waiting = true}}
+                                completed = true, waiting = true, cancelled = true,
+                                expired = true}}
 
 -- The job's record, or nil when it is missing or not a job we could run (outside damage
 -- is left for the readers to show, never acted on).

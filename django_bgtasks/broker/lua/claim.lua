@@ -1,7 +1,7 @@
 -- claim: acknowledge a worker's finished tasks, then claim up to `limit` pending tasks
 -- with a lease, in one call (one round trip per batch, not per task).
--- KEYS: the queue's keys, then KEYS[21] = processed counter, KEYS[22] = failed counter
---       (today's, chosen by the caller), KEYS[23] = the queue's claims hash (worker id ->
+-- KEYS: the queue's keys, then KEYS[25] = processed counter, KEYS[26] = failed counter
+--       (today's, chosen by the caller), KEYS[27] = the queue's claims hash (worker id ->
 --       JSON [claim_seq, id, attempt, id, attempt...] of its last claim).
 -- ARGV: worker_id, lease_ms, limit, dead_max_tasks, dead_max_age_ms, wake_channel,
 --       claim_seq ('' = this caller keeps no claim sequence), known_seq (the last
@@ -22,7 +22,7 @@
 -- A claim whose reply never reached its worker (the socket timed out while Redis still
 -- ran the call) is undone by the worker's next call: its tasks, which that worker never
 -- saw, go back to the head of pending with their attempt not counted.
-local K_CLAIMS = KEYS[23]
+local K_CLAIMS = KEYS[27]
 local worker, lease_ms, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local dead_max, dead_age, channel = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local claim_seq, known_seq = ARGV[7], ARGV[8]
@@ -96,6 +96,7 @@ for i = 0, n_acks - 1 do
       else
         forget(id)
       end
+      announce_final(id, 'completed')
     elseif outcome == 'retry' then
       processed, failed = processed + 1, failed + 1
       local due = now + tonumber(a)
@@ -190,12 +191,12 @@ end
 
 local ttl = 90 * 24 * 3600
 if processed > 0 then
-  redis.call('INCRBY', KEYS[21], processed)
-  redis.call('EXPIRE', KEYS[21], ttl)
+  redis.call('INCRBY', KEYS[25], processed)
+  redis.call('EXPIRE', KEYS[25], ttl)
 end
 if failed > 0 then
-  redis.call('INCRBY', KEYS[22], failed)
-  redis.call('EXPIRE', KEYS[22], ttl)
+  redis.call('INCRBY', KEYS[26], failed)
+  redis.call('EXPIRE', KEYS[26], ttl)
 end
 if FLOW then FLOW.flush_limits() end
 return {ignored, claimed, killed}

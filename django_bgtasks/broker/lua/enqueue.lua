@@ -8,7 +8,7 @@
 --          (Redis' clock, as stored; a resent call's first write) |
 --          'exists', id, '', '' | 'locked', holder_id, '', ''
 -- Safe to apply twice: the same id with the same message is reported 'ok' again.
--- KEYS[21] = the queue's "listed" marker: when it is missing (never listed, or Redis lost
+-- KEYS[25] = the queue's "listed" marker: when it is missing (never listed, or Redis lost
 -- its data), the reply starts with 'unlisted' and the caller lists the queue (the queue
 -- set is in no queue's slot, so a script cannot write it) and then sets the marker.
 local channel = ARGV[1]
@@ -47,5 +47,5 @@ if earliest_scheduled then
     redis.call('PUBLISH', channel, earliest_scheduled)
   end
 end
-if redis.call('EXISTS', KEYS[21]) == 0 then table.insert(replies, 1, 'unlisted') end
+if redis.call('EXISTS', KEYS[25]) == 0 then table.insert(replies, 1, 'unlisted') end
 return replies

@@ -8,7 +8,7 @@
 --           woken, fair_cursor}
 local dead_max, dead_age, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
-local dead_removed, dead_more = trim_dead(now, dead_max, dead_age, limit)
+local dead_removed, dead_more = trim_set(K_DEAD, now, dead_max, dead_age, limit)
 local done = redis.call('ZRANGEBYSCORE', K_COMPLETED, '-inf', now, 'LIMIT', 0, limit)
 for _, id in ipairs(done) do
   redis.call('ZREM', K_COMPLETED, id)
