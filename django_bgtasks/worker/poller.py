@@ -1,5 +1,5 @@
-"""Moves due scheduled and retry tasks to pending (or, past their expiry, to expired); sleeps until the next due time and
-wakes early when an enqueue publishes an earlier one."""
+"""Moves due scheduled and retry tasks to pending (or, past their expiry, to expired);
+sleeps until the next due time and wakes early when an enqueue publishes an earlier one."""
 
 from __future__ import annotations
 
