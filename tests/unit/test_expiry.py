@@ -145,13 +145,32 @@ def test_expiry_releases_the_uniqueness_lock(broker):
     assert again.id != first.id and state_of(again.id) == "pending"
 
 
-def test_expiry_gives_back_a_limit_wake_up_and_takes_no_slot(broker):
+def test_an_expired_task_takes_no_limit_slot(broker):
     limited = tasks.record.using(concurrency_limit=1)
     gone = limited.using(expires=GONE).enqueue("gone")
     runs = limited.enqueue("runs")
     result = claim(broker, limit=2)
     assert result.expired == [gone.id]
     assert [c.id for c in result.claimed] == [runs.id]  # the one slot was free for it
+
+
+def test_a_waiting_task_expires_when_woken_and_passes_the_wake_up_on(broker):
+    limited = tasks.record.using(concurrency_limit=1)
+    blocker = limited.enqueue("blocker")
+    [running] = claim(broker, limit=1).claimed
+    soon = limited.using(expires=timedelta(milliseconds=100)).enqueue("soon")
+    later = limited.enqueue("later")
+    assert claim(broker, limit=2).claimed == []  # both wait for the limit
+    assert (state_of(soon.id), state_of(later.id)) == ("waiting", "waiting")
+    wait_redis_past(broker, soon.expires_at)
+
+    # the blocker's run ends: the limit wakes `soon`, which the claim finds expired; its
+    # wake-up goes on to `later`, claimed in the same call
+    result = claim(broker, limit=1, acks=[Ack(blocker.id, running.attempt, "done")])
+
+    assert result.expired == [soon.id]
+    assert [c.id for c in result.claimed] == [later.id]
+    assert get_task_info(soon.id).attempts == 0
 
 
 def test_a_worker_sends_task_expired_and_never_runs_the_task(broker, raw, expired_signals):
