@@ -80,14 +80,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
     if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "{} "):
         found.append(Error("BGTASKS['PREFIX'] must be a non-empty string without braces or "
                            "spaces.", id="bgtasks.E006"))
-    for key in ("LEASE_SECONDS", "DEAD_MAX_AGE", "SOCKET_TIMEOUT", "CONNECT_TIMEOUT"):
+    for key in ("LEASE_SECONDS", "DEAD_MAX_AGE", "CANCELLED_MAX_AGE", "EXPIRED_MAX_AGE",
+                "SOCKET_TIMEOUT", "CONNECT_TIMEOUT"):
         if not _positive_number(cfg[key]):
             found.append(Error(f"BGTASKS[{key!r}] must be a positive number of seconds.",
                                id="bgtasks.E007"))
-    dead_max = cfg["DEAD_MAX_TASKS"]
-    if not isinstance(dead_max, int) or isinstance(dead_max, bool) or dead_max < 0:
-        found.append(Error("BGTASKS['DEAD_MAX_TASKS'] must be an integer >= 0.",
-                           id="bgtasks.E008"))
+    for key in ("DEAD_MAX_TASKS", "CANCELLED_MAX_TASKS", "EXPIRED_MAX_TASKS"):
+        kept = cfg[key]
+        if not isinstance(kept, int) or isinstance(kept, bool) or kept < 0:
+            found.append(Error(f"BGTASKS[{key!r}] must be an integer >= 0.",
+                               id="bgtasks.E008"))
     for key in ("STRICT_PRIORITY", "EAGER", "CAPTURE", "ENQUEUE_ON_COMMIT"):
         if not isinstance(cfg[key], bool):
             found.append(Error(f"BGTASKS[{key!r}] must be True or False.", id="bgtasks.E009"))

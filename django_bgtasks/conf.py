@@ -20,6 +20,12 @@ DEFAULTS: dict[str, Any] = {
     "ENQUEUE_ON_COMMIT": True,
     "DEAD_MAX_TASKS": 10_000,
     "DEAD_MAX_AGE": 180 * 24 * 3600,
+    # Cancelled and expired tasks are kept like dead ones: at most this many per queue,
+    # for at most this many seconds (the janitor trims the rest).
+    "CANCELLED_MAX_TASKS": 10_000,
+    "CANCELLED_MAX_AGE": 7 * 24 * 3600,
+    "EXPIRED_MAX_TASKS": 10_000,
+    "EXPIRED_MAX_AGE": 7 * 24 * 3600,
     "LEASE_SECONDS": 30,
     "PERIODIC": [],
     # Bounded waits on a Redis that stops answering: enqueue() raises EnqueueError after
@@ -70,6 +76,10 @@ class Settings:
     ENQUEUE_ON_COMMIT: bool
     DEAD_MAX_TASKS: int
     DEAD_MAX_AGE: float
+    CANCELLED_MAX_TASKS: int
+    CANCELLED_MAX_AGE: float
+    EXPIRED_MAX_TASKS: int
+    EXPIRED_MAX_AGE: float
     LEASE_SECONDS: float
     PERIODIC: list
     SOCKET_TIMEOUT: float

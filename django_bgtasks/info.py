@@ -68,10 +68,12 @@ class TaskInfo:
     fair_key: str = field(default="", repr=False)
     waiting_for: str = field(default="", repr=False)
     waiting_since: datetime | None = field(default=None, repr=False)
+    # Not started by then, it is not run ('expired'): from the ``expires`` option.
+    expires_at: datetime | None = field(default=None, repr=False)
 
     @classmethod
-    def from_message(cls, msg: TaskMessage, state: str,
-                     enqueued_ms: int | None = None) -> TaskInfo:
+    def from_message(cls, msg: TaskMessage, state: str, enqueued_ms: int | None = None,
+                     expires_at: datetime | None = None) -> TaskInfo:
         """The info known from the message, with the enqueue time Redis stored when given
         (otherwise the producer's clock: before the write, or without one)."""
         return cls(
@@ -81,7 +83,7 @@ class TaskInfo:
             enqueued_at=ms_to_datetime(enqueued_ms or msg.enqueued_at * 1000),
             run_after=ms_to_datetime((msg.run_after or 0) * 1000),
             started_at=None, finished_at=None, last_error="", traceback="", result=None,
-            requested_run_after=seconds_to_datetime(msg.run_after),
+            requested_run_after=seconds_to_datetime(msg.run_after), expires_at=expires_at,
         )
 
     @classmethod
@@ -124,6 +126,7 @@ class TaskInfo:
                          and isinstance(meta.get("waiting_for"), str) else ""),
             waiting_since=(ms_to_datetime(meta.get("waiting_since"))
                            if meta.get("state") == "waiting" else None),
+            expires_at=ms_to_datetime(meta.get("expires_at")),
         )
 
 

@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, overload
 
 from asgiref.sync import AsyncToSync, sync_to_async
@@ -71,6 +71,9 @@ class BackgroundTask:
     limit_key: Callable[..., Any] | None = None
     limits: tuple[str, ...] = ()
     fair_key: Callable[..., Any] | None = None
+    # Not started by then, it is not run (state 'expired'): a timedelta counts from the
+    # enqueue, on Redis' clock; an aware datetime is absolute.
+    expires: timedelta | datetime | None = None
 
     def __post_init__(self) -> None:
         validate_queue_name(self.queue_name)
@@ -97,6 +100,7 @@ class BackgroundTask:
                 raise ValueError("run_after must be an aware datetime (or seconds/timedelta)")
         else:
             set_(self, "run_after", _seconds(self.run_after, "run_after", allow_zero=True))
+        _check_expires(self.expires)
         set_(self, "__doc__", getattr(self.func, "__doc__", None))
         set_(self, "__wrapped__", self.func)
 
@@ -108,7 +112,7 @@ class BackgroundTask:
         """A copy with other options (queue_name, priority, run_after, task_id, ...)."""
         allowed = {"queue_name", "priority", "max_retries", "timeout", "retry_backoff",
                    "unique_for", "result_ttl", "run_after", "task_id", "concurrency_limit",
-                   "rate_limit", "limit_key", "limits", "fair_key"}
+                   "rate_limit", "limit_key", "limits", "fair_key", "expires"}
         unknown = set(options) - allowed
         if unknown:
             raise TypeError(f"using() got unknown options: {', '.join(sorted(unknown))}")
@@ -180,8 +184,9 @@ class BackgroundTask:
                 and transaction.get_connection(DEFAULT_DB_ALIAS).in_atomic_block):
             return None
         transaction.on_commit(lambda: self._send(messages, requests))
-        return [TaskInfo.from_message(m, "scheduled" if self._due_later(m) else "pending")
-                for m in messages]
+        expires_at = self._expires_at(None)
+        return [TaskInfo.from_message(m, "scheduled" if self._due_later(m) else "pending",
+                                      expires_at=expires_at) for m in messages]
 
     # -- enqueue from async code --------------------------------------------------------
 
@@ -272,8 +277,26 @@ class BackgroundTask:
             max_retries=msg.max_retries, run_at_ms=run_at_ms, delay_ms=delay_ms,
             unique_key=msg.unique_key,
             unique_ttl_ms=int(self.unique_for * 1000) if self.unique_for else None,
-            limits=limits, fair_key=fair,
+            limits=limits, fair_key=fair, expires=self._expires_field(),
         )
+
+    def _expires_field(self) -> str:
+        """The enqueue script's expiry argument: '' none, ms from Redis' now, or '@' and
+        an absolute time in ms."""
+        if self.expires is None:
+            return ""
+        if isinstance(self.expires, datetime):
+            return f"@{int(self.expires.timestamp() * 1000)}"
+        return str(int(self.expires.total_seconds() * 1000))
+
+    def _expires_at(self, enqueued_ms: int | None) -> datetime | None:
+        """When a run enqueued at ``enqueued_ms`` (Redis' clock, as stored) expires."""
+        if isinstance(self.expires, datetime) or self.expires is None:
+            return self.expires
+        if enqueued_ms is None:  # not written yet (on commit, captured): the local clock
+            return datetime.now(UTC) + self.expires
+        base = datetime.fromtimestamp(enqueued_ms / 1000, tz=UTC)
+        return base + timedelta(milliseconds=int(self.expires.total_seconds() * 1000))
 
     def _send(self, messages: list[TaskMessage], requests: list[EnqueueRequest],
               ) -> list[TaskInfo]:
@@ -305,7 +328,8 @@ class BackgroundTask:
                     f"{outcome.holder_id!r} holds the lock in queue {req.queue!r}",
                     outcome.holder_id)
             # Redis' enqueue time, as stored: get_task_info() later reads the same one.
-            infos.append(TaskInfo.from_message(msg, outcome.state, outcome.enqueued_ms))
+            infos.append(TaskInfo.from_message(msg, outcome.state, outcome.enqueued_ms,
+                                               self._expires_at(outcome.enqueued_ms)))
         self._announce_enqueued(infos)
         return infos
 
@@ -367,6 +391,20 @@ def _task_info(task_id: str, record: TaskRecord | None) -> TaskInfo:
     return TaskInfo.from_record(record)
 
 
+def _check_expires(value: Any) -> None:
+    """``expires``: a positive timedelta or an aware datetime; ValueError otherwise."""
+    if value is None:
+        return
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"expires must be an aware datetime (or a timedelta), not the "
+                             f"naive {value!r}")
+    elif not isinstance(value, timedelta):
+        raise ValueError(f"expires must be a timedelta or an aware datetime, not {value!r}")
+    elif value <= timedelta(0):
+        raise ValueError(f"expires must be a positive timedelta, not {value!r}")
+
+
 def _sync_thread_waits() -> bool:
     """True when a sync thread waits for the running coroutine (async_to_sync): that is
     when asgiref sets the executor sync_to_async(thread_sensitive=True) runs code in."""
@@ -382,6 +420,7 @@ def background_task(*, queue_name: str = ..., priority: int = ..., max_retries: 
                     concurrency_limit: int | None = ..., rate_limit: str | None = ...,
                     limit_key: Callable[..., Any] | None = ...,
                     limits: Sequence[str] = ..., fair_key: Callable[..., Any] | None = ...,
+                    expires: timedelta | datetime | None = ...,
                     ) -> Callable[[Callable[..., Any]], BackgroundTask]: ...
 
 

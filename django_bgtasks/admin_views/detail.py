@@ -52,6 +52,7 @@ def task_detail(model_admin: TaskAdmin, request: HttpRequest, object_id: str) ->
                  if info.state in STATES else None), (info.id, None)],
         info=info, **_blocks(detail), downloads=downloads,
         times=[("Enqueued", info.enqueued_at), ("Run after", info.run_after),
+               *([("Expires at", info.expires_at)] if info.expires_at else []),
                ("Started", info.started_at), ("Finished", info.finished_at)],
         can_run_now=model_admin.has_change_permission(request) and info.state in RUNNABLE,
         can_delete_task=model_admin.has_delete_permission(request) and info.state != "active",

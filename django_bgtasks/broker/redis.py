@@ -55,12 +55,14 @@ from .types import (
     Ack,
     ClaimedTask,
     ClaimResult,
+    Cleaned,
     DueResult,
     EnqueueOutcome,
     EnqueueRequest,
     FireOutcome,
     LimitStatus,
     PeriodicTick,
+    Retention,
     TaskRecord,
 )
 
@@ -326,14 +328,15 @@ class RedisBroker(BrokerCore):
             args.extend(ack.fields())
         day = time.strftime("%Y-%m-%d", time.gmtime())
         keys = self.queue_keys(queue)
-        ignored, flat, killed = self._run(
+        ignored, flat, killed, expired = self._run(
             "claim", queue, args,
             [keys.stats("processed", day), keys.stats("failed", day), keys.claims])
         claimed = [ClaimedTask(as_text(flat[i]), flat[i + 1], int(flat[i + 2]))
                    for i in range(0, len(flat), 3)]
         return ClaimResult([as_text(i) for i in ignored], claimed,
                            [(as_text(killed[i]), as_text(killed[i + 1]))
-                            for i in range(0, len(killed), 2)])
+                            for i in range(0, len(killed), 2)],
+                           [as_text(i) for i in expired] if expired else [])
 
     def extend_leases(self, queue: str, leases: Sequence[tuple[str, int]],
                       lease_ms: int) -> list[str]:
@@ -344,9 +347,11 @@ class RedisBroker(BrokerCore):
         return [as_text(i) for i in self._run("extend", queue, args)]
 
     def forward_due(self, queue: str, limit: int = 100) -> DueResult:
-        """Move due scheduled and retry tasks to pending."""
-        moved, more, next_due, now = self._run("forward", queue, [limit])
-        return DueResult(int(moved), [], bool(more), next_due, int(now))
+        """Move due scheduled and retry tasks to pending; those past their expiry end
+        'expired' instead (``DueResult.expired``)."""
+        moved, more, next_due, now, expired = self._run("forward", queue, [limit])
+        return DueResult(int(moved), [], bool(more), next_due, int(now),
+                         [as_text(i) for i in expired])
 
     def recover_expired(self, queue: str, dead_max_tasks: int, dead_max_age_ms: int,
                         limit: int = 100, lease_ms: int = 0) -> DueResult:
@@ -422,20 +427,26 @@ class RedisBroker(BrokerCore):
         return [json_object(item) for item in raw]
 
     def clean(self, queue: str, dead_max_tasks: int, dead_max_age_ms: int,
-              limit: int = 200) -> tuple[int, int, int, bool]:
-        """Trim dead tasks, expired results and expired unique locks (one bounded batch);
+              limit: int = 200, cancelled: Retention | None = None,
+              expired: Retention | None = None) -> Cleaned:
+        """Trim dead tasks, expired results and expired unique locks, and the cancelled
+        and expired tasks beyond their retention (None: not trimmed), in one bounded batch;
         go over the next page of the queue's limits and fair keys (janitor.lua)."""
         limits_cursor, fair_cursor = self._janitor_cursors.get(queue, ("0", "0"))
-        dead, completed, locks, more, limits_cursor, woken, fair_cursor = self._run(
-            "janitor", queue, [dead_max_tasks, dead_max_age_ms, limit, limits_cursor,
-                               fair_cursor])
+        retention: list[Any] = []
+        for kept in (cancelled, expired):
+            retention += [kept.max_tasks, kept.max_age_ms] if kept else ["", ""]
+        (dead, completed, locks, more, limits_cursor, woken, fair_cursor, n_cancelled,
+         n_expired) = self._run("janitor", queue, [dead_max_tasks, dead_max_age_ms, limit,
+                                                   limits_cursor, fair_cursor, *retention])
         self._janitor_cursors[queue] = (as_text(limits_cursor), as_text(fair_cursor))
         if int(woken):
             # Usually one more than needed (a woken task not yet claimed is not counted):
             # harmless, it waits again; hence not a warning.
             logger.debug("queue %s: the janitor woke %d task(s) waiting for a limit with "
                          "room", queue, int(woken))
-        return int(dead), int(completed), int(locks), bool(more)
+        return Cleaned(int(dead), int(completed), int(locks), bool(more), int(n_cancelled),
+                       int(n_expired))
 
     def requeue(self, queue: str, ids: Sequence[str]) -> list[str]:
         """Run now: scheduled, retry or dead tasks to pending. Returns the ids moved."""

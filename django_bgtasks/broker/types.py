@@ -4,7 +4,7 @@ dataclasses, shared by the producer, the worker and the read side."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,9 @@ class EnqueueRequest:
     unique_ttl_ms: int | None = None
     limits: str = ""  # JSON [[limit id, concurrency, rate count, rate period ms], ...]
     fair_key: str = ""
+    # Not started by then, the task expires: '' never, ms from Redis' now, or '@' and an
+    # absolute time in ms (enqueue.lua).
+    expires: str = ""
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,8 @@ class ClaimResult:
     # (id, error) of popped tasks no worker could run (no message, damaged record, an id
     # that is not text): the claim sent them to the dead queue itself.
     killed: list[tuple[str, str]] = field(default_factory=list)
+    # Popped tasks past their expiry: ended 'expired' by the claim, never run.
+    expired: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,8 @@ class DueResult:
     more: bool
     next_ms: int | None
     now_ms: int
+    # forward: due tasks past their expiry, ended 'expired' instead of made pending.
+    expired: list[str] = field(default_factory=list)
 
     def seconds_until_next(self, cap: float) -> float:
         if self.more:
@@ -86,6 +93,26 @@ class DueResult:
         if self.next_ms is None:
             return cap
         return max(0.0, min(cap, (self.next_ms - self.now_ms) / 1000))
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How many tasks of a set of ended ones (cancelled, expired) a queue keeps, and how
+    long: the oldest beyond either limit are trimmed by the janitor."""
+
+    max_tasks: int
+    max_age_ms: int
+
+
+class Cleaned(NamedTuple):
+    """What one janitor batch removed, and whether more is left to trim."""
+
+    dead: int
+    completed: int
+    locks: int
+    more: bool
+    cancelled: int = 0
+    expired: int = 0
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 try:
@@ -38,7 +38,7 @@ from .results import as_enqueued, task_result
 # Our options a Django task takes, from OPTIONS and (Django 6.1) from @task(...); the flow
 # control ones as @background_task takes them (docs/limits.md).
 OPTION_NAMES = ("max_retries", "timeout", "retry_backoff", "result_ttl", "concurrency_limit",
-                "rate_limit", "limit_key", "limits", "fair_key")
+                "rate_limit", "limit_key", "limits", "fair_key", "expires")
 # The backend's own options, from OPTIONS only.
 BACKEND_OPTION_NAMES = ("enqueue_on_commit",)
 # get_result is a capability Django's API offers, so finished tasks are kept a day
@@ -61,6 +61,7 @@ class DjangoTask(Task):
     limit_key: Callable[..., Any] | None = None
     limits: Sequence[str] | None = None
     fair_key: Callable[..., Any] | None = None
+    expires: timedelta | datetime | None = None  # Django's Task has no expiry of its own
 
 
 class BackgroundTaskBackend(BaseTaskBackend):

@@ -217,6 +217,7 @@ def show_text(info: TaskInfo) -> str:
         f"attempts:     {info.attempts} (max retries {info.max_retries})",
         f"enqueued at:  {when_text(info.enqueued_at)}",
         f"run after:    {when_text(info.run_after)}",
+        *([f"expires at:   {when_text(info.expires_at)}"] if info.expires_at else []),
         f"started at:   {when_text(info.started_at)}",
         f"finished at:  {when_text(info.finished_at)}",
     ]

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..broker.redis import RedisBroker
+from .lost import announce_expired
 
 # The exit status of a burst worker process that found its queues drained: the
 # supervisor does not replace it (any other exit of a process is handled as usual).
@@ -30,6 +31,7 @@ def forward_due_now(broker: RedisBroker, queues: Iterable[str]) -> int:
     for queue in queues:
         while True:
             result = broker.forward_due(queue)
+            announce_expired(broker, queue, result.expired)
             moved += len(result.moved) if isinstance(result.moved, list) else result.moved
             if not result.more:
                 break

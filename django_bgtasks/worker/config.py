@@ -7,6 +7,7 @@ import random
 from dataclasses import dataclass
 
 from ..broker.keys import validate_queue_name
+from ..broker.types import Retention
 
 
 def parse_queues(spec: str) -> dict[str, int]:
@@ -43,6 +44,9 @@ class WorkerConfig:
     lease_seconds: float = 30.0
     dead_max_tasks: int = 10_000
     dead_max_age: float = 180 * 24 * 3600
+    # Cancelled and expired tasks kept per queue (CANCELLED_MAX_TASKS, EXPIRED_MAX_AGE...).
+    cancelled: Retention = Retention(10_000, 7 * 24 * 3600 * 1000)
+    expired: Retention = Retention(10_000, 7 * 24 * 3600 * 1000)
     log_arguments: bool = False
     cron: bool = True  # fire periodic entries from this host
     bulk_batch: int = 500  # tasks per script call of a bulk job (BULK_BATCH)

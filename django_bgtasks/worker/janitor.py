@@ -1,4 +1,5 @@
-"""Trims the dead queue (size and age), expired results and expired uniqueness locks."""
+"""Trims the dead, cancelled and expired tasks (size and age), expired results and expired
+uniqueness locks."""
 
 from __future__ import annotations
 
@@ -22,12 +23,18 @@ class Janitor(Component):
         self._config = config
 
     def tick(self) -> float:
-        for queue in self._config.queues:
+        config = self._config
+        for queue in config.queues:
             more = True
             while more and not self.stopping:  # bounded batches: Redis never blocks long
-                dead, completed, locks, more = self._broker.clean(
-                    queue, self._config.dead_max_tasks, self._config.dead_max_age_ms)
-                if dead or completed or locks:
-                    logger.debug("janitor %s: removed %d dead, %d expired results, %d locks",
-                                 queue, dead, completed, locks)
+                cleaned = self._broker.clean(queue, config.dead_max_tasks,
+                                             config.dead_max_age_ms,
+                                             cancelled=config.cancelled,
+                                             expired=config.expired)
+                more = cleaned.more
+                if any(cleaned[:3]) or cleaned.cancelled or cleaned.expired:
+                    logger.debug("janitor %s: removed %d dead, %d cancelled, %d expired, %d "
+                                 "expired results, %d locks", queue, cleaned.dead,
+                                 cleaned.cancelled, cleaned.expired, cleaned.completed,
+                                 cleaned.locks)
         return INTERVAL

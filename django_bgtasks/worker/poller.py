@@ -1,11 +1,12 @@
-"""Moves due scheduled and retry tasks to pending; sleeps until the next due time and
-wakes early when an enqueue publishes an earlier one."""
+"""Moves due scheduled and retry tasks to pending (or, past their expiry, to expired);
+sleeps until the next due time and wakes early when an enqueue publishes an earlier one."""
 
 from __future__ import annotations
 
 from ..broker.redis import RedisBroker
 from ..exceptions import BgTasksError
 from .component import Component
+from .lost import announce_expired
 
 MAX_SLEEP = 1.0  # also bounds how long a missed wake-up message can delay a task
 
@@ -22,7 +23,9 @@ class Poller(Component):
     def tick(self) -> float:
         sleep = MAX_SLEEP
         for queue in self._queues:
-            sleep = min(sleep, self._broker.forward_due(queue).seconds_until_next(MAX_SLEEP))
+            due = self._broker.forward_due(queue)
+            announce_expired(self._broker, queue, due.expired)
+            sleep = min(sleep, due.seconds_until_next(MAX_SLEEP))
         return sleep
 
     def wait(self, seconds: float) -> None:

@@ -18,6 +18,7 @@ from .burst import forward_due_now
 from .config import WorkerConfig
 from .execution import TaskExecutor, log_corrupt
 from .inflight import InFlight, Running
+from .lost import announce_expired
 
 logger = logging.getLogger("django_bgtasks.worker")
 
@@ -366,6 +367,8 @@ class Processor:
             self._resent.difference_update((ack.id, ack.attempt) for ack in acks)
         for task_id, error in result.killed:
             log_corrupt(task_id, error)
+        if result.expired:
+            announce_expired(self._broker, queue, result.expired)
         for item in result.claimed:
             self._dispatch(queue, item)
         return len(result.claimed)

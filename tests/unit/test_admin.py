@@ -22,7 +22,7 @@ from django_bgtasks.admin_views.charts import history_chart, nice_ceiling
 from django_bgtasks.broker import get_broker
 from django_bgtasks.models import Task
 from django_bgtasks.ops.inspect import DayStats, Inspector
-from helpers import SEEDED_STATES, drive, free_port, seed_waiting
+from helpers import SEEDED_STATES, drive, free_port, seed_expired, seed_waiting
 
 pytestmark = pytest.mark.django_db
 
@@ -53,6 +53,7 @@ def dead(n: int, queue: str = "default", *args, error: str = "ValueError: boom")
 
 def one_of_each(queue: str = "default") -> dict[str, str]:
     """One task in every state of ``queue``: {state: id}."""
+    expired = seed_expired(queue)
     [ids_dead] = dead(1, queue)
     [retry] = enqueue(1, queue)
     drive([retry], "retry", queue, delay_ms=HOUR_MS, error="RuntimeError: later")
@@ -64,7 +65,7 @@ def one_of_each(queue: str = "default") -> dict[str, str]:
     [pending] = enqueue(1, queue)
     [scheduled] = [record.using(queue_name=queue, run_after=3600).enqueue("later").id]
     return {"pending": pending, "waiting": waiting, "active": active, "scheduled": scheduled,
-            "retry": retry, "dead": ids_dead, "completed": done}
+            "retry": retry, "dead": ids_dead, "completed": done, "expired": expired}
 
 
 def counts(queue: str = "default") -> dict[str, int]:
@@ -163,7 +164,7 @@ def test_dashboard_counts_today_chart_and_workers(admin_client_):
 
     assert response.status_code == 200
     rows = {r["stats"].name: [count for count, _ in r["cells"]] for r in response.context["rows"]}
-    assert rows == {"default": [1, 1, 1, 1, 1, 1, 1, 0, 0], "mail": [0, 0, 0, 0, 0, 2, 0, 0, 0]}
+    assert rows == {"default": [1, 1, 1, 1, 1, 1, 1, 0, 1], "mail": [0, 0, 0, 0, 0, 2, 0, 0, 0]}
     html = response.content.decode()
     assert f'href="{list_url("dead", queue="mail")}">2</a>' in html
     assert f'href="{list_url("retry")}">1</a>' in html  # the all-queues row
@@ -297,6 +298,17 @@ def test_detail_of_a_dead_task_shows_fields_json_traceback_and_attempts(admin_cl
     assert html.count("TB-2\n  line 2") == 2  # the last failure's, and in its attempt row
     assert "TB-1" in html  # the first attempt's own traceback
     assert 'value="requeue">Run now' in html and 'value="delete">Delete' in html
+
+
+def test_detail_shows_the_expiry_and_the_expired_state(admin_client_):
+    pending = record.using(expires=timedelta(hours=1)).enqueue("x").id
+    html = admin_client_.get(detail_url(pending)).content.decode()
+    assert re.search(r'<th scope="row">Expires at</th><td>\d{4}-\d\d-\d\d', html)
+    expired = seed_expired("mail")
+    html = admin_client_.get(detail_url(expired)).content.decode()
+    assert "<strong>expired</strong>" in html and "2001-01-01 00:00:00" in html
+    assert "Expires at" not in admin_client_.get(
+        detail_url(record.enqueue("y").id)).content.decode()
 
 
 def test_detail_of_completed_shows_result_and_active_has_no_action(admin_client_):

@@ -26,7 +26,7 @@ from demo import recording
 from demo import tasks as demo_tasks
 from django_bgtasks import SkipRetry, TaskNotFound, background_task, get_task_info
 from django_bgtasks.broker.keys import STATES
-from django_bgtasks.broker.types import Ack, EnqueueRequest
+from django_bgtasks.broker.types import Ack, EnqueueRequest, Retention
 from django_bgtasks.exceptions import InvalidTaskMessage
 from django_bgtasks.management import cli_format
 from django_bgtasks.message import TaskMessage
@@ -76,7 +76,8 @@ def message(task_id: str = TID, outcome: str = "ok") -> dict:
 
 
 RECORD = {"state": "pending", "attempts": 0, "max_retries": 3, "priority": 0,
-          "enqueued_at": 1_700_000_000_000, "run_after": 1_700_000_000_000}
+          "enqueued_at": 1_700_000_000_000, "run_after": 1_700_000_000_000,
+          "expires_at": 4_000_000_000_000}  # damaged, it may expire the task: never break
 HISTORY = [{"attempt": 1, "at": 1_700_000_000_000, "error": "E: x", "traceback": "",
             "worker": "w"}]
 
@@ -164,7 +165,10 @@ def seed(broker, state: str, outcome: str = "ok", unique: bool = False,
     broker.enqueue(EnqueueRequest(
         Q, task_id, json.dumps(message(task_id, outcome)), 0, 3,
         delay_ms=HOUR_MS if state == "scheduled" else None,
-        unique_key="lock" if unique else None, unique_ttl_ms=HOUR_MS, limits=limits))
+        unique_key="lock" if unique else None, unique_ttl_ms=HOUR_MS, limits=limits,
+        expires="@1000" if state == "expired" else ""))
+    if state == "expired":
+        assert claim(broker, limit=1).expired == [task_id]
     if state == "waiting":
         assert claim(broker, limit=1).claimed == []
         assert broker.client.zscore(broker.queue_keys(Q).waiting, task_id) is not None
@@ -218,6 +222,9 @@ def advance(raw, broker, state: str, worker_died: bool = False) -> None:
     elif state == "completed":
         raw.zadd(keys.completed, {TID: PAST}, xx=True)
         broker.clean(Q, DEAD_MAX, DEAD_AGE_MS)
+    elif state == "expired":  # kept until its retention ends
+        raw.zadd(keys.expired, {TID: PAST}, xx=True)
+        broker.clean(Q, DEAD_MAX, DEAD_AGE_MS, expired=Retention(DEAD_MAX, DEAD_AGE_MS))
     elif state == "waiting":  # BLOCKER's run ends: the limit wakes TID
         assert claim(broker, [Ack(BLOCKER, 1, "done")], limit=0).ignored == []
     work(broker)
@@ -371,7 +378,7 @@ def test_corrupt_field_in_every_other_state_never_breaks_its_transition(
     read_everything(broker)
     advance(raw, broker, state, worker_died)
     read_everything(broker)
-    if state == "completed":
+    if state in ("completed", "expired"):
         assert sets_of(raw, broker, TID) == []  # its expiry removed it, whatever it held
     else:
         expect_outcome(raw, broker, field, value, outcome)

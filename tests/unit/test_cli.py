@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
@@ -28,6 +29,7 @@ from helpers import (
     SEEDED_STATES,
     BgtasksCommand,
     free_port,
+    seed_expired,
     seed_waiting,
 )
 
@@ -64,6 +66,8 @@ def seed(state: str, n: int = 1, queue: str = "default", token: str = "t") -> li
                 for i in range(n)]
     if state == "waiting":
         return [seed_waiting(queue, f"{token}{i}") for i in range(n)]
+    if state == "expired":
+        return [seed_expired(queue, f"{token}{i}") for i in range(n)]
     task = fail_always.using(max_retries=0) if state == "dead" else record
     ids = [task.using(queue_name=queue).enqueue(f"{token}{i}").id for i in range(n)]
     if state == "active":
@@ -168,7 +172,8 @@ def test_pause_refuses_unknown_or_invalid_queue():
 @pytest.mark.parametrize("state", SEEDED_STATES)
 def test_list_shows_only_the_tasks_in_that_state(state):
     ids = {}
-    for other in ("active", "retry", "dead", "completed", "waiting", "scheduled", "pending"):
+    for other in ("expired", "active", "retry", "dead", "completed", "waiting", "scheduled",
+                  "pending"):
         ids[other] = seed(other, 1, token=f"{other}-")  # pending last: claim takes it
 
     out = run("list", state)
@@ -245,6 +250,14 @@ def test_show_prints_every_field_history_and_traceback():
     assert data["errors"][0]["error"] == "ValueError: boom shown"
     assert data["errors"][0]["at"].endswith("Z")
     assert data["traceback"].endswith("ValueError: boom")
+
+
+def test_show_prints_the_expiry_when_there_is_one():
+    info = record.using(expires=timedelta(hours=1)).enqueue("x")
+    stamp = info.expires_at.strftime("%Y-%m-%dT%H:%M:%S")
+    assert f"expires at:   {stamp}" in run("show", info.id)
+    assert run_json("show", info.id)["expires_at"].startswith(stamp)
+    assert "expires at:" not in run("show", record.enqueue("y").id)
 
 
 def test_show_missing_task_is_an_error():

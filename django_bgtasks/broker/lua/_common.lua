@@ -128,7 +128,7 @@ local function info_fields()
     {'unique_key', is_string}, {'lost', is_attempts},
     {'limits', is_limits}, {'held', is_true}, {'fair', is_string},
     {'waiting_for', is_string}, {'wait_member', is_string}, {'woken', is_string},
-    {'waiting_since', is_finite},
+    {'waiting_since', is_finite}, {'expires_at', is_finite},
   }
 end
 
@@ -561,8 +561,8 @@ end
 -- A task that left a waiting set goes to the tail of pending (forward, "run now"). A
 -- damaged record is left as found: the claim sends the task to the dead queue, saying what
 -- is wrong (its record is sound from then on, and "run now" runs it).
-local function to_pending(id)
-  local info, problem = get_info(id)
+local function to_pending(id, info, problem)
+  if not info then info, problem = get_info(id) end
   if not problem then
     info.state = 'pending'
     put_info(id, info)
@@ -684,6 +684,16 @@ local function end_unrun(id, info, state, zset, now)
   announce_final(id, state)
 end
 
+-- A task about to start (claim) or to become pending (forward) that is past its expiry:
+-- it ends 'expired' (end_unrun) and true is returned. A task without one costs one field
+-- test; a damaged value (not a number) never expires it.
+local function expire_if_due(id, info, now)
+  local at = info.expires_at
+  if type(at) ~= 'number' or not (at <= now) then return false end
+  end_unrun(id, info, 'expired', K_EXPIRED, now)
+  return true
+end
+
 -- Tell pollers (every host) when `id` became the earliest entry of `zset`.
 local function wake_if_earliest(zset, id, due, channel)
   local head = redis.call('ZRANGE', zset, 0, 0)
@@ -762,9 +772,10 @@ end
 -- (written now) or false (a resent call: the same id with the same message is reported
 -- 'ok' again), the stored enqueue time | 'exists', id, false, false, false |
 -- 'locked', holder_id, false, false, false. `lock` '' = no lock.
--- `limits`: the task's limits as JSON ('' = none: see is_limits); `fair`: its fair key.
+-- `limits`: the task's limits as JSON ('' = none: see is_limits); `fair`: its fair key;
+-- `expires_at`: when it expires unless started (ms, nil = never).
 local function add_task(id, msg, priority, due, lock, lock_ttl, max_retries, now, limits,
-                        fair)
+                        fair, expires_at)
   if lock ~= '' then
     local expiry = redis.call('ZSCORE', K_UNIQUE_EXP, lock)
     local current = redis.call('HGET', K_UNIQUE, lock)
@@ -794,6 +805,7 @@ local function add_task(id, msg, priority, due, lock, lock_ttl, max_retries, now
   if #msg > HEAD_BYTES then info = info .. ',"head":' .. cjson.encode(message_head(msg)) end
   if limits and limits ~= '' then info = info .. ',"limits":' .. limits end
   if fair and fair ~= '' then info = info .. ',"fair":' .. cjson.encode(fair) end
+  if expires_at then info = info .. ',"expires_at":' .. string.format('%d', expires_at) end
   redis.call('HSET', K_INFO, id, info .. '}')
   if state == 'scheduled' then
     redis.call('ZADD', K_SCHEDULED, due, id)

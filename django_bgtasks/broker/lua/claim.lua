@@ -13,9 +13,10 @@
 --         'requeue' (graceful shutdown: back to the head of pending, attempt not counted)
 -- Tasks with limits (docs/limits.md) are claimed only within them: one over a limit waits
 -- (state 'waiting', no attempt counted) until a run of that limit ends or a token is due.
--- Returns: {ignored_ids, claimed, killed} where claimed is a flat list id, msg, attempt,
---          and killed a flat list id, error for the tasks no worker could run (no message,
---          a damaged record, an id that is not text): they went to the dead queue here.
+-- Returns: {ignored_ids, claimed, killed, expired} where claimed is a flat list id, msg,
+--          attempt, killed a flat list id, error for the tasks no worker could run (no
+--          message, a damaged record, an id that is not text): they went to the dead queue
+--          here; expired: the ids of popped tasks past their expiry, ended 'expired' here.
 -- An ack applies only while the task is still this attempt's (the attempt is its lease
 -- token): active, or recovered since and started by nobody (regain_lost). So a resent
 -- call changes nothing, and a late ack counts unless another attempt has begun.
@@ -119,9 +120,10 @@ end
 notify(requeued)
 
 -- A task over one of its limits is not claimed: it waits (park), charged no attempt, and
--- the claim takes the next one instead, up to PARK_MAX of them per call (bounded work).
+-- the claim takes the next one instead, up to PARK_MAX of them per call (bounded work);
+-- so does one that expired.
 local PARK_MAX = 1000
-local claimed, killed = {}, {}
+local claimed, killed, expired = {}, {}, {}
 if limit > 0 and redis.call('EXISTS', K_PAUSED) == 0 then
   local wanted, parked, popped_any = limit, 0, false
   while wanted > 0 do
@@ -135,11 +137,14 @@ if limit > 0 and redis.call('EXISTS', K_PAUSED) == 0 then
       local info, problem = get_info(id)
       local why = unusable(id, msg, problem)
       local admitted, lid, reason, due = true, nil, nil, nil
-      if not why and info.limits ~= nil and not is_limits(info.limits) then
+      -- Past its expiry (Redis' clock), it ends 'expired' here: never run, no attempt
+      -- counted, no limit slot taken. Without an expiry: one field test.
+      local gone = not why and info.expires_at ~= nil and expire_if_due(id, info, now)
+      if not why and not gone and info.limits ~= nil and not is_limits(info.limits) then
         why = "InvalidTaskRecord: the task's record in Redis has damaged limits: "
           .. excerpt(cjson.encode(info.limits))
       end
-      if not why and info.limits then
+      if not why and not gone and info.limits then
         admitted, lid, reason, due = flow().admit(info.limits, now)
         info.woken = nil
       end
@@ -148,6 +153,9 @@ if limit > 0 and redis.call('EXISTS', K_PAUSED) == 0 then
         kill(id, info, now, why, '', dead_max, dead_age)
         table.insert(killed, id)
         table.insert(killed, why)
+      elseif gone then
+        table.insert(expired, id)
+        parked_now = parked_now + 1  -- a thread left without work, as by a parked task
       elseif not admitted then
         flow().park(id, info, tonumber(popped[i + 1]), lid, reason, due, now, channel)
         flow().pass_on(info.limits, lid)
@@ -199,4 +207,4 @@ if failed > 0 then
   redis.call('EXPIRE', KEYS[26], ttl)
 end
 if FLOW then FLOW.flush_limits() end
-return {ignored, claimed, killed}
+return {ignored, claimed, killed, expired}

@@ -1,9 +1,10 @@
 -- enqueue: add new tasks, each pending or scheduled (one call for a whole batch).
 -- KEYS: the queue's keys (see _common.lua).
--- ARGV: wake_channel, then 10 fields per task: id, msg_json, priority,
+-- ARGV: wake_channel, then 11 fields per task: id, msg_json, priority,
 --       run_at_ms ('' = none; absolute, producer's clock), delay_ms ('' = none; from
 --       Redis' clock), unique_key ('' = none), unique_ttl_ms, max_retries,
---       limits (JSON, '' = none: see is_limits in _common.lua), fair key ('' = none)
+--       limits (JSON, '' = none: see is_limits in _common.lua), fair key ('' = none),
+--       expires ('' = never; ms from Redis' clock, or '@' and an absolute time in ms)
 -- Returns: a flat list, 4 entries per task in order: 'ok', state, due_ms, enqueued_ms
 --          (Redis' clock, as stored; a resent call's first write) |
 --          'exists', id, '', '' | 'locked', holder_id, '', ''
@@ -23,14 +24,23 @@ local function reply(a, b, c, d)
   replies[#replies + 1] = d
 end
 
-for base = 2, #ARGV, 10 do
+for base = 2, #ARGV, 11 do
   local id, msg, priority = ARGV[base], ARGV[base + 1], tonumber(ARGV[base + 2])
   local run_at, delay, lock = ARGV[base + 3], ARGV[base + 4], ARGV[base + 5]
   local lock_ttl, max_retries = tonumber(ARGV[base + 6]), tonumber(ARGV[base + 7])
   local due = now
   if run_at ~= '' then due = tonumber(run_at) elseif delay ~= '' then due = now + tonumber(delay) end
+  local expires, expires_at = ARGV[base + 10], nil
+  if expires ~= '' then
+    if string.byte(expires) == 64 then  -- '@': absolute
+      expires_at = tonumber(string.sub(expires, 2))
+    else
+      expires_at = now + tonumber(expires)
+    end
+  end
   local status, value, added_due, added, enqueued_at = add_task(
-    id, msg, priority, due, lock, lock_ttl, max_retries, now, ARGV[base + 8], ARGV[base + 9])
+    id, msg, priority, due, lock, lock_ttl, max_retries, now, ARGV[base + 8], ARGV[base + 9],
+    expires_at)
   if added and value == 'pending' then
     pushed = pushed + 1
   elseif added and (not earliest_scheduled or due < earliest_scheduled) then

@@ -1,18 +1,24 @@
 -- forward: move scheduled and retry tasks that are due to pending, and wake the waiters
--- of rate limits whose next token is due (docs/limits.md).
+-- of rate limits whose next token is due (docs/limits.md). A due task past its expiry
+-- ends 'expired' instead (Redis' clock).
 -- KEYS: the queue's keys.
 -- ARGV: limit (per source set)
--- Returns: {moved, more (0/1), next_due_ms|false, now_ms}
+-- Returns: {moved, more (0/1), next_due_ms|false, now_ms, expired ids}
 local limit = tonumber(ARGV[1])
 local now = now_ms()
-local moved, more = 0, 0
+local moved, more, expired = 0, 0, {}
 for _, source in ipairs({K_SCHEDULED, K_RETRY}) do
   local ids = redis.call('ZRANGEBYSCORE', source, '-inf', now, 'LIMIT', 0, limit)
   if #ids == limit then more = 1 end
   for _, id in ipairs(ids) do
     redis.call('ZREM', source, id)
-    to_pending(id)
-    moved = moved + 1
+    local info, problem = get_info(id)
+    if not problem and expire_if_due(id, info, now) then
+      expired[#expired + 1] = id
+    else
+      to_pending(id, info, problem)
+      moved = moved + 1
+    end
   end
 end
 notify(moved)
@@ -26,4 +32,4 @@ for _, source in ipairs({K_SCHEDULED, K_RETRY, K_LWAKE}) do
     next_due = tonumber(head[2])
   end
 end
-return {moved, more, next_due, now}
+return {moved, more, next_due, now, expired}

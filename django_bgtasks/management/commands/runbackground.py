@@ -9,6 +9,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from django_bgtasks.broker.types import Retention
 from django_bgtasks.conf import get_settings
 from django_bgtasks.exceptions import InvalidRedisSetting
 from django_bgtasks.worker.config import WorkerConfig, parse_queues
@@ -70,6 +71,8 @@ class Command(BaseCommand):
             max_tasks_per_child=options["max_tasks_per_child"],
             strict_priority=cfg.STRICT_PRIORITY, lease_seconds=float(cfg.LEASE_SECONDS),
             dead_max_tasks=cfg.DEAD_MAX_TASKS, dead_max_age=float(cfg.DEAD_MAX_AGE),
+            cancelled=Retention(cfg.CANCELLED_MAX_TASKS, int(cfg.CANCELLED_MAX_AGE * 1000)),
+            expired=Retention(cfg.EXPIRED_MAX_TASKS, int(cfg.EXPIRED_MAX_AGE * 1000)),
             log_arguments=verbosity >= 2, cron=not options["no_cron"],
             bulk_batch=cfg.BULK_BATCH, burst=options["burst"],
         )
