@@ -1,5 +1,6 @@
 """The task_dead signal for tasks dead-lettered outside any task thread: their lease
-expired (recoverer) or their worker process died (supervisor) on their last attempt.
+expired (recoverer) or their worker process died (supervisor) on their last attempt; and
+task_cancelled for those that ended cancelled so (their cancel was requested).
 
 Without it a receiver counting dead tasks would miss exactly the tasks that died with
 their worker. The sweep that dead-lettered them reports their ids; their TaskInfo is read
@@ -9,7 +10,7 @@ back from Redis, where the recovery just wrote the WorkerLost error.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from .. import registry, signals
@@ -33,18 +34,30 @@ def _sender(name: str) -> BackgroundTask | None:
         return None
 
 
-def announce_dead(broker: RedisBroker, queue: str, task_ids: Sequence[str]) -> None:
-    """Send task_dead for each task of ``queue`` a recovery just moved to the dead queue.
-    Best effort: if Redis cannot be read now, the tasks are dead all the same."""
+def _read_ended(broker: RedisBroker, queue: str, task_ids: Sequence[str],
+                what: str) -> Iterator[TaskInfo]:
+    """The TaskInfo of each task of ``queue`` a recovery just ended. Best effort: if Redis
+    cannot be read now, the tasks ended all the same."""
     for task_id in task_ids:
         try:
             record = broker.read_task(task_id, [queue])
         except BgTasksError as exc:
-            logger.warning("could not read dead task %s of queue %s to send task_dead: %s",
-                           task_id, queue, exc)
+            logger.warning("could not read %s task %s of queue %s to send its signal: %s",
+                           what, task_id, queue, exc)
             continue
-        if record is None:
-            continue  # already trimmed away by DEAD_MAX_TASKS, or deleted
-        info = TaskInfo.from_record(record)
+        if record is not None:  # else already trimmed away, or deleted
+            yield TaskInfo.from_record(record)
+
+
+def announce_dead(broker: RedisBroker, queue: str, task_ids: Sequence[str]) -> None:
+    """Send task_dead for each task of ``queue`` a recovery just moved to the dead queue."""
+    for info in _read_ended(broker, queue, task_ids, "dead"):
         _send_robustly(signals.task_dead, sender=_sender(info.name), task_info=info,
                        exception=WorkerLost(info.last_error))
+
+
+def announce_cancelled(broker: RedisBroker, queue: str, task_ids: Sequence[str]) -> None:
+    """Send task_cancelled for each task of ``queue`` a recovery just ended cancelled (its
+    cancel was requested when its worker died)."""
+    for info in _read_ended(broker, queue, task_ids, "cancelled"):
+        _send_robustly(signals.task_cancelled, sender=_sender(info.name), task_info=info)

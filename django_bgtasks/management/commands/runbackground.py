@@ -72,6 +72,7 @@ class Command(BaseCommand):
             dead_max_tasks=cfg.DEAD_MAX_TASKS, dead_max_age=float(cfg.DEAD_MAX_AGE),
             log_arguments=verbosity >= 2, cron=not options["no_cron"],
             bulk_batch=cfg.BULK_BATCH, burst=options["burst"],
+            cancel_grace=float(cfg.CANCEL_GRACE),
         )
         if options["reload"] and not is_reloaded_child():
             code = ReloadingParent(config.shutdown_timeout).run()
