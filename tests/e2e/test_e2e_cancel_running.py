@@ -12,10 +12,14 @@ import re
 import signal
 import time
 
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
 from demo import recording, tasks
 from django_bgtasks import get_task_info
 from django_bgtasks.broker import get_broker
-from helpers import request_cancel, state_of, wait_until
+from helpers import BgtasksCommand, request_cancel, state_of, wait_until
 
 PID_RE = re.compile(r"\[pid (\d+)\]")
 
@@ -154,17 +158,39 @@ def test_a_worker_killed_while_a_cancel_is_pending_never_revives_the_task(
     assert recording.attempts(r, "kill") == 1
 
 
-def test_progress_is_visible_during_the_run_and_kept_after(start_worker, redis_server):
+@pytest.mark.django_db
+def test_progress_is_visible_during_the_run_and_kept_after(start_worker, redis_server,
+                                                           settings):
+    # inside a transaction that never commits: enqueue must not wait for it
+    settings.BGTASKS = {**settings.BGTASKS, "ENQUEUE_ON_COMMIT": False}
     start_worker("--processes", "1", "--threads", "2")
-    task_id = tasks.report_progress.enqueue("prog", 10, 0.2).id  # result_ttl=3600
+    task_id = tasks.report_progress.enqueue("prog", 20, 0.25).id  # result_ttl=3600
 
     seen = wait_until(lambda: (info := get_task_info(task_id)).state == "active"
                       and info.progress and info.progress.current >= 2 and info.progress,
                       timeout=10, message="progress of the running task")
-    assert seen.total == 10 and seen.message == "rendering <prog>"
+    assert seen.total == 20 and seen.message == "rendering <prog>"
     assert seen.updated_at is not None
 
-    info = wait_state(task_id, "completed", timeout=10)
+    # the admin's active list and the task's page: a <progress> bar, the message escaped
+    admin = Client()
+    admin.force_login(User.objects.create_superuser("root", "root@example.com", None))
+    for url in ("/admin/django_bgtasks/task/active/",
+                f"/admin/django_bgtasks/task/{task_id}/change/?queue=default"):
+        html = admin.get(url).content.decode()
+        bar = re.search(r'<progress max="1" value="([\d.]+)">', html)
+        assert bar and 0 < float(bar.group(1)) < 1, url
+        assert "rendering &lt;prog&gt;" in html and "<prog>" not in html
+    # the command line: the list's column, the task's line, its JSON
+    listed = BgtasksCommand()("list", "active")
+    assert "progress" in listed.splitlines()[0] and " / 20 (" in listed
+    assert re.search(r"progress:\s+\d+ / 20 \(\d+%\) rendering <prog>, at ",
+                     BgtasksCommand()("show", task_id))
+    shown = BgtasksCommand().json("show", task_id)["progress"]
+    assert shown["total"] == 20 and shown["message"] == "rendering <prog>"
+
+    info = wait_state(task_id, "completed", timeout=15)
     assert (info.progress.current, info.progress.total, info.progress.message) == (
-        10, 10, "done")
+        20, 20, "done")
     assert info.progress.fraction == 1.0
+    assert "progress:     20 / 20 (100%) done" in BgtasksCommand()("show", task_id)
