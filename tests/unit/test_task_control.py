@@ -265,3 +265,40 @@ def test_damaged_stored_progress_reads_as_none():
     kept = TaskProgress.from_stored({"current": 2, "total": "9", "message": 3})
     assert kept == TaskProgress(2, None, None, None)
     assert TaskInfo.__dataclass_fields__["progress"].default is None
+
+
+# -- the worker's executor: how a run's end becomes an outcome --------------------------
+
+
+@pytest.mark.django_db(transaction=True)  # the executor closes stale db connections
+@pytest.mark.parametrize("task, args, asked, outcome", [
+    (tasks.cooperative, ("c", 1.0), True, "cancelled"),      # stops as asked
+    (tasks.always_fails, (), True, "cancelled"),             # fails after a request
+    (tasks.always_fails, (), False, "retry"),                # fails, nobody asked
+    (tasks.add, (1, 2), True, "done"),                       # succeeds despite it
+])
+def test_the_executor_ends_a_run_cancelled_after_a_request(broker, task, args, asked,
+                                                           outcome):
+    from django_bgtasks import signals
+    from django_bgtasks.context import RunControl
+    from django_bgtasks.worker.execution import TaskExecutor
+
+    task.enqueue(*args)
+    [claimed] = broker.claim(Q, "w1", [], 1, LEASE_MS, DEAD_MAX, DEAD_AGE_MS).claimed
+    executor, control = TaskExecutor("w1"), RunControl()
+    control.cancel_requested = asked  # what the heartbeat sets
+    received = []
+
+    def receiver(sender, task_info, **kwargs):
+        received.append((sender, task_info.state, task_info.id))
+
+    signals.task_cancelled.connect(receiver)
+    try:
+        ack = executor.run(claimed, executor.decode(claimed), control)
+    finally:
+        signals.task_cancelled.disconnect(receiver)
+    assert ack.outcome == outcome
+    assert received == ([(task, "cancelled", claimed.id)] if outcome == "cancelled" else [])
+    if task is tasks.cooperative:
+        assert json.loads(ack.progress)[:2] == [1, 50]  # its last progress rides the ack
+        assert ack.error.endswith("TaskCancelled: stopping as asked")
