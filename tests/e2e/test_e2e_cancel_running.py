@@ -36,6 +36,21 @@ def wait_running(r, token: str, task_id: str) -> None:
                timeout=15, message=f"{token} running")
 
 
+def run_then_cancel(start_worker, redis_server, task, token: str, seconds: float,
+                    grace: str = "10", timeout: float = 10):
+    """Start a worker (CANCEL_GRACE ``grace``), run ``task(token, seconds)``, ask to cancel
+    it once it runs; returns the worker, the task's id, its final TaskInfo and the seconds
+    from the request to the state ``cancelled``."""
+    worker = start_worker("--processes", "1", "--threads", "2",
+                          env={"BGTASKS_CANCEL_GRACE": grace})
+    task_id = task.enqueue(token, seconds).id
+    wait_running(redis_server.client(), token, task_id)
+    request_cancel(task_id)
+    asked = time.monotonic()
+    info = wait_state(task_id, "cancelled", timeout=timeout)
+    return worker, task_id, info, time.monotonic() - asked
+
+
 def cancel_record(task_id: str) -> dict:
     broker = get_broker()
     return json.loads(broker.client.hget(broker.queue_keys("default").info, task_id))["cancel"]
@@ -75,16 +90,8 @@ def test_a_cooperative_task_ends_cancelled_within_a_second_and_is_not_retried(
 def test_a_task_that_ignores_the_request_gets_task_cancelled_after_the_grace(
         start_worker, redis_server):
     r = redis_server.client()
-    worker = start_worker("--processes", "1", "--threads", "2",
-                          env={"BGTASKS_CANCEL_GRACE": "1"})
-    task_id = tasks.ignore_cancel.enqueue("ign", 30.0).id  # max_retries=5
-    wait_running(r, "ign", task_id)
-
-    request_cancel(task_id)
-    asked = time.monotonic()
-    info = wait_state(task_id, "cancelled", timeout=10)
-    took = time.monotonic() - asked
-
+    worker, task_id, info, took = run_then_cancel(
+        start_worker, redis_server, tasks.ignore_cancel, "ign", 30.0, grace="1")  # retries=5
     assert 1.0 <= took < 3.0, took  # CANCEL_GRACE, then the interruption lands at once
     assert "ign:interrupted" in recording.ran(r) and "ign" not in recording.ran(r)
     assert info.attempts == 1 and recording.attempts(r, "ign") == 1
@@ -98,11 +105,8 @@ def test_a_task_that_ignores_the_request_gets_task_cancelled_after_the_grace(
 
 def test_an_async_task_gets_task_cancelled_through_its_event_loop(start_worker, redis_server):
     r = redis_server.client()
-    start_worker("--processes", "1", "--threads", "2", env={"BGTASKS_CANCEL_GRACE": "0.5"})
-    task_id = tasks.async_ignore_cancel.enqueue("aign", 30.0).id
-    wait_running(r, "aign", task_id)
-    request_cancel(task_id)
-    info = wait_state(task_id, "cancelled", timeout=10)
+    _, _, info, _ = run_then_cancel(start_worker, redis_server, tasks.async_ignore_cancel,
+                                    "aign", 30.0, grace="0.5")
     assert "aign:interrupted" in recording.ran(r)
     assert info.attempts == 1 and recording.attempts(r, "aign") == 1
 
@@ -110,13 +114,9 @@ def test_an_async_task_gets_task_cancelled_through_its_event_loop(start_worker, 
 def test_a_task_that_swallows_task_cancelled_has_its_process_replaced(
         start_worker, redis_server):
     r = redis_server.client()
-    worker = start_worker("--processes", "1", "--threads", "2",
-                          env={"BGTASKS_CANCEL_GRACE": "0.5"})
-    task_id = tasks.swallow_cancel.enqueue("sw", 60.0).id  # max_retries=5
-    wait_running(r, "sw", task_id)
-
-    request_cancel(task_id)
-    info = wait_state(task_id, "cancelled", timeout=15)
+    worker, task_id, info, _ = run_then_cancel(
+        start_worker, redis_server, tasks.swallow_cancel, "sw", 60.0, grace="0.5",
+        timeout=15)  # max_retries=5
     assert "sw:swallowed" in recording.ran(r) and "sw" not in recording.ran(r)
     assert info.attempts == 1
     assert info.last_error.startswith("django_bgtasks.exceptions.TaskCancelled: the task did "
