@@ -13,16 +13,17 @@ from .exceptions import (
     Retry,
     SkipRetry,
     TaskAlreadyExists,
+    TaskCancelled,
     TaskNotFound,
     TaskTimeout,
 )
-from .info import TaskInfo
+from .info import TaskInfo, TaskProgress
 from .periodic import periodic_task
 from .task import BackgroundTask, aget_task_info, background_task, get_task_info
 
 __all__ = [
     "BackgroundTask", "BgTasksError", "BrokerUnavailable", "EnqueueError", "MessageTooLarge",
-    "Retry", "SkipRetry", "TaskAlreadyExists", "TaskInfo", "TaskNotFound", "TaskRun",
-    "TaskTimeout",
+    "Retry", "SkipRetry", "TaskAlreadyExists", "TaskCancelled", "TaskInfo", "TaskNotFound",
+    "TaskProgress", "TaskRun", "TaskTimeout",
     "aget_task_info", "background_task", "current_task", "get_task_info", "periodic_task",
 ]

@@ -106,6 +106,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
             and 0 <= journal <= 3600):
         found.append(Error("BGTASKS['ENQUEUE_JOURNAL_SECONDS'] must be a number of seconds "
                            "from 0 (off) to 3600.", id="bgtasks.E018"))
+    grace = cfg["CANCEL_GRACE"]
+    if not (isinstance(grace, (int, float)) and not isinstance(grace, bool)
+            and 0 <= grace < float("inf")):
+        found.append(Error("BGTASKS['CANCEL_GRACE'] must be a number of seconds >= 0 (how "
+                           "long a running task has to stop once its cancel is requested).",
+                           id="bgtasks.E021"))
     if not isinstance(cfg["PERIODIC"], (list, tuple)):
         found.append(Error("BGTASKS['PERIODIC'] must be a list of periodic entries (dicts).",
                            id="bgtasks.E013"))

@@ -59,6 +59,9 @@ DEFAULTS: dict[str, Any] = {
     # Named limits shared by tasks (docs/limits.md): {"stripe": {"concurrency": 20,
     # "rate": "50/s"}}, used as @background_task(limits=["stripe"]).
     "LIMITS": {},
+    # Seconds a running task has, once its cancel is requested, to stop on its own before
+    # TaskCancelled is raised in it (docs/worker.md).
+    "CANCEL_GRACE": 10,
 }
 
 
@@ -95,6 +98,7 @@ class Settings:
     ENQUEUE_JOURNAL_SECONDS: float
     BULK_BATCH: int
     LIMITS: dict[str, Any]
+    CANCEL_GRACE: float
     unknown: tuple[str, ...] = field(default=())
 
 

@@ -64,6 +64,12 @@ class TaskTimeout(BgTasksError):
     """Raised inside a task's thread when it runs past its ``timeout``."""
 
 
+class TaskCancelled(BgTasksError):
+    """Ends a run as ``cancelled`` (never retried). Raised inside a task's thread when its
+    cancel was requested and it did not stop within ``CANCEL_GRACE``; a task may raise it
+    itself (``current_task().raise_if_cancelled()``), asked or not."""
+
+
 class Retry(Exception):
     """Raise inside a task to have it retried after ``delay`` (seconds or timedelta)."""
 

@@ -12,7 +12,7 @@ from .broker.types import TaskRecord
 from .exceptions import InvalidTaskMessage
 from .message import TaskMessage, shorten_raw
 
-__all__ = ["STATES", "TaskInfo", "ms_to_datetime", "seconds_to_datetime"]
+__all__ = ["STATES", "TaskInfo", "TaskProgress", "ms_to_datetime", "seconds_to_datetime"]
 
 
 def ms_to_datetime(value: Any) -> datetime | None:
@@ -33,6 +33,44 @@ def _to_datetime(value: Any, per_second: int) -> datetime | None:
         return datetime.fromtimestamp(value / per_second, tz=UTC)
     except (OverflowError, ValueError, OSError):  # damaged data: beyond any calendar
         return None
+
+
+@dataclass(frozen=True)
+class TaskProgress:
+    """How far a run got, as its task last reported (``current_task().set_progress``)."""
+
+    current: float
+    total: float | None
+    message: str | None
+    updated_at: datetime | None  # when the worker wrote it (Redis' clock)
+
+    @property
+    def fraction(self) -> float | None:
+        """current / total, within 0..1 (None without a positive total)."""
+        if not self.total or self.total <= 0:
+            return None
+        return min(1.0, max(0.0, self.current / self.total))
+
+    @classmethod
+    def local(cls, progress: tuple[float, float | None, str | None] | None,
+              ) -> TaskProgress | None:
+        """What an EAGER run set (nothing written anywhere: no update time)."""
+        return None if progress is None else cls(*progress, updated_at=None)
+
+    @classmethod
+    def from_stored(cls, value: Any) -> TaskProgress | None:
+        """From a record's ``progress`` field; None when absent or damaged."""
+        if not isinstance(value, dict) or not _is_number(value.get("current")):
+            return None
+        total, message = value.get("total"), value.get("message")
+        return cls(current=value["current"], total=total if _is_number(total) else None,
+                   message=message if isinstance(message, str) else None,
+                   updated_at=ms_to_datetime(value.get("updated_at")))
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and value == value and abs(value) != float("inf"))
 
 
 @dataclass(frozen=True)
@@ -70,6 +108,8 @@ class TaskInfo:
     waiting_since: datetime | None = field(default=None, repr=False)
     # Not started by then, it is not run ('expired'): from the ``expires`` option.
     expires_at: datetime | None = field(default=None, repr=False)
+    # How far the latest run got (TaskProgress), kept once it ended; None if never reported.
+    progress: TaskProgress | None = field(default=None, repr=False)
 
     @classmethod
     def from_message(cls, msg: TaskMessage, state: str, enqueued_ms: int | None = None,
@@ -127,6 +167,7 @@ class TaskInfo:
             waiting_since=(ms_to_datetime(meta.get("waiting_since"))
                            if meta.get("state") == "waiting" else None),
             expires_at=ms_to_datetime(meta.get("expires_at")),
+            progress=TaskProgress.from_stored(meta.get("progress")),
         )
 
 

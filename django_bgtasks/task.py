@@ -25,7 +25,7 @@ from .conf import get_settings
 from .context import running
 from .coroutines import run_to_completion
 from .exceptions import BgTasksError, EnqueueError, TaskAlreadyExists, TaskNotFound
-from .info import TaskInfo
+from .info import TaskInfo, TaskProgress
 from .limits import normalize_options, request_fields
 from .message import TaskMessage, check_size, dumps, validate_arguments, validate_result
 from .testing.capture import active_capture
@@ -353,12 +353,13 @@ class BackgroundTask:
         info = dataclasses.replace(TaskInfo.from_message(msg, "active"), attempts=1,
                                    worker=EAGER_WORKER_ID)
         signals.task_started.send(sender=self, task_info=info)
-        with running(msg, 1, EAGER_WORKER_ID):
+        with running(msg, 1, EAGER_WORKER_ID) as run:
             result = self._run_attempt(msg, 1, EAGER_WORKER_ID)
             if inspect.iscoroutine(result):  # an async def task: run to its end, here
                 result = run_to_completion(result)
         validate_result(self.name, result)
-        info = dataclasses.replace(info, state="completed", result=result)
+        info = dataclasses.replace(info, state="completed", result=result,
+                                   progress=TaskProgress.local(run._control.progress))
         signals.task_succeeded.send(sender=self, task_info=info, result=result)
         return info
 

@@ -62,6 +62,7 @@ from .types import (
     FireOutcome,
     LimitStatus,
     PeriodicTick,
+    Renewal,
     Retention,
     TaskRecord,
 )
@@ -338,13 +339,16 @@ class RedisBroker(BrokerCore):
                             for i in range(0, len(killed), 2)],
                            [as_text(i) for i in expired] if expired else [])
 
-    def extend_leases(self, queue: str, leases: Sequence[tuple[str, int]],
-                      lease_ms: int) -> list[str]:
-        """Renew leases; returns the ids whose lease this worker no longer holds."""
+    def renew(self, queue: str, runs: Sequence[tuple[str, int, str]],
+              lease_ms: int) -> Renewal:
+        """A worker's control call for its runs (id, attempt, progress JSON or ""): renew
+        their leases (``lease_ms`` 0: not in this call), write their progress, and learn
+        which of them someone asked to cancel."""
         args: list[Any] = [lease_ms]
-        for task_id, attempt in leases:
-            args += [task_id, attempt]
-        return [as_text(i) for i in self._run("extend", queue, args)]
+        for run in runs:
+            args.extend(run)
+        lost, cancel = self._run("extend", queue, args)
+        return Renewal([as_text(i) for i in lost], [as_text(i) for i in cancel])
 
     def forward_due(self, queue: str, limit: int = 100) -> DueResult:
         """Move due scheduled and retry tasks to pending; those past their expiry end
@@ -359,20 +363,23 @@ class RedisBroker(BrokerCore):
         When nobody swept for half of ``lease_ms`` (Redis stalled or out of reach), wait
         ``lease_ms`` first, for live workers to renew (0: no such grace)."""
         keys = self.queue_keys(queue)
-        recovered, killed, next_expiry, now = self._run(
+        recovered, killed, next_expiry, now, cancelled = self._run(
             "recover", queue, [limit, dead_max_tasks, dead_max_age_ms, lease_ms],
             [keys.claims, keys.swept])
         return DueResult([as_text(i) for i in recovered], [as_text(i) for i in killed],
-                         len(recovered) + len(killed) >= limit, next_expiry, int(now))
+                         len(recovered) + len(killed) + len(cancelled) >= limit,
+                         next_expiry, int(now), [as_text(i) for i in cancelled])
 
     def release_worker(self, queue: str, worker_id: str, error: str, dead_max_tasks: int,
-                       dead_max_age_ms: int) -> tuple[list[str], list[str]]:
+                       dead_max_age_ms: int) -> tuple[list[str], list[str], list[str]]:
         """A worker process is known dead: return its active tasks now, as recover_expired
-        would once their leases expire. Returns (ids back to pending, ids now dead)."""
-        back, dead = self._run("release", queue,
-                               [worker_id, error, dead_max_tasks, dead_max_age_ms],
-                               [self.queue_keys(queue).claims])
-        return [as_text(i) for i in back], [as_text(i) for i in dead]
+        would once their leases expire. Returns (ids back to pending, ids now dead, ids
+        now cancelled: their cancel was requested)."""
+        back, dead, cancelled = self._run("release", queue,
+                                          [worker_id, error, dead_max_tasks, dead_max_age_ms],
+                                          [self.queue_keys(queue).claims])
+        return ([as_text(i) for i in back], [as_text(i) for i in dead],
+                [as_text(i) for i in cancelled])
 
     # -- periodic tasks ---------------------------------------------------------------
 

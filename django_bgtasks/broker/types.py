@@ -41,20 +41,24 @@ class Ack:
 
     id: str
     attempt: int
-    outcome: str  # 'done', 'retry', 'dead' or 'requeue'
+    outcome: str  # 'done', 'retry', 'dead', 'cancelled' or 'requeue'
     result: str = ""  # done: the return value as JSON
     result_ttl_ms: int | None = None  # done: keep the record this long; None drops it
     delay_ms: int = 0  # retry
     error: str = ""  # retry / dead: one line
     traceback: str = ""
+    # done / dead / cancelled: the run's last progress as JSON [current, total, message],
+    # when the renewals have not carried it yet ("": nothing new)
+    progress: str = ""
 
     def fields(self) -> list[Any]:
         if self.outcome == "done":
             ttl = "" if self.result_ttl_ms is None else self.result_ttl_ms
-            return [self.id, self.attempt, "done", self.result, ttl, ""]
+            return [self.id, self.attempt, "done", self.result, ttl, self.progress]
         if self.outcome == "retry":
             return [self.id, self.attempt, "retry", self.delay_ms, self.error, self.traceback]
-        return [self.id, self.attempt, self.outcome, "", self.error, self.traceback]
+        return [self.id, self.attempt, self.outcome, self.progress, self.error,
+                self.traceback]
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,7 @@ class DueResult:
     now_ms: int
     # forward: due tasks past their expiry, ended 'expired' instead of made pending.
     expired: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)  # recover: their cancel was requested
 
     def seconds_until_next(self, cap: float) -> float:
         if self.more:
@@ -113,6 +118,14 @@ class Cleaned(NamedTuple):
     more: bool
     cancelled: int = 0
     expired: int = 0
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """What a worker's control call (extend.lua) found, for one queue."""
+
+    lost: list[str]  # ids whose lease this worker no longer holds (renewing calls only)
+    cancel_requested: list[str]  # ids of this worker's runs someone asked to cancel
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from django.core.management.base import OutputWrapper
 
 from ..broker.bulk import BulkJob
-from ..info import STATES, TaskInfo, ms_to_datetime
+from ..info import STATES, TaskInfo, TaskProgress, ms_to_datetime
 from ..ops import display
 from ..ops.display import relative, shorten
 from ..ops.inspect import QueueStats, TaskRow, WorkerInfo
@@ -94,6 +94,20 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     out = [fmt(cells[0]), "  ".join("-" * w for w in widths)]
     out += [fmt(line) for line in cells[1:]]
     return "\n".join(out)
+
+
+def progress_text(progress: TaskProgress | None, width: int = ERROR_WIDTH) -> str:
+    """'3 / 10 (30%) rendering', shortened; '' for none."""
+    if progress is None:
+        return ""
+    text = f"{progress.current:g}"
+    if progress.total is not None:
+        text += f" / {progress.total:g}"
+    if progress.fraction is not None:
+        text += f" ({progress.fraction:.0%})"
+    if progress.message:
+        text += f" {progress.message}"
+    return shorten(text, width)
 
 
 def to_json(value: Any) -> str:
@@ -195,14 +209,16 @@ def list_text(rows: Sequence[TaskRow], state: str) -> str:
                    "active": "lease expires", "scheduled": "run after",
                    "retry": "next retry", "dead": "died", "completed": "kept until",
                    "cancelled": "cancelled", "expired": "expired"}[state]
-    # a waiting task's reason is what the list is read for: a column of its own
-    reason = state == "waiting"
+    # a waiting task's reason, a running one's progress: what the list is read for
+    reason, progress = state == "waiting", state == "active"
     return table(
         ["id", "task", "queue", "args", "attempts", time_header,
-         *(["waiting for"] if reason else []), "last error"],
+         *(["waiting for"] if reason else []), *(["progress"] if progress else []),
+         "last error"],
         [[r.info.id, r.info.name, r.info.queue_name, call_args(r.summary),
           f"{r.info.attempts}/{r.info.max_retries + 1}", when_text(r.when),
           *([shorten(r.info.waiting_for, ERROR_WIDTH)] if reason else []),
+          *([progress_text(r.info.progress)] if progress else []),
           shorten(r.info.last_error, ERROR_WIDTH)] for r in rows])
 
 
@@ -226,6 +242,9 @@ def show_text(info: TaskInfo) -> str:
         ("limits:", ", ".join(info.limits)), ("fair key:", info.fair_key),
         ("waiting for:", info.waiting_for),
         ("waiting from:", when_text(info.waiting_since) if info.waiting_since else ""),
+        ("progress:", progress_text(info.progress, 200) + (
+            f", at {when_text(info.progress.updated_at)}"
+            if info.progress and info.progress.updated_at else "")),
     ) if value]
     if info.message_error:
         lines.append(f"message:      UNDECODABLE: {info.message_error}")

@@ -51,6 +51,7 @@ class WorkerConfig:
     cron: bool = True  # fire periodic entries from this host
     bulk_batch: int = 500  # tasks per script call of a bulk job (BULK_BATCH)
     burst: bool = False  # run what is due now, then exit (worker/burst.py)
+    cancel_grace: float = 10.0  # seconds a run has to stop once its cancel is requested
 
     @property
     def lease_ms(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import time
 import traceback
@@ -14,8 +15,8 @@ from django.db import close_old_connections
 from .. import registry, signals
 from ..backoff import decide_failure
 from ..broker.types import Ack, ClaimedTask
-from ..context import running
-from ..exceptions import InvalidTaskMessage
+from ..context import Progress, RunControl, running
+from ..exceptions import InvalidTaskMessage, TaskCancelled
 from ..info import TaskInfo
 from ..message import TaskMessage, dumps, shorten_raw, validate_result
 from . import event_loops
@@ -76,6 +77,18 @@ def _format_traceback(exc: BaseException) -> str:
         return f"<the traceback could not be formatted: {type(problem).__name__}>"
 
 
+def is_cancellation(exc: BaseException, control: RunControl) -> bool:
+    """A run ends cancelled when it raised TaskCancelled (asked or on its own) or ended in
+    any other failure once its cancel was requested."""
+    return isinstance(exc, TaskCancelled) or control.cancel_requested
+
+
+def progress_json(progress: Progress | None) -> str:
+    """A run's progress as the scripts take it (JSON [current, total, message]); "" for
+    none."""
+    return "" if progress is None else json.dumps(progress)
+
+
 def _state_info(msg: TaskMessage, state: str, attempt: int) -> TaskInfo:
     return replace(TaskInfo.from_message(msg, state), attempts=attempt)
 
@@ -102,15 +115,18 @@ class TaskExecutor:
             log_corrupt(claimed.id, error)
             return Ack(claimed.id, claimed.attempt, "dead", error=error[:MAX_ERROR])
 
-    def run(self, claimed: ClaimedTask, msg: TaskMessage) -> Ack:
+    def run(self, claimed: ClaimedTask, msg: TaskMessage,
+            control: RunControl | None = None) -> Ack:
         """Run ``msg`` (attempt ``claimed.attempt``) and report its outcome; never raises,
-        so every attempt that ran gets an outcome written."""
+        so every attempt that ran gets an outcome written. ``control``: the worker's
+        handle on the run (its progress, its cancel request)."""
+        control = control or RunControl()
         try:
-            return self._run(claimed, msg)
+            return self._run(claimed, msg, control)
         except BaseException as exc:  # noqa: BLE001
-            return self.last_resort_ack(claimed, msg, exc)
+            return self.last_resort_ack(claimed, msg, exc, control)
 
-    def _run(self, claimed: ClaimedTask, msg: TaskMessage) -> Ack:
+    def _run(self, claimed: ClaimedTask, msg: TaskMessage, control: RunControl) -> Ack:
         started = time.monotonic()
         task = None
         label = f"{msg.name}[{msg.id}]"
@@ -127,13 +143,19 @@ class TaskExecutor:
             if signals.task_started.has_listeners():
                 signals.task_started.send(sender=task,
                                           task_info=_state_info(msg, "active", claimed.attempt))
-            with running(msg, claimed.attempt, self.worker_id):
+            with running(msg, claimed.attempt, self.worker_id, control):
                 result = task._run_attempt(msg, claimed.attempt, self.worker_id)
                 if inspect.iscoroutine(result):  # an async def task: run in this context
                     result = event_loops.run(result)
             validate_result(msg.name, result)
         except BaseException as exc:  # noqa: BLE001  (a task's failure must never kill the thread)
-            return self._failed(claimed, msg, task, exc, label, time.monotonic() - started)
+            elapsed = time.monotonic() - started
+            if is_cancellation(exc, control):
+                ack = self.cancelled_ack(claimed, msg, exc, control)
+                logger.warning("task %s cancelled after %.3fs (attempt %d): %s", label,
+                               elapsed, claimed.attempt, ack.error)
+                return ack
+            return self._failed(claimed, msg, task, exc, label, elapsed, control)
         finally:
             close_old_connections()
         elapsed = time.monotonic() - started
@@ -143,7 +165,7 @@ class TaskExecutor:
                            task_info=_state_info(msg, "completed", claimed.attempt))
         ttl_ms = int(msg.result_ttl * 1000) if msg.result_ttl else None
         return Ack(claimed.id, claimed.attempt, "done", result=dumps(result) if ttl_ms else "",
-                   result_ttl_ms=ttl_ms)
+                   result_ttl_ms=ttl_ms, progress=progress_json(control.progress))
 
     def failure_ack(self, claimed: ClaimedTask, msg: TaskMessage, exc: BaseException,
                     tb: str = "") -> tuple[Ack, Any]:
@@ -160,11 +182,25 @@ class TaskExecutor:
                   delay_ms=int(decision.delay * 1000), error=error, traceback=tb)
         return ack, decision
 
+    def cancelled_ack(self, claimed: ClaimedTask, msg: TaskMessage, exc: BaseException,
+                      control: RunControl, tb: str = "") -> Ack:
+        """The outcome of a run that ended cancelled (never retried), and task_cancelled."""
+        ack = Ack(claimed.id, claimed.attempt, "cancelled", error=describe_error(exc),
+                  traceback=(tb or _format_traceback(exc))[-MAX_TRACEBACK:],
+                  progress=progress_json(control.progress))
+        if signals.task_cancelled.has_listeners():
+            _send_robustly(signals.task_cancelled, sender=registry.lookup(msg.name),
+                           task_info=_state_info(msg, "cancelled", claimed.attempt))
+        return ack
+
     def last_resort_ack(self, claimed: ClaimedTask, msg: TaskMessage,
-                        exc: BaseException) -> Ack:
+                        exc: BaseException, control: RunControl | None = None) -> Ack:
         """The outcome of an attempt whose failure could not be handled the usual way (a
         bug of ours, or an interruption landing while the outcome was being made): the
-        default retry policy, and an error that says what happened."""
+        default retry policy, and an error that says what happened; cancelled when that
+        is what happened to it."""
+        if control is not None and is_cancellation(exc, control):
+            return self.cancelled_ack(claimed, msg, exc, control)
         logger.error("task %s[%s]: its outcome could not be decided (%s); it is recorded "
                      "as failed", msg.name, log_id(claimed.id), type(exc).__qualname__)
         decision = decide_failure(exc, claimed.attempt, msg.max_retries, None)
@@ -175,8 +211,10 @@ class TaskExecutor:
                    traceback=_format_traceback(exc)[-MAX_TRACEBACK:])
 
     def _failed(self, claimed: ClaimedTask, msg: TaskMessage, task: Any, exc: BaseException,
-                label: str, elapsed: float) -> Ack:
+                label: str, elapsed: float, control: RunControl) -> Ack:
         ack, decision = self.failure_ack(claimed, msg, exc)
+        if decision.outcome == "dead" and control.progress is not None:
+            ack = replace(ack, progress=progress_json(control.progress))
         total = msg.max_retries + 1
         if decision.outcome == "retry":
             logger.warning("task %s failed in %.3fs (attempt %d of %d), retry in %.1fs: %s",

@@ -8,6 +8,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from ..broker.types import Ack, ClaimedTask
+from ..context import Progress, RunControl
 from ..message import TaskMessage
 
 
@@ -15,7 +16,9 @@ class Running:
     """One claimed attempt, from claim until its ack reached Redis."""
 
     __slots__ = ("claimed", "queue", "msg", "holds_thread", "thread_ident", "deadline",
-                 "interrupted_at", "interruption", "ack", "ack_sent")
+                 "started_at", "interrupted_at", "interrupted_by", "interruption", "ack",
+                 "ack_sent",
+                 "control", "cancel_seen_at", "sent_progress")
 
     def __init__(self, claimed: ClaimedTask, queue: str, msg: TaskMessage) -> None:
         self.claimed = claimed
@@ -24,8 +27,14 @@ class Running:
         self.holds_thread = True  # queued for, or running in, a worker thread
         self.thread_ident: int | None = None
         self.deadline: float | None = None  # monotonic; set when the thread starts it
-        self.interrupted_at: float | None = None  # when the timeout was signalled
+        self.started_at: float | None = None  # monotonic
+        self.interrupted_at: float | None = None  # when the timeout/cancel was signalled
+        self.interrupted_by: type[BaseException] | None = None  # TaskTimeout/TaskCancelled
         self.interruption: object = None  # what the interrupting action returned (how)
+        # The run's side the task writes (progress) and the heartbeat sets (cancel).
+        self.control = RunControl()
+        self.cancel_seen_at: float | None = None  # monotonic: the heartbeat learned it
+        self.sent_progress: Progress | None = None  # what a renewal last wrote
         self.ack: Ack | None = None  # how it ended, once it did
         self.ack_sent = False  # Redis has taken the ack
 
@@ -58,13 +67,19 @@ class InFlight:
         with self._lock:
             return [e for e in self._entries.values() if e.ack is None]
 
-    def leases(self) -> dict[str, list[tuple[str, int]]]:
-        """Per queue, the (id, attempt) whose lease this process must keep renewing."""
-        found: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    def controlled(self, renew: bool, started_before: float) -> dict[str, list[Running]]:
+        """Per queue, the attempts a control call covers: with ``renew``, every one whose
+        lease this process must keep; else the runs started before ``started_before``
+        (monotonic) that have no outcome yet (a shorter run ends before a cancel matters,
+        and a stream of short runs costs no control calls)."""
+        found: dict[str, list[Running]] = defaultdict(list)
         with self._lock:
             for entry in self._entries.values():
-                if not entry.ack_sent:
-                    found[entry.queue].append(entry.key)
+                if entry.ack_sent:
+                    continue
+                if renew or (entry.ack is None and entry.started_at is not None
+                             and entry.started_at <= started_before):
+                    found[entry.queue].append(entry)
         return found
 
     def start(self, entry: Running, deadline: float) -> bool:
@@ -74,6 +89,7 @@ class InFlight:
                 return False
             entry.thread_ident = threading.get_ident()
             entry.deadline = deadline
+            entry.started_at = time.monotonic()
             return True
 
     def interrupt(self, entry: Running, action: Callable[[int], object],

@@ -1,6 +1,7 @@
 """The task_dead signal for tasks dead-lettered outside any task thread: their lease
 expired (recoverer) or their worker process died (supervisor) on their last attempt; and
-task_expired, for tasks a claim or the poller ended 'expired' instead of running them.
+task_expired, for tasks a claim or the poller ended 'expired' instead of running them;
+and task_cancelled for those a recovery ended cancelled (their cancel was requested).
 
 Without it a receiver counting dead tasks would miss exactly the tasks that died with
 their worker. The sweep that dead-lettered them reports their ids; their TaskInfo is read
@@ -68,3 +69,10 @@ def _read_ended(broker: RedisBroker, queue: str, task_ids: Sequence[str], state:
             continue
         if record is not None:
             yield TaskInfo.from_record(record)
+
+
+def announce_cancelled(broker: RedisBroker, queue: str, task_ids: Sequence[str]) -> None:
+    """Send task_cancelled for each task of ``queue`` a recovery just ended cancelled (its
+    cancel was requested when its worker died)."""
+    for info in _read_ended(broker, queue, task_ids, "cancelled"):
+        _send_robustly(signals.task_cancelled, sender=_sender(info.name), task_info=info)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from ..backoff import reconnect_delay
 from ..broker.redis import RedisBroker
 from ..broker.types import Ack, ClaimedTask
-from ..exceptions import BgTasksError, TaskTimeout
+from ..exceptions import BgTasksError, TaskCancelled, TaskTimeout
 from .burst import forward_due_now
 from .config import WorkerConfig
 from .execution import TaskExecutor, log_corrupt
@@ -142,14 +142,14 @@ class Processor:
                     # The watchdog's interruption landed after the task's own code (or a
                     # bug of ours): the attempt still gets an outcome, now, rather than
                     # its lease renewed until the watchdog gives up on this thread.
-                    self.report(entry, self._executor.last_resort_ack(entry.claimed,
-                                                                      entry.msg, exc))
+                    self.report(entry, self._executor.last_resort_ack(
+                        entry.claimed, entry.msg, exc, entry.control))
                 finally:
                     self.inflight.release_thread(entry)
                 self._hand_over()
-            except TaskTimeout:
+            except (TaskTimeout, TaskCancelled):
                 # An interruption that landed just after its task had been reported.
-                logger.debug("a timeout interruption arrived after its task ended")
+                logger.debug("a timeout or cancel interruption arrived after its task ended")
             except Exception:
                 # Never lose a thread: the process would run with fewer than it says.
                 logger.exception("worker thread: unexpected error; the thread goes on")
@@ -160,7 +160,7 @@ class Processor:
         if not self.inflight.start(entry, time.monotonic() + entry.msg.timeout):
             return  # put back by a shutdown while it waited for this thread
         started = time.monotonic()
-        ack = self._executor.run(entry.claimed, entry.msg)
+        ack = self._executor.run(entry.claimed, entry.msg, entry.control)
         self._note_duration(time.monotonic() - started)
         if not self.report(entry, ack, wake=False):
             logger.warning("task %s[%s] returned after its outcome was decided (timeout or "

@@ -8,7 +8,7 @@ import logging
 from ..broker.redis import RedisBroker
 from .component import Component
 from .config import WorkerConfig
-from .lost import announce_dead
+from .lost import announce_cancelled, announce_dead
 
 logger = logging.getLogger("django_bgtasks.worker")
 
@@ -38,6 +38,11 @@ class Recoverer(Component):
                                "attempt and are dead: %s", len(swept.killed), queue,
                                ", ".join(swept.killed[:10]))
                 announce_dead(self._broker, queue, swept.killed)
+            if swept.cancelled:
+                logger.warning("%d task(s) of queue %s lost their worker while their cancel "
+                               "was requested and are cancelled: %s", len(swept.cancelled),
+                               queue, ", ".join(swept.cancelled[:10]))
+                announce_cancelled(self._broker, queue, swept.cancelled)
             # Wake just after the earliest lease could expire.
             sleep = min(sleep, swept.seconds_until_next(self._max_sleep) + 0.01)
         return sleep

@@ -76,7 +76,8 @@ class Runner:
             executor = TaskExecutor(worker_id, config.log_arguments)
             self.processor = Processor(broker, config, worker_id, executor, self.inflight,
                                        on_outcomes)
-            self.components = [TimeoutWatchdog(self.inflight, self.processor, executor)]
+            self.components = [TimeoutWatchdog(self.inflight, self.processor, executor,
+                                               config.cancel_grace)]
         self._stop = stop or threading.Event()
 
     def run(self) -> int:

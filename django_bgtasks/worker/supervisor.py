@@ -37,7 +37,7 @@ from ..checks import eviction_warning
 from ..exceptions import BgTasksError, InvalidRedisSetting
 from .burst import DRAINED_EXIT, BurstSummary, BurstTally, forward_due_now
 from .config import WorkerConfig
-from .lost import announce_dead
+from .lost import announce_cancelled, announce_dead
 from .runner import Runner
 
 logger = logging.getLogger("django_bgtasks.worker")
@@ -234,16 +234,21 @@ class Supervisor:
         try:
             broker = self._own_broker()
             for queue in self.config.queues:
-                back, dead = broker.release_worker(queue, worker, error,
-                                                   self.config.dead_max_tasks,
-                                                   self.config.dead_max_age_ms)
+                back, dead, cancelled = broker.release_worker(
+                    queue, worker, error, self.config.dead_max_tasks,
+                    self.config.dead_max_age_ms)
                 if self._tally:  # failed attempts of this run
                     self._tally.count(slot, ["retry"] * len(back) + ["dead"] * len(dead))
                 if back or dead:
                     logger.warning("queue %s: %d task(s) of worker process %d returned to "
                                    "pending, %d dead (it was their last attempt)", queue,
                                    len(back), pid, len(dead))
+                if cancelled:
+                    logger.warning("queue %s: %d task(s) of worker process %d ended "
+                                   "cancelled (their cancel was requested): %s", queue,
+                                   len(cancelled), pid, ", ".join(cancelled[:10]))
                 announce_dead(broker, queue, dead)
+                announce_cancelled(broker, queue, cancelled)
         except BgTasksError as exc:
             logger.warning("could not return the tasks of worker process %d at once (their "
                            "leases will): %s", pid, exc)

@@ -18,7 +18,14 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 
 from demo import chaos_ledger, recording
-from django_bgtasks import Retry, SkipRetry, TaskTimeout, background_task, current_task
+from django_bgtasks import (
+    Retry,
+    SkipRetry,
+    TaskCancelled,
+    TaskTimeout,
+    background_task,
+    current_task,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -217,6 +224,80 @@ def ignore_timeout(token: str, seconds: float) -> str:
             time.sleep(0.02)
         except TaskTimeout:
             recording.record(f"{token}:swallowed")
+    recording.record(token)
+    return token
+
+
+# --- cancelling running tasks, progress (tests/e2e/test_e2e_cancel_running.py) -----------
+
+
+@background_task(max_retries=5)
+def cooperative(token: str, seconds: float) -> str:
+    """Report progress and poll for a cancel request every 20 ms, for up to `seconds`."""
+    recording.count_attempt(token)
+    run = current_task()
+    steps = int(seconds / 0.02)
+    for step in range(steps):
+        run.set_progress(step + 1, total=steps, message=f"step {step + 1}")
+        if run.cancel_requested:
+            recording.record(f"{token}:saw-cancel")
+            raise TaskCancelled("stopping as asked")
+        time.sleep(0.02)
+    recording.record(token)
+    return token
+
+
+@background_task(max_retries=5)
+def ignore_cancel(token: str, seconds: float) -> str:
+    """Never look at cancel_requested; note the TaskCancelled raised in it, and let it go.
+    (Short sleeps: an exception raised in a thread lands between two bytecodes.)"""
+    recording.count_attempt(token)
+    end = time.monotonic() + seconds
+    try:
+        while time.monotonic() < end:
+            time.sleep(0.02)
+    except TaskCancelled:
+        recording.record(f"{token}:interrupted")
+        raise
+    recording.record(token)
+    return token
+
+
+@background_task(max_retries=5)
+def swallow_cancel(token: str, seconds: float) -> str:
+    """Keep running for `seconds`, swallowing every TaskCancelled."""
+    recording.count_attempt(token)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            time.sleep(0.02)
+        except TaskCancelled:
+            recording.record(f"{token}:swallowed")
+    recording.record(token)
+    return token
+
+
+@background_task(max_retries=5)
+async def async_ignore_cancel(token: str, seconds: float) -> str:
+    """An async task awaiting past its cancel request: TaskCancelled comes through its loop."""
+    recording.count_attempt(token)
+    try:
+        await asyncio.sleep(seconds)
+    except TaskCancelled:
+        recording.record(f"{token}:interrupted")
+        raise
+    recording.record(token)
+    return token
+
+
+@background_task(result_ttl=3600)
+def report_progress(token: str, steps: int, pause: float) -> str:
+    """Report steps of progress, `pause` apart; the last one is 'done'."""
+    run = current_task()
+    for step in range(steps):
+        run.set_progress(step + 1, total=steps, message="done" if step + 1 == steps
+                         else f"rendering <{token}>")
+        time.sleep(pause)
     recording.record(token)
     return token
 

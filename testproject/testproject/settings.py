@@ -92,6 +92,7 @@ BGTASKS = {
     "LEASE_SECONDS": float(os.environ.get("BGTASKS_LEASE_SECONDS", "30")),
     "SOCKET_TIMEOUT": float(os.environ.get("BGTASKS_SOCKET_TIMEOUT", "10")),
     "BULK_BATCH": int(os.environ.get("BGTASKS_BULK_BATCH", "500")),
+    "CANCEL_GRACE": float(os.environ.get("BGTASKS_CANCEL_GRACE", "10")),
     # a named limit, shared by the tasks that name it (demo.tasks.api_call)
     "LIMITS": {"demo-api": {"concurrency": 2, "rate": "20/s"}},
 }

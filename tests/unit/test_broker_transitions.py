@@ -641,16 +641,18 @@ def test_release_returns_only_the_dead_workers_tasks_at_once(broker, raw):
     claim(broker, limit=1, worker="host/1:222")
     error = "WorkerLost: worker process 111 died (killed by SIGSEGV)"
 
-    back, dead = broker.release_worker(Q, "host/0:111", error, DEAD_MAX, DEAD_AGE_MS)
+    back, dead, cancelled = broker.release_worker(Q, "host/0:111", error, DEAD_MAX,
+                                                  DEAD_AGE_MS)
 
-    assert (back, dead) == (["mine1"], ["mine2"])  # leases not expired: no waiting
+    assert (back, dead, cancelled) == (["mine1"], ["mine2"], [])  # leases not expired: no waiting
     assert state_sets(raw, broker, "mine1") == ["pending"]
     assert state_sets(raw, broker, "mine2") == ["dead"]
     assert state_sets(raw, broker, "theirs") == ["active"]
     assert info_of(raw, broker, "mine1")["last_error"] == error
     assert get_task_info("mine2").last_error == error
     assert [(c.id, c.attempt) for c in claim(broker, limit=1).claimed] == [("mine1", 2)]
-    assert broker.release_worker(Q, "host/0:111", error, DEAD_MAX, DEAD_AGE_MS) == ([], [])
+    assert broker.release_worker(Q, "host/0:111", error, DEAD_MAX, DEAD_AGE_MS) == (
+        [], [], [])
 
 
 def test_recover_batches_are_bounded(broker, raw):
@@ -677,8 +679,8 @@ def test_extend_leases_moves_leases_forward_and_reports_lost_ones(broker, raw):
     rerun_lease = score(raw, active, "rerun")
 
     before = redis_ms(raw)
-    lost = broker.extend_leases(Q, [("mine", 1), ("stale", 7), ("rerun", 1),
-                                    ("ghost", 1)], 60_000)
+    lost = broker.renew(Q, [("mine", 1, ""), ("stale", 7, ""), ("rerun", 1, ""),
+                            ("ghost", 1, "")], 60_000).lost
     after = redis_ms(raw)
 
     assert sorted(lost) == ["ghost", "rerun", "stale"]
@@ -701,7 +703,7 @@ def test_a_renewal_after_recovery_takes_the_task_back_if_nobody_started_it(
     assert in_state(raw, broker, recovered_to) == ["t1"]
     assert info_of(raw, broker, "t1")["last_error"].startswith("WorkerLost")
 
-    assert broker.extend_leases(Q, [("t1", 1)], 60_000) == []
+    assert broker.renew(Q, [("t1", 1, "")], 60_000).lost == []
 
     info = info_of(raw, broker, "t1")
     assert in_state(raw, broker, "active") == ["t1"]
@@ -827,7 +829,8 @@ def test_recovery_waits_a_lease_after_nobody_swept(broker, raw):
 def test_a_released_worker_forgets_its_claims(broker, raw):
     put(broker, "a")
     _tracked_claim(broker, 1, 0, limit=1)
-    back, dead = broker.release_worker(Q, "w1", "WorkerLost: gone", DEAD_MAX, DEAD_AGE_MS)
+    back, dead, _ = broker.release_worker(Q, "w1", "WorkerLost: gone", DEAD_MAX,
+                                          DEAD_AGE_MS)
     assert back == ["a"] and dead == []
     assert not raw.hexists(broker.queue_keys(Q).claims, "w1")
 
@@ -1008,7 +1011,7 @@ def test_garbage_info_does_not_break_the_scripts(broker, raw, garbage):
     expire_lease(raw, broker, "b")
     recovered = broker.recover_expired(Q, DEAD_MAX, DEAD_AGE_MS)
     assert recovered.moved + recovered.killed == ["b"]
-    assert broker.extend_leases(Q, [("c", 1)], 1_000) == ["c"]
+    assert broker.renew(Q, [("c", 1, "")], 1_000).lost == ["c"]
     assert broker.requeue(Q, ["c"]) == []
     assert broker.delete(Q, ["c"]) == (["c"], [])
     assert broker.forward_due(Q).moved == 0

@@ -151,7 +151,7 @@ class FlowControl(RuleBasedStateMachine):
         mine = [(i, a) for q, w, i, a in self.held if (q, w) == (queue, worker)]
         if not mine:
             return
-        gone = set(self.broker.extend_leases(queue, mine, LEASE_MS))
+        gone = set(self.broker.renew(queue, [(i, a, "") for i, a in mine], LEASE_MS).lost)
         for task_id, attempt in mine:
             if task_id in gone:
                 self.held.remove((queue, worker, task_id, attempt))
@@ -177,8 +177,8 @@ class FlowControl(RuleBasedStateMachine):
 
     @rule(queue=BUSY, worker=st.sampled_from(WORKERS))
     def worker_process_dies(self, queue, worker) -> None:
-        back, dead = self.broker.release_worker(queue, worker, "WorkerLost: killed",
-                                                DEAD_MAX, DEAD_AGE)
+        back, dead, _ = self.broker.release_worker(queue, worker, "WorkerLost: killed",
+                                                   DEAD_MAX, DEAD_AGE)
         self.lost.update(back, dead)
         # a dead process never reports again
         self.held = [h for h in self.held if (h[0], h[1]) != (queue, worker)]

@@ -32,14 +32,14 @@ def test_inflight_tracks_an_attempt_until_its_ack_is_taken(broker):
     [entry] = claimed_entries(broker, 1)
     table = InFlight()
     table.add(entry)
-    assert table.leases() == {QUEUE: [entry.key]} and table.busy_threads() == 1
+    assert table.controlled(True, 0.0) == {QUEUE: [entry]} and table.busy_threads() == 1
     assert table.start(entry, time.monotonic() + 60)
     ack = Ack(entry.claimed.id, entry.claimed.attempt, "done")
     assert table.finish(entry, ack) and not table.finish(entry, ack)  # decided once
     table.release_thread(entry)
     assert table.busy_threads() == 0 and table.owes_ack(entry.claimed.id)
     table.acknowledged([ack])
-    assert table.leases() == {} and not table.owes_ack(entry.claimed.id)
+    assert table.controlled(True, 0.0) == {} and not table.owes_ack(entry.claimed.id)
 
 
 def test_take_unstarted_decides_only_what_no_thread_took(broker):

@@ -116,6 +116,18 @@ local function is_limits(v)
   return true
 end
 
+-- A cancel request (cancel.lua; the worker's self-cancel): who asked, and when (ms).
+local function is_cancel(v)
+  return type(v) == 'table' and is_string(v.by) and is_finite(v.at)
+end
+
+-- A run's progress as the worker's renewal writes it (apply_progress).
+local function is_progress(v)
+  return type(v) == 'table' and is_finite(v.current) and is_finite(v.updated_at)
+    and (v.total == cjson.null or is_finite(v.total))
+    and (v.message == cjson.null or is_string(v.message))
+end
+
 -- Every field the scripts write to a record, its check, and whether a task can run
 -- without it (the first four). Built when a damaged record needs it: a table made on
 -- every call of every script is Redis time spent for nothing (about 0.2 us each).
@@ -129,6 +141,7 @@ local function info_fields()
     {'limits', is_limits}, {'held', is_true}, {'fair', is_string},
     {'waiting_for', is_string}, {'wait_member', is_string}, {'woken', is_string},
     {'waiting_since', is_finite}, {'expires_at', is_finite},
+    {'cancel', is_cancel}, {'progress', is_progress},
   }
 end
 
@@ -694,6 +707,36 @@ local function expire_if_due(id, info, now)
   return true
 end
 
+-- A cancelled run ends 'cancelled' (never retried): its worker reported it, or it ended
+-- in any other way while a cancel was requested (a failure, a shutdown's requeue, a lost
+-- lease). `err` ('' = none) joins its history. A run that cancelled itself unasked says so.
+local function end_cancelled(id, info, now, err, tb)
+  if not is_cancel(info.cancel) then info.cancel = {by = 'the task itself', at = now} end
+  info.lost = nil
+  if err ~= '' then
+    info.last_error = err
+    append_error(id, error_entry(info, now, err, tb))
+  end
+  end_unrun(id, info, 'cancelled', K_CANCELLED, now)
+end
+
+-- A worker's report of a run's progress, JSON [current, total|null, message|null], as
+-- `info.progress` (with Redis' time); false (nothing changed) when it is not one.
+local PROGRESS_MESSAGE_MAX = 1000  -- bytes (the worker sends at most 200 characters)
+local function apply_progress(info, raw, now)
+  local ok, p = pcall(cjson.decode, raw)
+  if not ok or type(p) ~= 'table' or not is_finite(p[1]) then return false end
+  local total, message = p[2], p[3]
+  if not is_finite(total) then total = cjson.null end
+  if is_string(message) then
+    message = string.sub(message, 1, PROGRESS_MESSAGE_MAX)
+  else
+    message = cjson.null
+  end
+  info.progress = {current = p[1], total = total, message = message, updated_at = now}
+  return true
+end
+
 -- Tell pollers (every host) when `id` became the earliest entry of `zset`.
 local function wake_if_earliest(zset, id, due, channel)
   local head = redis.call('ZRANGE', zset, 0, 0)
@@ -705,11 +748,16 @@ end
 -- the head of pending with `err` in its history (its id added to `returned`), or dead
 -- when that attempt was its last or its record is too damaged to say (added to `killed`).
 -- The caller has removed it from the active set. `lost` marks the attempt, so that its
--- worker, if it was only cut off, can still take it back (regain_lost).
-local function return_lost(id, info, problem, now, err, dead_max, dead_age, returned, killed)
+-- worker, if it was only cut off, can still take it back (regain_lost). One whose cancel
+-- was requested ends cancelled (added to `cancelled`): its worker's death never revives it.
+local function return_lost(id, info, problem, now, err, dead_max, dead_age, returned, killed,
+                           cancelled)
   info.lost = info.attempts
   if info.held then flow().release_limits(info, now) end
-  if problem then
+  if not problem and is_cancel(info.cancel) then
+    end_cancelled(id, info, now, err, '')
+    table.insert(cancelled, id)
+  elseif problem then
     -- Its attempts and retries are unknown: never run it again on guesses.
     kill(id, info, now, "InvalidTaskRecord: the task's record in Redis " .. problem, '',
          dead_max, dead_age)

@@ -7,10 +7,14 @@
 --       claim_seq ('' = this caller keeps no claim sequence), known_seq (the last
 --       claim_seq whose reply reached the caller),
 --       n_acks, then 6 fields per ack: id, attempt, outcome, a, b, c where outcome is
---         'done'    a = result JSON ('' = none), b = result_ttl_ms ('' = drop the task)
+--         'done'    a = result JSON ('' = none), b = result_ttl_ms ('' = drop the task),
+--                   c = progress JSON ('' = as the renewals left it; also below)
 --         'retry'   a = delay_ms, b = error, c = traceback
---         'dead'    b = error, c = traceback
+--         'dead'    a = progress, b = error, c = traceback
+--         'cancelled' a = progress, b = error, c = traceback (never retried)
 --         'requeue' (graceful shutdown: back to the head of pending, attempt not counted)
+-- A run whose cancel was requested (info.cancel) ends cancelled unless it succeeded: a
+-- failure is not retried, a requeue does not run it again.
 -- Tasks with limits (docs/limits.md) are claimed only within them: one over a limit waits
 -- (state 'waiting', no attempt counted) until a run of that limit ends or a token is due.
 -- Returns: {ignored_ids, claimed, killed, expired} where claimed is a flat list id, msg,
@@ -35,6 +39,7 @@ CACHE_LIMITS = true  -- each limit read and written once per call (flush_limits,
 -- Back to the head of pending, this attempt not counted (a shutdown's or a lost claim's).
 local function put_back(id, info)
   if info.held then flow().release_limits(info, now) end
+  if is_cancel(info.cancel) then return end_cancelled(id, info, now, '', '') end
   info.state = 'pending'
   info.attempts = info.attempts - 1
   info.started_at = nil
@@ -85,10 +90,15 @@ for i = 0, n_acks - 1 do
     redis.call('ZREM', K_ACTIVE, id)
     -- put_back releases its own
     if outcome ~= 'requeue' and info.held then flow().release_limits(info, now) end
+    if (outcome == 'retry' or outcome == 'dead') and is_cancel(info.cancel) then
+      if outcome == 'retry' then a = '' end
+      outcome = 'cancelled'
+    end
     if outcome == 'done' then
       processed = processed + 1
       release_unique(id, info)
       if b ~= '' then
+        if c ~= '' then apply_progress(info, c, now) end
         info.state = 'completed'
         info.finished_at = now
         put_info(id, info)
@@ -110,7 +120,12 @@ for i = 0, n_acks - 1 do
       wake_if_earliest(K_RETRY, id, due, channel)
     elseif outcome == 'dead' then
       processed, failed = processed + 1, failed + 1
+      if a ~= '' then apply_progress(info, a, now) end
       kill(id, info, now, b, c, dead_max, dead_age)
+    elseif outcome == 'cancelled' then
+      processed = processed + 1
+      if a ~= '' then apply_progress(info, a, now) end
+      end_cancelled(id, info, now, b, c)
     else -- requeue
       put_back(id, info)
     end

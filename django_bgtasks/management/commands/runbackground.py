@@ -75,6 +75,7 @@ class Command(BaseCommand):
             expired=Retention(cfg.EXPIRED_MAX_TASKS, int(cfg.EXPIRED_MAX_AGE * 1000)),
             log_arguments=verbosity >= 2, cron=not options["no_cron"],
             bulk_batch=cfg.BULK_BATCH, burst=options["burst"],
+            cancel_grace=float(cfg.CANCEL_GRACE),
         )
         if options["reload"] and not is_reloaded_child():
             code = ReloadingParent(config.shutdown_timeout).run()
