@@ -368,7 +368,8 @@ class RedisBroker(BrokerCore):
             [keys.claims, keys.swept])
         return DueResult([as_text(i) for i in recovered], [as_text(i) for i in killed],
                          len(recovered) + len(killed) + len(cancelled) >= limit,
-                         next_expiry, int(now), [as_text(i) for i in cancelled])
+                         next_expiry, int(now),
+                         cancelled=[as_text(i) for i in cancelled])
 
     def release_worker(self, queue: str, worker_id: str, error: str, dead_max_tasks: int,
                        dead_max_age_ms: int) -> tuple[list[str], list[str], list[str]]:
