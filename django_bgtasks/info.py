@@ -68,6 +68,14 @@ class TaskInfo:
     fair_key: str = field(default="", repr=False)
     waiting_for: str = field(default="", repr=False)
     waiting_since: datetime | None = field(default=None, repr=False)
+    # Who cancelled it, or asked a running task to stop, and when (None: nobody).
+    cancelled_by: str | None = field(default=None, repr=False)
+    cancelled_at: datetime | None = field(default=None, repr=False)
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True while the task runs with a cancel asked for (its worker stops it)."""
+        return self.state == "active" and self.cancelled_at is not None
 
     @classmethod
     def from_message(cls, msg: TaskMessage, state: str,
@@ -124,7 +132,20 @@ class TaskInfo:
                          and isinstance(meta.get("waiting_for"), str) else ""),
             waiting_since=(ms_to_datetime(meta.get("waiting_since"))
                            if meta.get("state") == "waiting" else None),
+            **_cancel_fields(meta.get("cancel")),
         )
+
+
+def _cancel_fields(value: Any) -> dict[str, Any]:
+    """cancelled_by / cancelled_at from a record's ``cancel`` ({by, at}); a damaged one
+    reads as who is unknown (at kept when it is a time)."""
+    if not isinstance(value, dict):
+        return {}
+    at = ms_to_datetime(value.get("at"))
+    if at is None:
+        return {}
+    by = value.get("by")
+    return {"cancelled_by": by if isinstance(by, str) and by else None, "cancelled_at": at}
 
 
 def _limit_ids(value: Any) -> tuple[str, ...]:
