@@ -110,10 +110,10 @@ def test_a_cancelled_waiter_leaves_its_place_and_the_next_waiter_still_starts():
     assert [get_task_info(i).state for i in ids] == ["active", "waiting", "waiting"]
 
     assert cancel_task(ids[1]).state == "cancelled"
-    again = claim("lim", 3, [Ack(running.id, running.attempt, "done")])
 
+    assert get_broker().limits("lim")[0][0].waiting == 1  # ids[2] alone
+    again = claim("lim", 3, [Ack(running.id, running.attempt, "done")])
     assert [c.id for c in again] == [ids[2]]
-    assert get_broker().limits("lim")[0][0].waiting == 0
 
 
 def test_a_woken_task_cancelled_before_its_claim_passes_the_wake_up_on():
