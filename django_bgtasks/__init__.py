@@ -30,5 +30,6 @@ __all__ = [
     "BackgroundTask", "BgTasksError", "BrokerUnavailable", "EnqueueError", "MessageTooLarge",
     "Retry", "SkipRetry", "TaskAlreadyExists", "TaskInfo", "TaskNotFound", "TaskRun",
     "TaskTimeout",
-    "aget_task_info", "background_task", "cancel_task", "current_task", "get_task_info", "periodic_task",
+    "aget_task_info", "background_task", "cancel_task", "current_task", "get_task_info",
+    "periodic_task",
 ]

@@ -1,6 +1,7 @@
-"""Bulk jobs: "run all" / "delete all" / "cancel all" over one state of a queue, queued by the admin and
-run by a worker's maintenance process (worker/bulk.py) in bounded batches, so that no web
-request moves a million tasks itself (a proxy's timeout would cut it midway).
+"""Bulk jobs: "run all" / "delete all" / "cancel all" over one state of a queue, queued by
+the admin and run by a worker's maintenance process (worker/bulk.py) in bounded batches,
+so that no web request moves a million tasks itself (a proxy's timeout would cut it
+midway).
 
 One JSON record per job in the queue's bulk hash (QueueKeys.bulk); every change of a job
 is one script: bulk_queue, bulk_claim (under a lease), bulk_step (a batch and its

@@ -14,8 +14,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from ..broker.bulk import BulkJob, BulkJobStore, QueuedJob
 from .. import signals
+from ..broker.bulk import BulkJob, BulkJobStore, QueuedJob
 from ..broker.keys import CANCELLABLE, RUNNABLE
 from ..broker.packing import as_text
 from ..broker.redis import RedisBroker
