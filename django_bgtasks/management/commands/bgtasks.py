@@ -67,34 +67,26 @@ class Command(BaseCommand):
         queue_option(p, "Look only in this queue (default: search every queue).")
         json_option(p)
 
-        p = add("requeue", "Run tasks now: move a scheduled, retry or dead task (by id), or "
-                           "all tasks of such a state (with --all), to pending.")
-        p.add_argument("target", metavar="STATE|ID",
-                       help=f"A task id, or with --all one of: {', '.join(RUNNABLE)}.")
-        queue_option(p, "With --all: only this queue (default: every queue). With an id: "
-                        "the task's queue (default: found by searching).")
-        p.add_argument("--all", action="store_true", dest="all_tasks",
-                       help="Requeue every task in STATE.")
+        def task_action(name: str, text: str, states: tuple[str, ...], all_text: str) -> None:
+            """An action on a task by id, or on every task of a state with --all."""
+            p = add(name, text)
+            p.add_argument("target", metavar="STATE|ID",
+                           help=f"A task id, or with --all one of: {', '.join(states)}.")
+            queue_option(p, "With --all: only this queue (default: every queue). With an "
+                            "id: the task's queue (default: found by searching).")
+            p.add_argument("--all", action="store_true", dest="all_tasks", help=all_text)
 
-        p = add("delete", "Delete a task (by id), or all tasks of a state (with --all). "
-                          "Running (active) tasks are never deleted.")
-        p.add_argument("target", metavar="STATE|ID",
-                       help=f"A task id, or with --all one of: {', '.join(DELETABLE)}.")
-        queue_option(p, "With --all: only this queue (default: every queue). With an id: "
-                        "the task's queue (default: found by searching).")
-        p.add_argument("--all", action="store_true", dest="all_tasks",
-                       help="Delete every task in STATE.")
-
-        p = add("cancel", "Cancel a task (by id), or all tasks of a state (with --all): a "
-                          "queued one (pending, waiting, scheduled, retry) is cancelled at "
-                          "once and never runs; a running one is asked to stop; an ended "
-                          "one is left as it is.")
-        p.add_argument("target", metavar="STATE|ID",
-                       help=f"A task id, or with --all one of: {', '.join(CANCELLABLE)}.")
-        queue_option(p, "With --all: only this queue (default: every queue). With an id: "
-                        "the task's queue (default: found by searching).")
-        p.add_argument("--all", action="store_true", dest="all_tasks",
-                       help="Cancel every task in STATE.")
+        task_action("requeue", "Run tasks now: move a scheduled, retry or dead task (by id), "
+                               "or all tasks of such a state (with --all), to pending.",
+                    RUNNABLE, "Requeue every task in STATE.")
+        task_action("delete", "Delete a task (by id), or all tasks of a state (with --all). "
+                              "Running (active) tasks are never deleted.",
+                    DELETABLE, "Delete every task in STATE.")
+        task_action("cancel", "Cancel a task (by id), or all tasks of a state (with --all): "
+                              "a queued one (pending, waiting, scheduled, retry) is cancelled "
+                              "at once and never runs; a running one is asked to stop; an "
+                              "ended one is left as it is.",
+                    CANCELLABLE, "Cancel every task in STATE.")
 
         p = add("limits", "Show the live limits of each queue: running / concurrency, rate "
                           "and tokens left, how many tasks wait and how long the first of "
