@@ -692,23 +692,27 @@ end
 -- it is. The sets, not the record, say where a task is: a record may be damaged.
 -- Returns the ids cancelled, the ids running (asked to stop), {id, state, ...} of those
 -- already ended or left as they were, the ids found nowhere, and how many running ones
--- were asked for the first time. One function: each top-level one costs every script.
+-- were asked for the first time.
+-- Every script pays for this closure on every call, for each upvalue it captures (Lua
+-- looks each one up in a list of the open ones): the keys are read from KEYS, a global,
+-- by their K_* positions (the header), and the record checks are written out.
 local function cancel_ids(ids, by, now)
   local cancelled, requested, ended, missing, asked = {}, {}, {}, {}, 0
-  local queued = {K_PENDING, K_SCHEDULED, K_RETRY, K_WAITING}
-  local final = {{'completed', K_COMPLETED}, {'dead', K_DEAD}, {'cancelled', K_CANCELLED},
-                 {'expired', K_EXPIRED}}
+  local active, dest = KEYS[2], KEYS[21]  -- K_ACTIVE, K_CANCELLED
+  local queued = {KEYS[1], KEYS[3], KEYS[4], KEYS[16]}  -- pending, scheduled, retry, waiting
+  local final = {{'completed', KEYS[6]}, {'dead', KEYS[5]}, {'cancelled', dest},
+                 {'expired', KEYS[22]}}
   for _, id in ipairs(ids) do
-    if redis.call('ZSCORE', K_ACTIVE, id) then
+    if redis.call('ZSCORE', active, id) then
       local info, problem = get_info(id)
+      local before = info.cancel
       if problem then
         -- Written back, its sound fields alone would lose the lease token: left as found.
         table.insert(ended, id)
         table.insert(ended, 'active')
       else
-        local asked_before = info.cancel
-        if not (type(asked_before) == 'table' and is_string(asked_before.by)
-                and is_finite(asked_before.at)) then
+        if not (type(before) == 'table' and type(before.by) == 'string'
+                and type(before.at) == 'number' and before.at >= 0 and before.at < 1e15) then
           info.cancel = {by = by, at = now}
           put_info(id, info)
           asked = asked + 1
@@ -721,7 +725,7 @@ local function cancel_ids(ids, by, now)
       if found > 0 then
         local info = get_info(id)
         info.cancel = {by = by, at = now}
-        end_unrun(id, info, 'cancelled', K_CANCELLED, now)
+        end_unrun(id, info, 'cancelled', dest, now)
         table.insert(cancelled, id)
       else
         local state = nil
