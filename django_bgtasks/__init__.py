@@ -19,11 +19,18 @@ from .exceptions import (
 )
 from .info import TaskInfo, TaskProgress
 from .periodic import periodic_task
-from .task import BackgroundTask, aget_task_info, background_task, get_task_info
+from .task import (
+    BackgroundTask,
+    aget_task_info,
+    background_task,
+    cancel_task,
+    get_task_info,
+)
 
 __all__ = [
     "BackgroundTask", "BgTasksError", "BrokerUnavailable", "EnqueueError", "MessageTooLarge",
     "Retry", "SkipRetry", "TaskAlreadyExists", "TaskCancelled", "TaskInfo", "TaskNotFound",
     "TaskProgress", "TaskRun", "TaskTimeout",
-    "aget_task_info", "background_task", "current_task", "get_task_info", "periodic_task",
+    "aget_task_info", "background_task", "cancel_task", "current_task", "get_task_info",
+    "periodic_task",
 ]

@@ -110,6 +110,14 @@ class TaskInfo:
     expires_at: datetime | None = field(default=None, repr=False)
     # How far the latest run got (TaskProgress), kept once it ended; None if never reported.
     progress: TaskProgress | None = field(default=None, repr=False)
+    # Who cancelled it, or asked a running task to stop, and when (None: nobody).
+    cancelled_by: str | None = field(default=None, repr=False)
+    cancelled_at: datetime | None = field(default=None, repr=False)
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True while the task runs with a cancel asked for (its worker stops it)."""
+        return self.state == "active" and self.cancelled_at is not None
 
     @classmethod
     def from_message(cls, msg: TaskMessage, state: str, enqueued_ms: int | None = None,
@@ -168,7 +176,20 @@ class TaskInfo:
                            if meta.get("state") == "waiting" else None),
             expires_at=ms_to_datetime(meta.get("expires_at")),
             progress=TaskProgress.from_stored(meta.get("progress")),
+            **_cancel_fields(meta.get("cancel")),
         )
+
+
+def _cancel_fields(value: Any) -> dict[str, Any]:
+    """cancelled_by / cancelled_at from a record's ``cancel`` ({by, at}); a damaged one
+    reads as who is unknown (at kept when it is a time)."""
+    if not isinstance(value, dict):
+        return {}
+    at = ms_to_datetime(value.get("at"))
+    if at is None:
+        return {}
+    by = value.get("by")
+    return {"cancelled_by": by if isinstance(by, str) and by else None, "cancelled_at": at}
 
 
 def _limit_ids(value: Any) -> tuple[str, ...]:

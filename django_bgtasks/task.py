@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import inspect
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -34,6 +35,9 @@ Seconds = float | int | timedelta
 
 # The worker id an EAGER run reports (no worker runs it).
 EAGER_WORKER_ID = "eager"
+MAX_CANCELLED_BY = 200  # characters of cancel(by=...): a name, not a document
+
+logger = logging.getLogger("django_bgtasks")
 
 
 def _seconds(value: Seconds | None, what: str, allow_zero: bool = False) -> float | None:
@@ -374,6 +378,10 @@ class BackgroundTask:
         """get_result() for async code, read through redis.asyncio."""
         return await aget_task_info(task_id)
 
+    def cancel(self, task_id: str, by: str | None = None) -> TaskInfo:
+        """Cancel a task (see ``cancel_task``)."""
+        return _cancel(task_id, by, self)
+
 
 def get_task_info(task_id: str) -> TaskInfo:
     """Look up any task by id; raises TaskNotFound when Redis has no such task."""
@@ -383,6 +391,44 @@ def get_task_info(task_id: str) -> TaskInfo:
 async def aget_task_info(task_id: str) -> TaskInfo:
     """get_task_info() for async code, read through redis.asyncio."""
     return _task_info(task_id, await (await aget_broker()).read_task(task_id))
+
+
+def cancel_task(task_id: str, by: str | None = None) -> TaskInfo:
+    """Cancel a task, whatever its queue, and return its fresh TaskInfo: a queued one
+    (pending, scheduled, retry, waiting) is 'cancelled' at once and never runs; a running
+    one is asked to stop (``cancel_requested``; its worker ends it); an ended one is left
+    as it is. ``by`` says who asked (kept as ``cancelled_by``). Raises TaskNotFound."""
+    return _cancel(task_id, by, None)
+
+
+def _cancel(task_id: str, by: str | None, sender: BackgroundTask | None) -> TaskInfo:
+    if not isinstance(task_id, str) or not task_id:
+        raise ValueError(f"task_id must be a non-empty string, not {task_id!r}")
+    if by is not None and (not isinstance(by, str) or len(by) > MAX_CANCELLED_BY):
+        raise ValueError(f"by must be a string of at most {MAX_CANCELLED_BY} characters "
+                         f"(or None), not {by!r:.80}")
+    broker = get_broker()
+    found = _task_info(task_id, broker.read_task(task_id))
+    outcome = broker.cancel(found.queue_name, [task_id], by or "")
+    info = _task_info(task_id, broker.read_task(task_id, [found.queue_name]))
+    if task_id in outcome.cancelled:
+        announce_cancelled([info], sender)
+    return info
+
+
+def announce_cancelled(infos: Iterable[TaskInfo], sender: BackgroundTask | None = None,
+                       ) -> None:
+    """Send task_cancelled for tasks a cancel ended (queued ones: a running one's worker
+    sends it). The tasks are cancelled whatever a receiver does: one that raises is
+    logged, as the worker does for outcomes."""
+    for info in infos:
+        replies = signals.task_cancelled.send_robust(
+            sender=sender or registry.lookup(info.name), task_info=info)
+        for receiver, response in replies:
+            if isinstance(response, Exception):
+                logger.error("a receiver of task_cancelled (%s) raised; task %s stays "
+                             "cancelled", getattr(receiver, "__qualname__", receiver),
+                             info.id, exc_info=response)
 
 
 def _task_info(task_id: str, record: TaskRecord | None) -> TaskInfo:

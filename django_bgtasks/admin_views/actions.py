@@ -18,7 +18,8 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.utils.translation import ngettext
 
-from ..broker.keys import DELETABLE, RUNNABLE
+from ..broker.keys import CANCELLABLE, DELETABLE, RUNNABLE
+from ..broker.types import CancelResult
 from ..info import TaskInfo
 from ..models import Task
 from ..ops.inspect import Inspector
@@ -52,8 +53,10 @@ class Action:
 ACTIONS = {
     "requeue": Action("change", "selected", "run {} now"),
     "delete": Action("delete", "selected", "delete {}"),
+    "cancel": Action("change", "selected", "cancel {}"),
     "requeue_all": Action("change", "all", "run {} now", RUNNABLE),
     "delete_all": Action("delete", "all", "delete {}", DELETABLE),
+    "cancel_all": Action("change", "all", "cancel {}", CANCELLABLE),
     "pause": Action("change", "queue", ""),
     "resume": Action("change", "queue", ""),
 }
@@ -102,7 +105,7 @@ def _all(model_admin: TaskAdmin, request: HttpRequest, insp: Inspector, name: st
         count = insp.state_counts([queue], state)[0]
         return _confirm(model_admin, request, action, back, count=count, queue=queue,
                         state=state, description=f"every {state} task of queue {queue}")
-    queued = insp.queue_bulk_job(queue, state, "requeue" if name == "requeue_all" else "delete",
+    queued = insp.queue_bulk_job(queue, state, name.removesuffix("_all"),
                                  request.user.get_username())
     job, jobs_url = queued.job, url(model_admin, "changelist") + "#bulk-jobs"
     if job is None:
@@ -152,6 +155,8 @@ def _selected(model_admin: TaskAdmin, request: HttpRequest, insp: Inspector, nam
         _report(request, len(done), len(infos), "%(n)s task moved to pending",
                 "%(n)s tasks moved to pending",
                 "not scheduled, retry or dead any more, so not moved")
+    elif name == "cancel":
+        _cancel(request, insp, by_queue, infos)
     else:
         deleted = {i for queue, group in by_queue.items()
                    for i in insp.delete(queue, [t.id for t in group])[0]}
@@ -160,6 +165,28 @@ def _selected(model_admin: TaskAdmin, request: HttpRequest, insp: Inspector, nam
         _report(request, len(done), len(infos), "%(n)s task deleted", "%(n)s tasks deleted",
                 "running, so not deleted")
     return redirect(back)
+
+
+def _cancel(request: HttpRequest, insp: Inspector, by_queue: dict[str, list[TaskInfo]],
+            infos: list[TaskInfo]) -> None:
+    result = CancelResult()
+    for queue, group in by_queue.items():
+        result = result.merged(insp.cancel(queue, [t.id for t in group],
+                                           request.user.get_username()))
+    for ids, message in ((set(result.cancelled), "Cancelled"),
+                         (set(result.requested), "Asked to stop (cancel requested)")):
+        log_change(request, [_task_object(i) for i in infos if i.id in ids], CHANGE, message)
+    said = [ngettext("%(n)s task cancelled", "%(n)s tasks cancelled",
+                     len(result.cancelled)) % {"n": len(result.cancelled)}]
+    if result.requested:
+        said.append(ngettext("%(n)s running task asked to stop (its worker ends it)",
+                             "%(n)s running tasks asked to stop (their workers end them)",
+                             len(result.requested)) % {"n": len(result.requested)})
+    messages.success(request, "; ".join(said) + ".")
+    left = len(result.finished) + len(result.missing)
+    if left:
+        messages.warning(request, f"{left} of the selected tasks had already ended, so were "
+                                  f"left as they were.")
 
 
 def _confirm(model_admin: TaskAdmin, request: HttpRequest, action: Action, back: str,

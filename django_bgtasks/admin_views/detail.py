@@ -14,7 +14,7 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.utils.http import content_disposition_header
 
-from ..broker.keys import RUNNABLE
+from ..broker.keys import CANCELLABLE, RUNNABLE
 from ..info import STATES, TaskInfo, ms_to_datetime
 from ..ops.display import Shown, pretty_json, shown
 from ..ops.inspect import PARTS
@@ -56,6 +56,8 @@ def task_detail(model_admin: TaskAdmin, request: HttpRequest, object_id: str) ->
                ("Started", info.started_at), ("Finished", info.finished_at)],
         can_run_now=model_admin.has_change_permission(request) and info.state in RUNNABLE,
         can_delete_task=model_admin.has_delete_permission(request) and info.state != "active",
+        can_cancel=(model_admin.has_change_permission(request) and info.state in CANCELLABLE
+                    and not info.cancel_requested),
         limits_url=url(model_admin, "limits", queue=info.queue_name),
         selection=f"{info.queue_name}:{info.id}", action_url=url(model_admin, "action"),
         here=request.get_full_path(),

@@ -11,7 +11,7 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 
 from ..broker.bulk import BulkJob
-from ..broker.keys import RUNNABLE
+from ..broker.keys import CANCELLABLE, RUNNABLE
 from ..info import STATES
 from ..models import PeriodicTask
 from ..ops.inspect import Inspector, WorkerInfo
@@ -101,6 +101,7 @@ def task_list(model_admin: TaskAdmin, request: HttpRequest, state: str) -> HttpR
     can_delete = model_admin.has_delete_permission(request)
     actions = [(key, label) for key, label, allowed in (
         ("requeue", "Run selected tasks now", can_change and state in RUNNABLE),
+        ("cancel", "Cancel selected tasks", can_change and state in CANCELLABLE),
         ("delete", "Delete selected tasks", can_delete and state != "active"),
     ) if allowed]
     context = page_context(
@@ -108,8 +109,12 @@ def task_list(model_admin: TaskAdmin, request: HttpRequest, state: str) -> HttpR
         crumbs=[(f"{state.capitalize()} tasks", None)],
         state=state, queue=queue, name=name, rows=rows, page=page, total=total,
         partial_note=partial_note, when_label=WHEN_LABELS[state], actions=actions,
-        can_run_all=can_change and state in RUNNABLE and bool(queue),
-        can_delete_all=can_delete and state != "active" and bool(queue),
+        # "... all N <state> tasks of <queue>": (action, verb, after), for one queue only
+        bulk_actions=[(action, verb, after) for action, verb, after, allowed in (
+            ("cancel_all", "Cancel", "", can_change and state in CANCELLABLE),
+            ("requeue_all", "Run", " now", can_change and state in RUNNABLE),
+            ("delete_all", "Delete", "", can_delete and state != "active"),
+        ) if allowed and queue],
         page_links=_page_links(page, model_admin, state, queue),
         state_tabs=[(s, sum(q.counts[s] for q in stats), list_url(model_admin, s, queue))
                     for s in STATES],

@@ -1,6 +1,7 @@
-"""Bulk jobs: "run all" / "delete all" over one state of a queue, queued by the admin and
-run by a worker's maintenance process (worker/bulk.py) in bounded batches, so that no web
-request moves a million tasks itself (a proxy's timeout would cut it midway).
+"""Bulk jobs: "run all" / "delete all" / "cancel all" over one state of a queue, queued by
+the admin and run by a worker's maintenance process (worker/bulk.py) in bounded batches,
+so that no web request moves a million tasks itself (a proxy's timeout would cut it
+midway).
 
 One JSON record per job in the queue's bulk hash (QueueKeys.bulk); every change of a job
 is one script: bulk_queue, bulk_claim (under a lease), bulk_step (a batch and its
@@ -18,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..info import ms_to_datetime
-from .keys import DELETABLE, RUNNABLE
+from .keys import CANCELLABLE, DELETABLE, RUNNABLE
 from .packing import as_text
 from .redis import RedisBroker
 
@@ -26,6 +27,7 @@ from .redis import RedisBroker
 BULK_ACTIONS: dict[str, tuple[str, ...]] = {
     "requeue": RUNNABLE,
     "delete": DELETABLE,
+    "cancel": CANCELLABLE,
 }
 KEEP_FINISHED = 20  # finished jobs kept per queue, for the dashboard and `bgtasks jobs`
 ACTIVE = ("queued", "running")
@@ -40,11 +42,11 @@ class BulkJob:
     queue: str
     id: str
     state: str
-    action: str  # 'requeue' or 'delete'
+    action: str  # 'requeue', 'delete' or 'cancel'
     status: str
     requested_by: str = ""
     requested_at: datetime | None = None
-    done: int = 0  # tasks moved or deleted so far
+    done: int = 0  # tasks moved, deleted or cancelled (running: asked to stop) so far
     total: int = 0  # tasks the state held when the job was queued: at most this many
     started_at: datetime | None = None
     updated_at: datetime | None = None
@@ -85,10 +87,13 @@ class BulkJob:
         return 100 if self.total <= 0 else min(100, self.done * 100 // self.total)
 
     def describe(self) -> str:
-        """'run all 1,200 dead tasks of queue default now', 'delete all 3 retry tasks...'"""
+        """'run all 1,200 dead tasks of queue default now', 'delete all 3 retry tasks...',
+        'cancel all 40 pending tasks...'"""
         tasks = "task" if self.total == 1 else "tasks"
         what = f"all {self.total:,} {self.state} {tasks} of queue {self.queue}"
-        return f"run {what} now" if self.action == "requeue" else f"delete {what}"
+        if self.action == "requeue":
+            return f"run {what} now"
+        return f"cancel {what}" if self.action == "cancel" else f"delete {what}"
 
 
 @dataclass(frozen=True)

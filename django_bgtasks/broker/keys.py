@@ -19,6 +19,9 @@ STATES: tuple[str, ...] = ("pending", "waiting", "active", "scheduled", "retry",
 # moved nor deleted under its worker.
 RUNNABLE: tuple[str, ...] = ("scheduled", "retry", "dead")
 DELETABLE: tuple[str, ...] = tuple(s for s in STATES if s != "active")
+# What "cancel" (cancel.lua) acts on: the queued states end cancelled, a running task is
+# asked to stop.
+CANCELLABLE: tuple[str, ...] = ("pending", "waiting", "active", "scheduled", "retry")
 
 # Per-queue keys, in the order the scripts receive them in KEYS.
 QUEUE_KEY_NAMES: tuple[str, ...] = (

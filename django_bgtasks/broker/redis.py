@@ -53,6 +53,7 @@ from .scripts import register_scripts
 from .sentinel_watch import is_sentinel_client, master_address, watch_master_switches
 from .types import (
     Ack,
+    CancelResult,
     ClaimedTask,
     ClaimResult,
     Cleaned,
@@ -466,6 +467,17 @@ class RedisBroker(BrokerCore):
             return [], []
         deleted, refused = self._run("delete", queue, list(ids))
         return [as_text(i) for i in deleted], [as_text(i) for i in refused]
+
+    def cancel(self, queue: str, ids: Sequence[str], by: str = "") -> CancelResult:
+        """Cancel these tasks of ``queue`` in one call (cancel.lua): queued ones end
+        cancelled, running ones are asked to stop; ``by`` says who asked."""
+        if not ids:
+            return CancelResult()
+        cancelled, requested, ended, missing = self._run("cancel", queue, [by, *ids])
+        return CancelResult([as_text(i) for i in cancelled], [as_text(i) for i in requested],
+                            {as_text(ended[i]): as_text(ended[i + 1])
+                             for i in range(0, len(ended), 2)},
+                            [as_text(i) for i in missing])
 
     # -- waiting ----------------------------------------------------------------------
 

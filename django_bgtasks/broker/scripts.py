@@ -8,7 +8,7 @@ from pathlib import Path
 LUA_DIR = Path(__file__).with_name("lua")
 SCRIPT_NAMES = (
     "enqueue", "claim", "extend", "forward", "recover", "release", "janitor", "requeue",
-    "delete", "cron_fire", "cron_enable", "cron_run", "peek", "limits",
+    "delete", "cancel", "cron_fire", "cron_enable", "cron_run", "peek", "limits",
     "bulk_queue", "bulk_claim", "bulk_step", "bulk_release",
 )
 # Only enqueue, cron_fire and cron_run add tasks. Under maxmemory with noeviction, Redis

@@ -141,6 +141,24 @@ class TaskRecord:
 
 
 @dataclass(frozen=True)
+class CancelResult:
+    """What a cancel did to each id asked for (cancel.lua)."""
+
+    cancelled: list[str] = field(default_factory=list)  # queued: now 'cancelled', never run
+    requested: list[str] = field(default_factory=list)  # running: asked to stop
+    # left as they were, with their state: ended already ('completed', 'dead', 'cancelled',
+    # 'expired'), or 'active' with a record too damaged to carry the request
+    finished: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)  # in no set of the queue
+
+    def merged(self, other: CancelResult) -> CancelResult:
+        return CancelResult([*self.cancelled, *other.cancelled],
+                            [*self.requested, *other.requested],
+                            {**self.finished, **other.finished},
+                            [*self.missing, *other.missing])
+
+
+@dataclass(frozen=True)
 class LimitStatus:
     """One limit of one queue as Redis holds it now (docs/limits.md)."""
 

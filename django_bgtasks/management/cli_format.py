@@ -238,6 +238,10 @@ def show_text(info: TaskInfo) -> str:
         f"finished at:  {when_text(info.finished_at)}",
     ]
     # flow control (docs/limits.md), only when the task has any
+    if info.cancelled_at:
+        by = f" by {info.cancelled_by}" if info.cancelled_by else ""
+        lines.append(f"{'cancel asked:' if info.cancel_requested else 'cancelled:':<13} "
+                     f"{when_text(info.cancelled_at)}{by}")
     lines += [f"{label:<13} {value}" for label, value in (
         ("limits:", ", ".join(info.limits)), ("fair key:", info.fair_key),
         ("waiting for:", info.waiting_for),

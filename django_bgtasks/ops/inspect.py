@@ -14,11 +14,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from .. import signals
 from ..broker.bulk import BulkJob, BulkJobStore, QueuedJob
-from ..broker.keys import RUNNABLE
+from ..broker.keys import CANCELLABLE, RUNNABLE
 from ..broker.packing import as_text
 from ..broker.redis import RedisBroker
+from ..broker.types import CancelResult
 from ..info import STATES, TaskInfo, ms_to_datetime
+from ..task import announce_cancelled
 from .display import SHOW_BYTES
 from .limit_rows import LIMITS_SHOWN, LimitRow, LimitsReport
 from .summary import WHOLE_BYTES, TaskDetail, TaskSummary, detailed, summarize
@@ -361,6 +364,43 @@ class Inspector:
             refused += active
         return deleted, refused
 
+    def cancel(self, queue: str, ids: Sequence[str], by: str = "") -> CancelResult:
+        """Cancel these tasks (in batches): queued ones end cancelled (task_cancelled is
+        sent for them), running ones are asked to stop, ended ones are left as they are."""
+        result = CancelResult()
+        for chunk in _chunks(ids):
+            done = self.broker.cancel(queue, chunk, by)
+            if done.cancelled and signals.task_cancelled.has_listeners():
+                announce_cancelled(i for i in self.summaries(queue, done.cancelled) if i)
+            result = result.merged(done)
+        return result
+
+    def cancel_all(self, queue: str, state: str, by: str = "") -> CancelResult:
+        """Cancel every task of a queued state, or ask every running one to stop, one
+        bounded batch at a time."""
+        if state not in CANCELLABLE:
+            raise ValueError(f"only {', '.join(CANCELLABLE)} tasks can be cancelled, "
+                             f"not {state}")
+        if state != "active":
+            return self._cancel_batches(queue, self._drain_ids(queue, state), by)
+        # Running tasks asked to stop stay in their set: walk it by rank instead (a task
+        # whose lease renewal moves it may be asked twice, which changes nothing).
+        zset = self.broker.queue_keys(queue).active
+        size = self.state_counts([queue], state)[0]
+        return self._cancel_batches(
+            queue, (self._ids(zset, start) for start in range(0, size, BATCH)), by)
+
+    def _ids(self, zset: str, start: int) -> list[str]:
+        with self.broker.translate_errors():
+            return [as_text(i) for i in self.client.zrange(zset, start, start + BATCH - 1)]
+
+    def _cancel_batches(self, queue: str, batches: Iterator[list[str]],
+                        by: str) -> CancelResult:
+        result = CancelResult()
+        for chunk in batches:
+            result = result.merged(self.cancel(queue, chunk, by))
+        return result
+
     def requeue_all(self, queue: str, state: str) -> int:
         """Run every task of a scheduled/retry/dead set now, one bounded batch at a time."""
         if state not in RUNNABLE:
@@ -375,8 +415,8 @@ class Inspector:
 
     def queue_bulk_job(self, queue: str, state: str, action: str,
                        requested_by: str) -> QueuedJob:
-        """Queue "run all" / "delete all" of a state for a worker's maintenance process
-        (the admin: a request must not move a million tasks itself)."""
+        """Queue "run all" / "delete all" / "cancel all" of a state for a worker's
+        maintenance process (the admin: a request must not move a million tasks itself)."""
         return BulkJobStore(self.broker).queue(queue, state, action, requested_by)
 
     def bulk_jobs(self, queues: Sequence[str] | None = None) -> list[BulkJob]:
@@ -388,8 +428,7 @@ class Inspector:
         # walks the whole set; stop when a batch moves nothing (e.g. a concurrent change).
         zset = getattr(self.broker.queue_keys(queue), validate_state(state))
         while True:
-            with self.broker.translate_errors():
-                ids = [as_text(i) for i in self.client.zrange(zset, 0, BATCH - 1)]
+            ids = self._ids(zset, 0)
             if not ids:
                 return
             yield ids

@@ -21,8 +21,6 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from django_bgtasks.broker.keys import STATES
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # What the suite's Redis is (conftest's redis_server): "single" (one redis-server) or
 # "cluster" (a 3+3 Redis Cluster; tests marked single_redis are skipped).
@@ -478,30 +476,8 @@ def assert_no_password_half(text: str) -> None:
         assert half not in text, text
 
 
-# The states the tests can seed through the transitions a worker or a user makes. Issue 17
-# adds 'cancelled' and 'expired' (keys, lists and counts first, the transitions next):
-# they join here as their transitions land.
-SEEDED_STATES = tuple(s for s in STATES if s not in ("cancelled",))
-
-
-# What cancel.lua does to an active task (helper A's transition, on its own branch): it
-# records the request in the task's record and leaves the ending to the worker.
-_REQUEST_CANCEL = """
-local raw = redis.call('HGET', KEYS[1], ARGV[1])
-if not raw then return 0 end
-local info = cjson.decode(raw)
-if info.state ~= 'active' then return 0 end
-local t = redis.call('TIME')
-info.cancel = {by = ARGV[2], at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(info))
-return 1
-"""
-
-
 def request_cancel(task_id: str, by: str = "tests", queue: str = "default") -> None:
-    """Ask to cancel the running task ``task_id``, in one atomic step, as cancel.lua will."""
-    from django_bgtasks.broker import get_broker
+    """Ask to cancel the running task ``task_id`` (cancel_task records the request)."""
+    from django_bgtasks import cancel_task
 
-    broker = get_broker()
-    assert broker.client.eval(_REQUEST_CANCEL, 1, broker.queue_keys(queue).info, task_id,
-                              by) == 1, f"task {task_id} is not active"
+    assert cancel_task(task_id, by=by).cancel_requested, f"task {task_id} is not active"

@@ -18,11 +18,13 @@ from django.test import Client
 from django.urls import reverse
 
 from demo.tasks import flaky, record
+from django_bgtasks import cancel_task
 from django_bgtasks.admin_views.charts import history_chart, nice_ceiling
 from django_bgtasks.broker import get_broker
+from django_bgtasks.info import STATES
 from django_bgtasks.models import Task
 from django_bgtasks.ops.inspect import DayStats, Inspector
-from helpers import SEEDED_STATES, drive, free_port, seed_expired, seed_waiting
+from helpers import drive, free_port, seed_expired, seed_waiting
 
 pytestmark = pytest.mark.django_db
 
@@ -64,8 +66,11 @@ def one_of_each(queue: str = "default") -> dict[str, str]:
     waiting = seed_waiting(queue)
     [pending] = enqueue(1, queue)
     [scheduled] = [record.using(queue_name=queue, run_after=3600).enqueue("later").id]
+    cancelled = cancel_task(record.using(queue_name=queue, run_after=3600).enqueue("no").id,
+                            by="seeder").id
     return {"pending": pending, "waiting": waiting, "active": active, "scheduled": scheduled,
-            "retry": retry, "dead": ids_dead, "completed": done, "expired": expired}
+            "retry": retry, "dead": ids_dead, "completed": done, "cancelled": cancelled,
+            "expired": expired}
 
 
 def counts(queue: str = "default") -> dict[str, int]:
@@ -164,7 +169,7 @@ def test_dashboard_counts_today_chart_and_workers(admin_client_):
 
     assert response.status_code == 200
     rows = {r["stats"].name: [count for count, _ in r["cells"]] for r in response.context["rows"]}
-    assert rows == {"default": [1, 1, 1, 1, 1, 1, 1, 0, 1], "mail": [0, 0, 0, 0, 0, 2, 0, 0, 0]}
+    assert rows == {"default": [1, 1, 1, 1, 1, 1, 1, 1, 1], "mail": [0, 0, 0, 0, 0, 2, 0, 0, 0]}
     html = response.content.decode()
     assert f'href="{list_url("dead", queue="mail")}">2</a>' in html
     assert f'href="{list_url("retry")}">1</a>' in html  # the all-queues row
@@ -188,7 +193,7 @@ def test_dashboard_shows_no_worker_and_no_queue_when_empty(admin_client_):
 # -- lists ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("state", SEEDED_STATES)
+@pytest.mark.parametrize("state", STATES)
 @pytest.mark.parametrize("queue", ["default", None])
 def test_each_state_lists_its_tasks_for_one_queue_or_all(admin_client_, state, queue):
     ids = one_of_each("default")
@@ -311,14 +316,14 @@ def test_detail_shows_the_expiry_and_the_expired_state(admin_client_):
         detail_url(record.enqueue("y").id)).content.decode()
 
 
-def test_detail_of_completed_shows_result_and_active_has_no_action(admin_client_):
+def test_detail_of_completed_shows_result_and_active_can_only_be_cancelled(admin_client_):
     ids = one_of_each()
     html = admin_client_.get(detail_url(ids["completed"])).content.decode()
     assert "&quot;answer&quot;: 42" in html
     assert "Run now" not in html and 'value="delete"' in html
 
     html = admin_client_.get(detail_url(ids["active"])).content.decode()
-    assert 'name="action"' not in html
+    assert re.findall(r'name="action" value="(\w+)"', html) == ["cancel"]  # nothing else
 
 
 def test_detail_of_a_missing_task_goes_back_to_the_dashboard(admin_client_):
@@ -429,6 +434,97 @@ def test_pause_and_resume_toggle_the_flag_and_the_dashboard(admin_client_):
     assert "Paused</strong>" not in html and 'value="pause">Pause' in html
     assert [e.change_message for e in LogEntry.objects.order_by("pk")] == [
         "Paused queue mail", "Resumed queue mail"]
+
+
+# -- cancel ---------------------------------------------------------------------------------
+
+
+def test_cancel_selected_confirms_then_cancels_asks_and_logs(admin_client_):
+    ids = one_of_each()
+    chosen = [ids[s] for s in ("pending", "scheduled", "retry", "waiting", "active", "dead")]
+    confirm = post_action(admin_client_, "cancel", confirm=False,
+                          _selected_action=selected(chosen))
+    assert "Are you sure you want to cancel the 6 selected tasks?" in confirm.content.decode()
+    assert counts()["cancelled"] == 1  # the seeded one: nothing done yet
+
+    done = post_action(admin_client_, "cancel", _selected_action=selected(chosen))
+
+    assert done.status_code == 302
+    assert (counts()["cancelled"], counts()["active"], counts()["dead"]) == (5, 1, 1)
+    assert messages_of(done) == [
+        "4 tasks cancelled; 1 running task asked to stop (its worker ends it).",
+        "1 of the selected tasks had already ended, so were left as they were."]
+    assert sorted((e.object_id, e.action_flag, e.change_message) for e in entries()) == sorted(
+        [(ids[s], CHANGE, "Cancelled") for s in ("pending", "scheduled", "retry", "waiting")]
+        + [(ids["active"], CHANGE, "Asked to stop (cancel requested)")])
+    assert {e.user.username for e in entries()} == {"root"}
+    info = Inspector(get_broker()).get(ids["pending"])
+    assert (info.state, info.cancelled_by) == ("cancelled", "root")
+
+
+def test_the_lists_offer_cancel_for_queued_and_running_states_only(admin_client_):
+    one_of_each()
+    for state in ("pending", "waiting", "active", "scheduled", "retry"):
+        html = admin_client_.get(list_url(state, queue="default")).content.decode()
+        assert '<option value="cancel">Cancel selected tasks</option>' in html, state
+        assert f'value="cancel_all">Cancel all 1 {state} tasks of default' in html, state
+    for state in ("dead", "completed", "cancelled"):
+        html = admin_client_.get(list_url(state, queue="default")).content.decode()
+        assert 'value="cancel"' not in html and "cancel_all" not in html, state
+    assert "cancel_all" not in admin_client_.get(list_url("pending")).content.decode()
+    response = post_action(admin_client_, "cancel_all", queue="default", state="dead")
+    assert response.status_code == 400
+
+
+def test_the_detail_page_cancels_and_shows_who_and_when(admin_client_):
+    ids = one_of_each()
+    page = detail_url(ids["scheduled"])
+    assert 'value="cancel">Cancel…' in admin_client_.get(page).content.decode()
+
+    post_action(admin_client_, "cancel", _selected_action=selected([ids["scheduled"]]),
+                next=page)
+    post_action(admin_client_, "cancel", _selected_action=selected([ids["active"]]))
+
+    html = admin_client_.get(page).content.decode()
+    assert "<strong>cancelled</strong>" in html
+    assert re.search(r"Cancelled by root at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", html)
+    assert 'value="cancel"' not in html  # ended: nothing to cancel
+    html = admin_client_.get(detail_url(ids["active"])).content.decode()
+    assert "<strong>active</strong>" in html and "Cancel requested by root at" in html
+    assert 'value="cancel"' not in html  # asked already
+
+
+def test_cancel_needs_the_change_permission_post_and_csrf(viewer, deleter, changer):
+    ids = one_of_each()
+    for client in (viewer, deleter):
+        html = client.get(list_url("pending", queue="default")).content.decode()
+        assert 'value="cancel"' not in html and "cancel_all" not in html
+        assert 'value="cancel"' not in client.get(detail_url(ids["pending"])).content.decode()
+        for action, extra in [("cancel", {"_selected_action": selected([ids["pending"]])}),
+                              ("cancel_all", {"queue": "default", "state": "pending"})]:
+            assert post_action(client, action, **extra).status_code == 403
+    assert admin_client_get_405(changer, ids["pending"])
+    csrf = login(make_user("csrf", "view", "change"), enforce_csrf_checks=True)
+    assert post_action(csrf, "cancel", _selected_action=selected([ids["pending"]])
+                       ).status_code == 403
+    assert counts()["pending"] == 1 and LogEntry.objects.count() == 0
+    assert post_action(changer, "cancel", _selected_action=selected([ids["pending"]])
+                       ).status_code == 302
+    assert counts()["pending"] == 0 and LogEntry.objects.count() == 1
+
+
+def admin_client_get_405(client, task_id: str) -> bool:
+    response = client.get(ACTION, {"action": "cancel", "_selected_action": f"default:{task_id}",
+                                   "post": "yes"})
+    return response.status_code == 405
+
+
+def test_who_cancelled_is_shown_as_text(admin_client_):
+    task_id = record.using(run_after=3600).enqueue("x").id
+    cancel_task(task_id, by="<script>alert(1)</script>")
+    html = admin_client_.get(detail_url(task_id)).content.decode()
+    assert "<script>alert(1)" not in html
+    assert "Cancelled by &lt;script&gt;alert(1)&lt;/script&gt;" in html
 
 
 # -- permissions ----------------------------------------------------------------------------

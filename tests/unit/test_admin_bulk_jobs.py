@@ -14,11 +14,13 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 
+from demo.tasks import record
+from django_bgtasks import get_task_info
 from django_bgtasks.broker import get_broker
 from django_bgtasks.broker.bulk import BulkJob, BulkJobStore
 from django_bgtasks.worker.bulk import BulkJobs
 from django_bgtasks.worker.config import WorkerConfig
-from helpers import counts, seed_dead
+from helpers import counts, drive, seed_dead
 
 pytestmark = pytest.mark.django_db
 
@@ -196,3 +198,30 @@ def test_queueing_a_job_needs_the_csrf_token():
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
     assert run_all(client, "requeue_all", csrfmiddlewaretoken=token).status_code == 302
     assert len(jobs()) == 1
+
+
+def test_cancel_all_queues_a_job_that_cancels_queued_tasks_and_asks_running_ones(root):
+    pending = [record.enqueue(f"p{i}").id for i in range(3)]
+    drive(pending[:1], None)  # one of them runs
+    confirm = run_all(root, "cancel_all", state="pending", confirm=False)
+    assert "Are you sure you want to cancel every pending task of queue default?" \
+        in confirm.content.decode()
+
+    response = run_all(root, "cancel_all", state="pending")
+    run_all(root, "cancel_all", state="active")
+
+    assert counts()["pending"] == 2  # the request cancelled none itself
+    assert [(e.change_message.split(" (bulk job")[0]) for e in
+            LogEntry.objects.order_by("pk")] == [
+        "Queued: cancel all 2 pending tasks of queue default",
+        "Queued: cancel all 1 active task of queue default"]
+    assert "Queued: cancel all 2 pending tasks of queue default. A worker runs it in " \
+           "batches; its progress is under Bulk jobs." in messages_of(response)
+    run_jobs()
+    run_jobs()
+    assert (counts()["pending"], counts()["cancelled"], counts()["active"]) == (0, 2, 1)
+    assert sorted((j.action, j.state, j.status, j.done) for j in jobs()) == [
+        ("cancel", "active", "done", 1), ("cancel", "pending", "done", 2)]
+    infos = [get_task_info(i) for i in pending]
+    assert [i.cancelled_by for i in infos] == ["root"] * 3
+    assert infos[0].cancel_requested

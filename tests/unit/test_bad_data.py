@@ -33,7 +33,7 @@ from django_bgtasks.message import TaskMessage
 from django_bgtasks.ops import display
 from django_bgtasks.ops.inspect import Inspector
 from django_bgtasks.worker.execution import TaskExecutor
-from helpers import SEEDED_STATES, wait_until
+from helpers import wait_until
 
 Q = "default"
 TID = "t-1"
@@ -164,7 +164,7 @@ def seed(broker, state: str, outcome: str = "ok", unique: bool = False,
         assert [c.id for c in claim(broker, limit=1).claimed] == [BLOCKER]
     broker.enqueue(EnqueueRequest(
         Q, task_id, json.dumps(message(task_id, outcome)), 0, 3,
-        delay_ms=HOUR_MS if state == "scheduled" else None,
+        delay_ms=HOUR_MS if state in ("scheduled", "cancelled") else None,
         unique_key="lock" if unique else None, unique_ttl_ms=HOUR_MS, limits=limits,
         expires="@1000" if state == "expired" else ""))
     if state == "expired":
@@ -172,6 +172,8 @@ def seed(broker, state: str, outcome: str = "ok", unique: bool = False,
     if state == "waiting":
         assert claim(broker, limit=1).claimed == []
         assert broker.client.zscore(broker.queue_keys(Q).waiting, task_id) is not None
+    if state == "cancelled":
+        assert broker.cancel(Q, [task_id], "seeder").cancelled == [task_id]
     if state in ("active", "retry", "dead", "completed"):
         [claimed] = claim(broker, limit=1).claimed
         ack = {"retry": Ack(task_id, 1, "retry", delay_ms=HOUR_MS, error="RuntimeError: x"),
@@ -227,6 +229,8 @@ def advance(raw, broker, state: str, worker_died: bool = False) -> None:
         broker.clean(Q, DEAD_MAX, DEAD_AGE_MS, expired=Retention(DEAD_MAX, DEAD_AGE_MS))
     elif state == "waiting":  # BLOCKER's run ends: the limit wakes TID
         assert claim(broker, [Ack(BLOCKER, 1, "done")], limit=0).ignored == []
+    elif state == "cancelled":  # cancelled again: nothing changes
+        assert broker.cancel(Q, [TID]).finished == {TID: "cancelled"}
     work(broker)
 
 
@@ -366,7 +370,7 @@ def expect_outcome(raw, broker, field: str, value: bytes | None, outcome: str) -
 
 
 @needs_db
-@pytest.mark.parametrize("state", [s for s in SEEDED_STATES if s != "pending"])
+@pytest.mark.parametrize("state", [s for s in STATES if s != "pending"])
 @settings(FAST, max_examples=60)
 @given(case=CORRUPTION, outcome=OUTCOMES, worker_died=st.booleans())
 def test_corrupt_field_in_every_other_state_never_breaks_its_transition(
@@ -380,12 +384,39 @@ def test_corrupt_field_in_every_other_state_never_breaks_its_transition(
     read_everything(broker)
     if state in ("completed", "expired"):
         assert sets_of(raw, broker, TID) == []  # its expiry removed it, whatever it held
+    elif state == "cancelled":
+        assert sets_of(raw, broker, TID) == ["cancelled"]  # it ended, whatever it holds
     else:
         expect_outcome(raw, broker, field, value, outcome)
 
 
+@needs_db
 @settings(FAST, max_examples=80)
-@given(state=st.sampled_from(SEEDED_STATES), case=CORRUPTION)
+@given(state=st.sampled_from(["pending", "scheduled", "retry", "waiting", "active"]),
+       case=CORRUPTION)
+def test_cancel_ends_a_corrupt_queued_task_and_never_breaks(broker, raw, state, case):
+    field, value = case
+    reset(raw, broker)
+    seed(broker, state)
+    overwrite(raw, broker, field, value)
+
+    result = broker.cancel(Q, [TID], "ops")
+
+    read_everything(broker)
+    if state != "active":
+        assert result.cancelled == [TID] and sets_of(raw, broker, TID) == ["cancelled"]
+        info = json.loads(raw.hget(broker.queue_keys(Q).info, TID))
+        assert info["state"] == "cancelled" and info["cancel"]["by"] == "ops"
+        assert get_task_info(TID).state == "cancelled"
+    else:  # asked to stop, or (a record too damaged to carry it) left as it is
+        assert sets_of(raw, broker, TID) == ["active"]
+        assert result.requested == [TID] or result.finished == {TID: "active"}
+    work(broker)  # nothing of it runs
+    assert sets_of(raw, broker, TID) == ["cancelled" if state != "active" else "active"]
+
+
+@settings(FAST, max_examples=80)
+@given(state=st.sampled_from(STATES), case=CORRUPTION)
 def test_delete_removes_a_corrupt_task_unless_it_runs(broker, raw, state, case):
     reset(raw, broker)
     seed(broker, state)
@@ -467,7 +498,7 @@ def admin_pages(task_id: str, state: str) -> list[str]:
 
 
 @settings(FAST, max_examples=20)
-@given(state=st.sampled_from(SEEDED_STATES), case=CORRUPTION)
+@given(state=st.sampled_from(STATES), case=CORRUPTION)
 @example(state="dead", case=("info", b'{"state": "dead", "attempts": 1e999, "max_retries": '
                                      b'NaN, "priority": [1], "enqueued_at": 1e300}'))
 @example(state="pending", case=("msg", b"<script>alert(1)</script>"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ import pytest
 from django.core.management import call_command
 
 from demo.tasks import fail_always, record
+from django_bgtasks import cancel_task
 from django_bgtasks.broker import get_broker
 from django_bgtasks.broker.bulk import BulkJobStore
 from django_bgtasks.broker.types import Ack
@@ -26,7 +28,6 @@ from django_bgtasks.management.commands.bgtasks import Command
 from helpers import (
     MANAGE_PY,
     REPO_ROOT,
-    SEEDED_STATES,
     BgtasksCommand,
     free_port,
     seed_expired,
@@ -68,6 +69,9 @@ def seed(state: str, n: int = 1, queue: str = "default", token: str = "t") -> li
         return [seed_waiting(queue, f"{token}{i}") for i in range(n)]
     if state == "expired":
         return [seed_expired(queue, f"{token}{i}") for i in range(n)]
+    if state == "cancelled":
+        return [cancel_task(record.using(queue_name=queue, run_after=3600).enqueue(
+            f"{token}{i}").id, by="seeder").id for i in range(n)]
     task = fail_always.using(max_retries=0) if state == "dead" else record
     ids = [task.using(queue_name=queue).enqueue(f"{token}{i}").id for i in range(n)]
     if state == "active":
@@ -169,17 +173,18 @@ def test_pause_refuses_unknown_or_invalid_queue():
 # -- list ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("state", SEEDED_STATES)
+@pytest.mark.parametrize("state", STATES)
 def test_list_shows_only_the_tasks_in_that_state(state):
     ids = {}
     for other in ("expired", "active", "retry", "dead", "completed", "waiting", "scheduled",
+                  "cancelled",
                   "pending"):
         ids[other] = seed(other, 1, token=f"{other}-")  # pending last: claim takes it
 
     out = run("list", state)
 
     assert ids[state][0] in out
-    assert all(ids[other][0] not in out for other in SEEDED_STATES if other != state)
+    assert all(ids[other][0] not in out for other in STATES if other != state)
     assert f"1 of 1 {state} task(s)." in out
     line = next(line for line in out.splitlines() if line.startswith(ids[state][0]))
     assert f'"{state}-0"' in line  # the arguments
@@ -397,6 +402,36 @@ def test_delete_refuses_active_tasks():
     assert counts("default")["active"] == 1
 
 
+def test_cancel_by_id_says_what_happened():
+    [pending] = seed("pending")
+    assert run("cancel", pending).startswith(f"Cancelled 1 task: {pending} (demo.tasks.record, "
+                                             f"queue 'default', was pending); it will not run.")
+    assert run_json("show", pending)["state"] == "cancelled"
+    shown = run("show", pending)
+    assert re.search(r"cancelled:    \S+Z \(.*\) by \S+ \(bgtasks cancel\)", shown), shown
+    assert "Nothing to cancel" in run("cancel", pending)  # a no-op, not an error
+    [active] = seed("active", token="a")
+    assert "Asked 1 running task to stop" in run("cancel", active)
+    assert "cancel asked:" in run("show", active)
+    assert run_json("show", active)["state"] == "active"
+    assert fails("cancel", "ghost") == "no task with id 'ghost'"
+
+
+def test_cancel_all_of_a_state_in_batches_per_queue():
+    seed("scheduled", 3)
+    seed("scheduled", 1, queue="mail")
+    [running] = seed("active", token="a")
+    assert run("cancel", "scheduled", "--all", "-q", "default").strip() == \
+        "Cancelled 3 scheduled task(s)."
+    assert (counts("default")["cancelled"], counts("mail")["scheduled"]) == (3, 1)
+    assert run("cancel", "scheduled", "--all").strip() == "Cancelled 1 scheduled task(s)."
+    assert run("cancel", "active", "--all").strip() == \
+        "Asked 1 running task(s) to stop; their workers end them."
+    assert run_json("show", running)["cancelled_by"].endswith("(bgtasks cancel)")
+    assert "add --all" in fails("cancel", "pending")
+    assert "dead tasks cannot be cancelled" in fails("cancel", "dead", "--all")
+
+
 # -- errors and the real command line ------------------------------------------------------
 
 
@@ -414,8 +449,8 @@ def test_redis_unreachable_is_a_command_error_naming_the_target(settings):
 def test_every_subcommand_has_help():
     parser = Command().create_parser("manage.py", "bgtasks")
     [sub] = [a for a in parser._actions if a.dest == "action"]
-    assert set(sub.choices) == {"stats", "list", "show", "requeue", "delete", "pause",
-                                "resume", "settings", "jobs", "limits", "cron"}
+    assert set(sub.choices) == {"stats", "list", "show", "requeue", "delete", "cancel",
+                                "pause", "resume", "settings", "jobs", "limits", "cron"}
     for name, subparser in sub.choices.items():
         assert len(subparser.description) > 20, name
         assert all(a.help for a in subparser._actions), name

@@ -737,6 +737,64 @@ local function apply_progress(info, raw, now)
   return true
 end
 
+-- Cancel (cancel.lua, bulk_step.lua): a queued task (pending, scheduled, retry, waiting)
+-- ends 'cancelled' at once (end_unrun); a running one gets the request in its record
+-- (`cancel`, kept from the first ask), which its worker acts on; anything else is left as
+-- it is. The sets, not the record, say where a task is: a record may be damaged.
+-- Returns the ids cancelled, the ids running (asked to stop), {id, state, ...} of those
+-- already ended or left as they were, the ids found nowhere, and how many running ones
+-- were asked for the first time.
+-- Every script pays for this closure on every call, for each upvalue it captures (Lua
+-- looks each one up in a list of the open ones): the keys are read from KEYS, a global,
+-- by their K_* positions (the header), and the record checks are written out.
+local function cancel_ids(ids, by, now)
+  local cancelled, requested, ended, missing, asked = {}, {}, {}, {}, 0
+  local active, dest = KEYS[2], KEYS[21]  -- K_ACTIVE, K_CANCELLED
+  local queued = {KEYS[1], KEYS[3], KEYS[4], KEYS[16]}  -- pending, scheduled, retry, waiting
+  local final = {{'completed', KEYS[6]}, {'dead', KEYS[5]}, {'cancelled', dest},
+                 {'expired', KEYS[22]}}
+  for _, id in ipairs(ids) do
+    if redis.call('ZSCORE', active, id) then
+      local info, problem = get_info(id)
+      local before = info.cancel
+      if problem then
+        -- Written back, its sound fields alone would lose the lease token: left as found.
+        table.insert(ended, id)
+        table.insert(ended, 'active')
+      else
+        if not (type(before) == 'table' and type(before.by) == 'string'
+                and type(before.at) == 'number' and before.at >= 0 and before.at < 1e15) then
+          info.cancel = {by = by, at = now}
+          put_info(id, info)
+          asked = asked + 1
+        end
+        table.insert(requested, id)
+      end
+    else
+      local found = 0
+      for _, set in ipairs(queued) do found = found + redis.call('ZREM', set, id) end
+      if found > 0 then
+        local info = get_info(id)
+        info.cancel = {by = by, at = now}
+        end_unrun(id, info, 'cancelled', dest, now)
+        table.insert(cancelled, id)
+      else
+        local state = nil
+        for _, pair in ipairs(final) do
+          if not state and redis.call('ZSCORE', pair[2], id) then state = pair[1] end
+        end
+        if state then
+          table.insert(ended, id)
+          table.insert(ended, state)
+        else
+          table.insert(missing, id)
+        end
+      end
+    end
+  end
+  return cancelled, requested, ended, missing, asked
+end
+
 -- Tell pollers (every host) when `id` became the earliest entry of `zset`.
 local function wake_if_earliest(zset, id, due, channel)
   local head = redis.call('ZRANGE', zset, 0, 0)
@@ -883,16 +941,19 @@ local function cron_note(history, tick, now, outcome, id)
   redis.call('LTRIM', history, 0, CRON_HISTORY_KEEP - 1)
 end
 
--- Bulk jobs (bulk_*.lua): "run all" / "delete all" over one state of the queue, one JSON
--- record each in the queue's bulk hash (KEYS[25]). Statuses: queued, running, done, failed.
+-- Bulk jobs (bulk_*.lua): "run all" / "delete all" / "cancel all" over one state of the
+-- queue, one JSON record each in the queue's bulk hash (KEYS[25]). Statuses: queued,
+-- running, done, failed.
 local BULK_SETS = {pending = K_PENDING, scheduled = K_SCHEDULED, retry = K_RETRY,
                    dead = K_DEAD, completed = K_COMPLETED,
                    waiting = K_WAITING, cancelled = K_CANCELLED,
-                   expired = K_EXPIRED}  -- active: never in bulk
+                   expired = K_EXPIRED, active = K_ACTIVE}  -- active: only cancel
 local BULK_ACTIONS = {requeue = {scheduled = true, retry = true, dead = true},
                       delete = {pending = true, scheduled = true, retry = true, dead = true,
                                 completed = true, waiting = true, cancelled = true,
-                                expired = true}}
+                                expired = true},
+                      cancel = {pending = true, scheduled = true, retry = true,
+                                waiting = true, active = true}}
 
 -- The job's record, or nil when it is missing or not a job we could run (outside damage
 -- is left for the readers to show, never acted on).

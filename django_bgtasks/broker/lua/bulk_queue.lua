@@ -1,8 +1,8 @@
--- bulk_queue: queue a bulk job, "run all" (requeue) or "delete all" of one state of the
--- queue. A worker's maintenance process runs it later (bulk_claim, bulk_step): an HTTP
+-- bulk_queue: queue a bulk job, "run all" (requeue), "delete all" or "cancel all" of one
+-- state of the queue. A worker's maintenance process runs it later (bulk_claim, bulk_step): an HTTP
 -- request only writes this record, whatever the state holds.
 -- KEYS: the queue's keys, then {q}:bulk.
--- ARGV: job id, state, action ('requeue' | 'delete'), requested by, finished jobs to keep
+-- ARGV: job id, state, action ('requeue' | 'delete' | 'cancel'), requested by, finished jobs to keep
 -- Returns: {'ok', job JSON}: queued (or already queued by this very request, resent);
 --          {'exists', job JSON}: the same action on the same state is queued or running;
 --          {'empty', ''}: the state holds no task, nothing was queued.

@@ -6,6 +6,7 @@ Every read and action goes through broker.inspect.Inspector, as the admin pages 
 
 from __future__ import annotations
 
+import getpass
 import json as json_module
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_bgtasks.broker import get_broker
-from django_bgtasks.broker.keys import DELETABLE, RUNNABLE, validate_queue_name
+from django_bgtasks.broker.keys import CANCELLABLE, DELETABLE, RUNNABLE, validate_queue_name
 from django_bgtasks.conf import get_settings
 from django_bgtasks.exceptions import BgTasksError
 from django_bgtasks.info import STATES, TaskInfo, ms_to_datetime
@@ -29,8 +30,8 @@ MAX_NEXT = 100  # `cron next -n` at most
 
 class Command(BaseCommand):
     help = ("Inspect and manage django-bgtasks queues: counts and workers, task lists and "
-            "details, live limits, run now, delete, pause and resume; and the periodic "
-            "entries.")
+            "details, live limits, run now, delete, cancel, pause and resume; and the "
+            "periodic entries.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -66,23 +67,26 @@ class Command(BaseCommand):
         queue_option(p, "Look only in this queue (default: search every queue).")
         json_option(p)
 
-        p = add("requeue", "Run tasks now: move a scheduled, retry or dead task (by id), or "
-                           "all tasks of such a state (with --all), to pending.")
-        p.add_argument("target", metavar="STATE|ID",
-                       help=f"A task id, or with --all one of: {', '.join(RUNNABLE)}.")
-        queue_option(p, "With --all: only this queue (default: every queue). With an id: "
-                        "the task's queue (default: found by searching).")
-        p.add_argument("--all", action="store_true", dest="all_tasks",
-                       help="Requeue every task in STATE.")
+        def task_action(name: str, text: str, states: tuple[str, ...], all_text: str) -> None:
+            """An action on a task by id, or on every task of a state with --all."""
+            p = add(name, text)
+            p.add_argument("target", metavar="STATE|ID",
+                           help=f"A task id, or with --all one of: {', '.join(states)}.")
+            queue_option(p, "With --all: only this queue (default: every queue). With an "
+                            "id: the task's queue (default: found by searching).")
+            p.add_argument("--all", action="store_true", dest="all_tasks", help=all_text)
 
-        p = add("delete", "Delete a task (by id), or all tasks of a state (with --all). "
-                          "Running (active) tasks are never deleted.")
-        p.add_argument("target", metavar="STATE|ID",
-                       help=f"A task id, or with --all one of: {', '.join(DELETABLE)}.")
-        queue_option(p, "With --all: only this queue (default: every queue). With an id: "
-                        "the task's queue (default: found by searching).")
-        p.add_argument("--all", action="store_true", dest="all_tasks",
-                       help="Delete every task in STATE.")
+        task_action("requeue", "Run tasks now: move a scheduled, retry or dead task (by id), "
+                               "or all tasks of such a state (with --all), to pending.",
+                    RUNNABLE, "Requeue every task in STATE.")
+        task_action("delete", "Delete a task (by id), or all tasks of a state (with --all). "
+                              "Running (active) tasks are never deleted.",
+                    DELETABLE, "Delete every task in STATE.")
+        task_action("cancel", "Cancel a task (by id), or all tasks of a state (with --all): "
+                              "a queued one (pending, waiting, scheduled, retry) is cancelled "
+                              "at once and never runs; a running one is asked to stop; an "
+                              "ended one is left as it is.",
+                    CANCELLABLE, "Cancel every task in STATE.")
 
         p = add("limits", "Show the live limits of each queue: running / concurrency, rate "
                           "and tokens left, how many tasks wait and how long the first of "
@@ -252,6 +256,33 @@ class Command(BaseCommand):
         self.stdout.write(f"Deleted 1 task: {info.id} ({info.name}, queue "
                           f"{info.queue_name!r}, was {info.state}).")
 
+    def do_cancel(self, inspector: Inspector, *, target: str, queue: str | None,
+                  all_tasks: bool, **_: Any) -> None:
+        by = who_runs_this()
+        if target in STATES or all_tasks:
+            state = bulk_state(target, all_tasks, CANCELLABLE, "cancelled", queue)
+            results = {q: inspector.cancel_all(q, state, by)
+                       for q in action_queues(inspector, queue)}
+            if state == "active":
+                asked = {q: len(r.requested) for q, r in results.items()}
+                self.stdout.write(f"Asked {sum(asked.values())} running task(s) to stop"
+                                  f"{breakdown(asked)}; their workers end them.")
+            else:
+                done = {q: len(r.cancelled) for q, r in results.items()}
+                self.stdout.write(f"Cancelled {sum(done.values())} {state} task(s)"
+                                  f"{breakdown(done)}.")
+            return
+        info = find_task(inspector, target, queue)
+        result = inspector.cancel(info.queue_name, [info.id], by)
+        what = f"{info.id} ({info.name}, queue {info.queue_name!r}"
+        if result.cancelled:
+            self.stdout.write(f"Cancelled 1 task: {what}, was {info.state}); it will not run.")
+        elif result.requested:
+            self.stdout.write(f"Asked 1 running task to stop: {what}); its worker ends it.")
+        else:
+            state = result.finished.get(info.id, info.state)
+            self.stdout.write(f"Nothing to cancel: {what}) is {state}; it was left as it is.")
+
     def do_jobs(self, inspector: Inspector, *, queue: str | None, json: bool,
                 **_: Any) -> None:
         jobs = inspector.bulk_jobs([queue] if queue else None)
@@ -376,6 +407,14 @@ def bulk_state(target: str, all_tasks: bool, allowed: tuple[str, ...], verb: str
         raise CommandError(f"{target!r} is a state, not a task id: add --all to act on every "
                            f"{target} task{where}")
     return target
+
+
+def who_runs_this() -> str:
+    """Who a cancel from the command line is recorded as: the OS user, and the command."""
+    try:
+        return f"{getpass.getuser()} (bgtasks cancel)"
+    except (OSError, KeyError):  # no login name in this environment (a bare container)
+        return "bgtasks cancel"
 
 
 def breakdown(counts: dict[str, int]) -> str:
