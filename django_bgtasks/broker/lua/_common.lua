@@ -84,6 +84,8 @@ end
 local STATE_NAMES = {pending = true, active = true, scheduled = true, retry = true,
                      dead = true, completed = true, waiting = true, cancelled = true,
                      expired = true}
+-- The states a task ends in: nothing moves it on by itself (get_result(wait=...) returns).
+local FINAL_STATES = {completed = true, dead = true, cancelled = true, expired = true}
 local floor, huge = math.floor, math.huge
 
 local function is_finite(v)
@@ -612,6 +614,7 @@ local function delete_ids(ids)
         end
         release_unique(id, info)
         forget(id)
+        announce_final(id, 'deleted')  -- a waiter learns it at once, not at its timeout
         table.insert(deleted, id)
       end
     end
