@@ -269,19 +269,35 @@ def _info(state: str, attempts: int = 0, errors=(), worker: str = "", result=Non
         id="t1", name="django:demo.django_tasks.add", queue_name="default", state=state,
         args=[1, 2], kwargs={}, priority=0, attempts=attempts, max_retries=2, enqueued_at=now,
         run_after=None, started_at=now if attempts else None,
-        finished_at=now if state in ("completed", "dead") else None, last_error="",
+        finished_at=now if state in ("completed", "dead", "cancelled", "expired") else None,
+        last_error="",
         traceback="", result=result, errors=tuple(errors), worker=worker)
 
 
 @pytest.mark.parametrize(("state", "status"), [
     ("pending", READY), ("waiting", READY), ("scheduled", READY), ("retry", READY),
-    ("active", RUNNING), ("completed", SUCCESSFUL), ("dead", FAILED), ("unknown", FAILED)])
+    ("active", RUNNING), ("completed", SUCCESSFUL), ("dead", FAILED), ("unknown", FAILED),
+    ("cancelled", FAILED), ("expired", FAILED)])
 def test_our_states_map_to_django_statuses(state, status):
     result = task_result(_info(state, attempts=1, worker="w1", result=3), django_tasks.add)
     assert result.status == status
-    assert (result.finished_at is not None) == (state in ("completed", "dead"))
+    assert (result.finished_at is not None) == (state in ("completed", "dead", "cancelled",
+                                                          "expired"))
     if status == SUCCESSFUL:
         assert result.return_value == 3
+
+
+@pytest.mark.parametrize(("state", "path", "why"), [
+    ("cancelled", "TaskCancelled", "cancelled"),
+    ("expired", "django_bgtasks.exceptions.TaskExpired", "not started by its expires time")])
+def test_a_cancelled_or_expired_result_is_failed_saying_why(state, path, why):
+    errors = [{"attempt": 1, "error": "ValueError: boom", "traceback": "TB1", "worker": "w1"}]
+    result = task_result(_info(state, 1, errors), django_tasks.add)
+    assert result.status == FAILED and result.is_finished and result.attempts == 1
+    first, last = result.errors
+    assert first.exception_class_path == "builtins.ValueError"
+    # TaskCancelled is the cancelling side's exception: a module path once it exists
+    assert last.exception_class_path.endswith(path) and why in last.traceback
 
 
 def test_errors_and_worker_ids_come_from_the_error_history():
