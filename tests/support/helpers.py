@@ -467,3 +467,19 @@ def assert_no_password_half(text: str) -> None:
 # adds 'cancelled' and 'expired' (keys, lists and counts first, the transitions next):
 # they join here as their transitions land.
 SEEDED_STATES = tuple(s for s in STATES if s not in ("cancelled", "expired"))
+
+
+def run_on_new_loop(coroutine_function: Callable[..., Any], *args: Any) -> Any:
+    """Run ``coroutine_function(*args)`` on a new event loop, closing the loop's brokers
+    before the loop ends (their connections belong to it)."""
+    import asyncio
+
+    from django_bgtasks.broker.aio import aclose_brokers
+
+    async def main() -> Any:
+        try:
+            return await coroutine_function(*args)
+        finally:
+            await aclose_brokers()
+
+    return asyncio.run(main())

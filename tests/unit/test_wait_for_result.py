@@ -14,8 +14,7 @@ import pytest
 from demo.tasks import fail_always, record, run_once, sleep_then_record
 from django_bgtasks import TaskNotFound, aget_task_info, get_task_info
 from django_bgtasks.broker import get_broker
-from django_bgtasks.broker.aio import aclose_brokers
-from helpers import TEST_TOPOLOGY, drive, wait_until
+from helpers import TEST_TOPOLOGY, drive, run_on_new_loop, wait_until
 from task_ends import end_unrun
 
 GENEROUS = 20.0  # seconds: a bound on "at once" that a loaded machine still meets
@@ -35,18 +34,6 @@ def complete(ids: list[str], queue: str = "default") -> None:
 def raw_client(raw):
     """The client that reaches the queue's keys (the cluster's, under that topology)."""
     return get_broker().client if TEST_TOPOLOGY == "cluster" else raw
-
-
-def run(coroutine_function, *args):
-    """Run ``coroutine_function(*args)`` on a new event loop, closing the loop's brokers
-    before the loop ends (their connections belong to it)."""
-    async def main():
-        try:
-            return await coroutine_function(*args)
-        finally:
-            await aclose_brokers()
-
-    return asyncio.run(main())
 
 
 class Waiter(threading.Thread):
@@ -259,7 +246,7 @@ def test_aget_result_waits_without_blocking_the_loop(raw):
         tick.cancel()
         return info, ticks
 
-    info, ticks = run(main)
+    info, ticks = run_on_new_loop(main)
     assert (info.state, info.result) == ("completed", "ok")
     assert ticks > 0  # the loop ran other work while the waiter waited
     assert waiters(raw, task_id) == 0
@@ -268,7 +255,7 @@ def test_aget_result_waits_without_blocking_the_loop(raw):
 def test_aget_task_info_times_out_and_unregisters(raw):
     task_id = record.enqueue("async-idle").id
     with pytest.raises(TimeoutError):
-        run(aget_task_info, task_id, 0.3)
+        run_on_new_loop(aget_task_info, task_id, 0.3)
     assert waiters(raw, task_id) == 0
 
 
@@ -283,5 +270,5 @@ def test_a_cancelled_async_waiter_takes_its_registration_back(raw):
         with pytest.raises(asyncio.CancelledError):
             await waiter
 
-    run(main)
+    run_on_new_loop(main)
     assert waiters(raw, task_id) == 0
