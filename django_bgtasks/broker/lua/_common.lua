@@ -84,8 +84,6 @@ end
 local STATE_NAMES = {pending = true, active = true, scheduled = true, retry = true,
                      dead = true, completed = true, waiting = true, cancelled = true,
                      expired = true}
--- The states a task ends in: nothing moves it on by itself (get_result(wait=...) returns).
-local FINAL_STATES = {completed = true, dead = true, cancelled = true, expired = true}
 local floor, huge = math.floor, math.huge
 
 local function is_finite(v)

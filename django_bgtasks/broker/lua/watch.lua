@@ -7,6 +7,9 @@
 --          task in this queue; nothing written, nothing else returned), 'final' (it has
 --          ended already; nothing written) or 'waiting' (registered in K_RWAIT: its end
 --          will be an entry of K_FINISHED after the stream id returned).
+-- The states a task ends in (keys.FINAL_STATES). Here, not in _common.lua: a table made
+-- in the prelude is made on every call of every script.
+local FINAL_STATES = {completed = true, dead = true, cancelled = true, expired = true}
 local id = ARGV[1]
 local msg, raw = redis.call('HGET', K_MSG, id), redis.call('HGET', K_INFO, id)
 if not msg and not raw then return {'absent'} end
