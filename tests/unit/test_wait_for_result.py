@@ -16,24 +16,21 @@ from django_bgtasks import TaskNotFound, aget_task_info, get_task_info
 from django_bgtasks.broker import get_broker
 from helpers import TEST_TOPOLOGY, drive, run_on_new_loop, wait_until
 from task_ends import end_unrun
+from topologies import SentinelTopology, needs_sentinel_tools
 
 GENEROUS = 20.0  # seconds: a bound on "at once" that a loaded machine still meets
 
 
-def waiters(raw, task_id: str, queue: str = "default") -> int:
+def waiters(task_id: str, queue: str = "default") -> int:
     """How many get_result(wait=...) callers are registered for ``task_id``."""
-    return int(raw_client(raw).hget(get_broker().queue_keys(queue).rwait, task_id) or 0)
+    broker = get_broker()  # its client reaches the queue's keys, whatever the topology
+    return int(broker.client.hget(broker.queue_keys(queue).rwait, task_id) or 0)
 
 
 def complete(ids: list[str], queue: str = "default") -> None:
     """Claim and acknowledge these (the only pending) tasks as a worker would: 'done',
     result "ok", kept a minute."""
     drive(ids, "done", queue=queue, result='"ok"', result_ttl_ms=60_000)
-
-
-def raw_client(raw):
-    """The client that reaches the queue's keys (the cluster's, under that topology)."""
-    return get_broker().client if TEST_TOPOLOGY == "cluster" else raw
 
 
 class Waiter(threading.Thread):
@@ -51,13 +48,13 @@ class Waiter(threading.Thread):
             self.outcome = exc
 
 
-def start_waiters(raw, task, task_id: str, n: int = 1, queue: str = "default",
+def start_waiters(task, task_id: str, n: int = 1, queue: str = "default",
                   wait: float = GENEROUS) -> list[Waiter]:
     """``n`` waiters, returned once all of them are registered in Redis."""
     threads = [Waiter(task, task_id, wait) for _ in range(n)]
     for thread in threads:
         thread.start()
-    wait_until(lambda: waiters(raw, task_id, queue) >= n, message=f"{n} waiters registered")
+    wait_until(lambda: waiters(task_id, queue) >= n, message=f"{n} waiters registered")
     return threads
 
 
@@ -71,17 +68,17 @@ def joined(threads: list[Waiter]) -> list:
 # -- with a real worker ----------------------------------------------------------------
 
 
-def test_a_waiter_returns_the_completed_task_with_its_result(start_worker, raw):
+def test_a_waiter_returns_the_completed_task_with_its_result(start_worker):
     task_id = run_once.enqueue("kept", 0.5).id
     start_worker("--processes", "1", "--threads", "2")
     info = run_once.get_result(task_id, wait=GENEROUS)
     assert (info.state, info.result) == ("completed", "kept")
-    assert waiters(raw, task_id) == 0
+    assert waiters(task_id) == 0
 
 
-def test_a_completed_task_that_is_not_kept_is_returned_without_its_result(start_worker, raw):
+def test_a_completed_task_that_is_not_kept_is_returned_without_its_result(start_worker):
     task_id = sleep_then_record.enqueue("forgotten", 1.0).id
-    [waiter] = start_waiters(raw, sleep_then_record, task_id)
+    [waiter] = start_waiters(sleep_then_record, task_id)
     start_worker("--processes", "1", "--threads", "2")
     [info] = joined([waiter])
     assert info.state == "completed" and info.result is None
@@ -91,10 +88,10 @@ def test_a_completed_task_that_is_not_kept_is_returned_without_its_result(start_
         get_task_info(task_id)
 
 
-def test_a_waiter_returns_the_dead_task_after_its_retries(start_worker, raw):
+def test_a_waiter_returns_the_dead_task_after_its_retries(start_worker):
     task = fail_always.using(max_retries=1)
     task_id = task.enqueue("doomed").id
-    [waiter] = start_waiters(raw, task, task_id)
+    [waiter] = start_waiters(task, task_id)
     start_worker("--processes", "1", "--threads", "2")
     [info] = joined([waiter])
     assert (info.state, info.attempts) == ("dead", 2)
@@ -105,40 +102,40 @@ def test_a_waiter_returns_the_dead_task_after_its_retries(start_worker, raw):
 
 
 @pytest.mark.parametrize("state", ["cancelled", "expired"])
-def test_a_waiter_returns_a_task_ended_without_running(raw, state):
+def test_a_waiter_returns_a_task_ended_without_running(state):
     task_id = record.enqueue(state).id
-    threads = start_waiters(raw, record, task_id)
+    threads = start_waiters(record, task_id)
     end_unrun(task_id, state)
     [info] = joined(threads)
     assert info.state == state and info.finished_at is not None
-    assert waiters(raw, task_id) == 0
+    assert waiters(task_id) == 0
 
 
-def test_many_waiters_on_one_task_and_on_others_all_wake(raw):
+def test_many_waiters_on_one_task_and_on_others_all_wake():
     task = record.using(result_ttl=60)
     first, second = task.enqueue("one").id, task.enqueue("two").id
-    on_first = start_waiters(raw, task, first, n=8)
-    on_second = start_waiters(raw, task, second, n=4)
+    on_first = start_waiters(task, first, n=8)
+    on_second = start_waiters(task, second, n=4)
     complete([first, second])
     outcomes = joined(on_first + on_second)
     assert [info.id for info in outcomes] == [first] * 8 + [second] * 4
     assert {(info.state, info.result) for info in outcomes} == {("completed", "ok")}
-    assert waiters(raw, first) == waiters(raw, second) == 0
+    assert waiters(first) == waiters(second) == 0
 
 
-def test_a_waiter_ignores_the_ends_of_other_tasks(raw):
+def test_a_waiter_ignores_the_ends_of_other_tasks():
     task = record.using(result_ttl=60)
     awaited, other = task.enqueue("awaited").id, task.enqueue("other").id
-    [waiter] = start_waiters(raw, task, awaited)
-    [other_waiter] = start_waiters(raw, task, other)
+    [waiter] = start_waiters(task, awaited)
+    [other_waiter] = start_waiters(task, other)
     end_unrun(other, "cancelled")
     assert joined([other_waiter])[0].state == "cancelled"
-    assert waiter.is_alive() and waiters(raw, awaited) == 1
+    assert waiter.is_alive() and waiters(awaited) == 1
     end_unrun(awaited, "expired")
     assert joined([waiter])[0].state == "expired"
 
 
-def test_an_ended_task_is_returned_at_once_without_registering(raw):
+def test_an_ended_task_is_returned_at_once_without_registering():
     task = record.using(result_ttl=60)
     task_id = task.enqueue("done").id
     complete([task_id])
@@ -146,39 +143,39 @@ def test_an_ended_task_is_returned_at_once_without_registering(raw):
     info = task.get_result(task_id, wait=GENEROUS)
     assert (info.state, info.result) == ("completed", "ok")
     assert time.monotonic() - started < GENEROUS / 2
-    assert not raw_client(raw).exists(get_broker().queue_keys("default").finished)
+    assert not get_broker().client.exists(get_broker().queue_keys("default").finished)
 
 
-def test_nothing_happens_timeout_error_and_the_registration_is_gone(raw):
+def test_nothing_happens_timeout_error_and_the_registration_is_gone():
     task_id = record.enqueue("idle").id
     started = time.monotonic()
     with pytest.raises(TimeoutError, match="did not end within 0.3 s"):
         record.get_result(task_id, wait=0.3)
     assert 0.3 <= time.monotonic() - started < GENEROUS
-    assert waiters(raw, task_id) == 0
+    assert waiters(task_id) == 0
     assert get_task_info(task_id).state == "pending"
 
 
-def test_a_timed_out_waiter_leaves_the_others_registered(raw):
+def test_a_timed_out_waiter_leaves_the_others_registered():
     task_id = record.enqueue("shared").id
-    [patient] = start_waiters(raw, record, task_id)
+    [patient] = start_waiters(record, task_id)
     with pytest.raises(TimeoutError):
         record.get_result(task_id, wait=timedelta(milliseconds=200))
-    assert waiters(raw, task_id) == 1
+    assert waiters(task_id) == 1
     end_unrun(task_id, "cancelled")
     assert joined([patient])[0].state == "cancelled"
 
 
-def test_a_task_deleted_while_waited_for_ends_the_wait(raw):
+def test_a_task_deleted_while_waited_for_ends_the_wait():
     task_id = record.enqueue("deleted").id
     # Far longer than joined() waits: the wait must end with the deletion, not time out.
-    [waiter] = start_waiters(raw, record, task_id, wait=10 * GENEROUS)
+    [waiter] = start_waiters(record, task_id, wait=10 * GENEROUS)
     assert get_broker().delete("default", [task_id])[0] == [task_id]
     [outcome] = joined([waiter])
     assert isinstance(outcome, TaskNotFound) and "deleted" in str(outcome)
 
 
-def test_waiting_for_an_unknown_task_is_task_not_found(raw):
+def test_waiting_for_an_unknown_task_is_task_not_found():
     with pytest.raises(TaskNotFound):
         get_task_info("no-such-task", wait=5)
 
@@ -186,18 +183,18 @@ def test_waiting_for_an_unknown_task_is_task_not_found(raw):
 @pytest.mark.parametrize("wait, error", [(-1, ValueError), ("5", TypeError),
                                          (float("nan"), ValueError),
                                          (float("inf"), ValueError)])
-def test_a_bad_wait_is_refused_naming_it_and_nothing_is_written(raw, wait, error):
+def test_a_bad_wait_is_refused_naming_it_and_nothing_is_written(wait, error):
     task_id = record.enqueue("x").id
     with pytest.raises(error, match="^wait must be"):
         record.get_result(task_id, wait=wait)
-    assert waiters(raw, task_id) == 0
+    assert waiters(task_id) == 0
 
 
-def test_a_wait_longer_than_the_socket_timeout_reads_in_slices(raw, settings):
+def test_a_wait_longer_than_the_socket_timeout_reads_in_slices(settings):
     settings.BGTASKS = {**settings.BGTASKS, "SOCKET_TIMEOUT": 0.5}
     task = record.using(result_ttl=60)
     task_id = task.enqueue("slices").id
-    [waiter] = start_waiters(raw, task, task_id, wait=GENEROUS)
+    [waiter] = start_waiters(task, task_id, wait=GENEROUS)
     time.sleep(1.5)  # the wait outlives three socket timeouts before the end comes
     assert waiter.is_alive()
     complete([task_id])
@@ -205,12 +202,12 @@ def test_a_wait_longer_than_the_socket_timeout_reads_in_slices(raw, settings):
 
 
 @pytest.mark.skipif(TEST_TOPOLOGY != "cluster", reason="queues on several masters")
-def test_waiters_on_queues_of_three_masters_all_wake(raw):
+def test_waiters_on_queues_of_three_masters_all_wake():
     queues = ("default", "mail", "urgent")  # one per master (test_e2e_cluster.py)
     ids = {queue: record.using(queue_name=queue, result_ttl=60).enqueue(queue).id
            for queue in queues}
     threads = [t for queue in queues
-               for t in start_waiters(raw, record, ids[queue], n=2, queue=queue)]
+               for t in start_waiters(record, ids[queue], n=2, queue=queue)]
     for queue in queues:
         complete([ids[queue]], queue)
     outcomes = joined(threads)
@@ -218,10 +215,35 @@ def test_waiters_on_queues_of_three_masters_all_wake(raw):
         (queue, "completed") for queue in queues for _ in range(2)]
 
 
+@needs_sentinel_tools
+def test_waiters_behind_sentinel_wake(settings, tmp_path):
+    with SentinelTopology(tmp_path) as topology:
+        settings.BGTASKS = {
+            **settings.BGTASKS, "MASTER_NAME": topology.master_name,
+            "SENTINELS": [f"{host}:{port}" for host, port in topology.sentinels],
+            "REDIS_URL": f"redis://{topology.master_name}/0"}
+        task = record.using(result_ttl=60)
+        task_id = task.enqueue("sentinel").id
+        threads = start_waiters(task, task_id, n=2)
+
+        async def async_waiter():
+            return await task.aget_result(task_id, wait=GENEROUS)
+
+        async_thread = threading.Thread(
+            target=lambda: outcomes.append(run_on_new_loop(async_waiter)), daemon=True)
+        outcomes: list = []
+        async_thread.start()
+        wait_until(lambda: waiters(task_id) == 3, message="the async waiter registered")
+        complete([task_id])
+        outcomes += joined(threads)
+        async_thread.join(GENEROUS)
+        assert [(info.state, info.result) for info in outcomes] == [("completed", "ok")] * 3
+
+
 # -- async -------------------------------------------------------------------------------
 
 
-def test_aget_result_waits_without_blocking_the_loop(raw):
+def test_aget_result_waits_without_blocking_the_loop():
     task = record.using(result_ttl=60)
     task_id = task.enqueue("async").id
 
@@ -235,7 +257,7 @@ def test_aget_result_waits_without_blocking_the_loop(raw):
                 ticks += 1
 
         async def end_when_registered():
-            while not waiters(raw, task_id):
+            while not waiters(task_id):
                 await asyncio.sleep(0.01)
             await asyncio.to_thread(complete, [task_id])
 
@@ -249,26 +271,26 @@ def test_aget_result_waits_without_blocking_the_loop(raw):
     info, ticks = run_on_new_loop(main)
     assert (info.state, info.result) == ("completed", "ok")
     assert ticks > 0  # the loop ran other work while the waiter waited
-    assert waiters(raw, task_id) == 0
+    assert waiters(task_id) == 0
 
 
-def test_aget_task_info_times_out_and_unregisters(raw):
+def test_aget_task_info_times_out_and_unregisters():
     task_id = record.enqueue("async-idle").id
     with pytest.raises(TimeoutError):
         run_on_new_loop(aget_task_info, task_id, 0.3)
-    assert waiters(raw, task_id) == 0
+    assert waiters(task_id) == 0
 
 
-def test_a_cancelled_async_waiter_takes_its_registration_back(raw):
+def test_a_cancelled_async_waiter_takes_its_registration_back():
     task_id = record.enqueue("async-cancelled").id
 
     async def main():
         waiter = asyncio.ensure_future(aget_task_info(task_id, wait=GENEROUS))
-        while not waiters(raw, task_id):
+        while not waiters(task_id):
             await asyncio.sleep(0.01)
         waiter.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiter
 
     run_on_new_loop(main)
-    assert waiters(raw, task_id) == 0
+    assert waiters(task_id) == 0
