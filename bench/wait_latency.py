@@ -13,7 +13,8 @@ entry, the task's record read, the TaskInfo built). Both threads are of one proc
 acknowledging thread sits in its socket read while the waiter wakes. The rest of a
 sample (enqueue, claim, registration) is not timed. Samples alternate between a waiter
 on this thread's blocking client (sync) and one on asyncio (aget_result on its own
-loop, in its thread). p50/p90/p99/max in ms, per kind; writes bench/out/wait_latency.json.
+loop, in its thread). p50/p90/p99/max in ms, per kind, and of the acknowledging call's own
+round trip (``ack_call``: sent to its reply, for scale); writes bench/out/wait_latency.json.
 """
 
 from __future__ import annotations
@@ -73,8 +74,8 @@ class Waiter(threading.Thread):
             await aclose_brokers()
 
 
-def sample(kind: str) -> float:
-    """One sample's latency (ms)."""
+def sample(kind: str) -> tuple[float, float]:
+    """One sample: the waiter's latency and the acknowledging call's own (ms)."""
     from benchapp.tasks import noop
 
     from django_bgtasks.broker import get_broker
@@ -91,10 +92,11 @@ def sample(kind: str) -> float:
     ack = Ack(task_id, claimed.attempt, "done", result="null", result_ttl_ms=60_000)
     sent = time.perf_counter()
     broker.claim("default", "bench", [ack], 0, 60_000, 1000, 10**9)
+    acked = time.perf_counter()
     waiter.join(10)
     if waiter.state != "completed":
         raise RuntimeError(f"sample {task_id}: the waiter returned {waiter.state!r}")
-    return (waiter.returned - sent) * 1000
+    return (waiter.returned - sent) * 1000, (acked - sent) * 1000
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -117,10 +119,12 @@ def main() -> None:
         setup_django(url)
         for kind in ("sync", "async"):  # warm-up: connections, scripts loaded
             sample(kind)
-        found: dict[str, list[float]] = {"sync": [], "async": []}
+        found: dict[str, list[float]] = {"sync": [], "async": [], "ack_call": []}
         for i in range(opts.samples * 2):
             kind = "sync" if i % 2 == 0 else "async"
-            found[kind].append(sample(kind))
+            waited, acked = sample(kind)
+            found[kind].append(waited)
+            found["ack_call"].append(acked)
             if i and i % 1000 == 0:
                 log(f"{i} samples")
     result = {"when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -128,7 +132,7 @@ def main() -> None:
               **{kind: summary(values) for kind, values in found.items()}}
     opts.json.parent.mkdir(parents=True, exist_ok=True)
     opts.json.write_text(json.dumps(result, indent=2) + "\n")
-    for kind in ("sync", "async"):
+    for kind in found:
         s = result[kind]
         print(f"{kind:5}  p50 {s['p50_ms']:.3f} ms  p90 {s['p90_ms']:.3f} ms  "
               f"p99 {s['p99_ms']:.3f} ms  max {s['max_ms']:.3f} ms  ({s['samples']} samples)")
