@@ -37,6 +37,7 @@ from django_bgtasks.broker.types import EnqueueRequest  # noqa: E402
 from django_bgtasks.conf import get_settings  # noqa: E402
 from django_bgtasks.django_tasks.resolve import InvalidDjangoTask, resolve  # noqa: E402
 from django_bgtasks.django_tasks.results import (  # noqa: E402
+    ENDED_UNRUN,
     exception_class_path,
     task_result,
     worker_ids,
@@ -45,6 +46,7 @@ from django_bgtasks.info import TaskInfo  # noqa: E402
 from django_bgtasks.message import TaskMessage  # noqa: E402
 from django_bgtasks.worker.execution import TaskExecutor  # noqa: E402
 from helpers import wait_until  # noqa: E402
+from task_ends import end_unrun  # noqa: E402
 
 needs_61 = pytest.mark.skipif(
     django.VERSION < (6, 1),
@@ -167,6 +169,17 @@ def test_get_result_is_what_enqueue_returned(settings, use_tz):
     later = django_tasks.record.using(queue_name="mail", priority=7, run_after=due).enqueue("t")
     assert later.task.run_after == due
     assert backend.get_result(later.id) == later
+
+
+@pytest.mark.parametrize("state", ["cancelled", "expired"])
+def test_get_result_of_a_task_ended_unrun_is_failed_saying_why(at_once, state):
+    result = django_tasks.add.enqueue(2, b=3)
+    end_unrun(result.id, state)
+    result.refresh()
+    assert result.status == FAILED and result.finished_at is not None
+    why = result.errors[-1]
+    assert why.traceback == ENDED_UNRUN[state]
+    assert why.exception_class_path.endswith(ENDED_UNRUN[state].partition(":")[0])
 
 
 def test_a_queue_outside_QUEUES_is_an_invalid_task():
