@@ -11,8 +11,10 @@ from datetime import timedelta
 
 import pytest
 
+import demo.tasks as demo_tasks
+import helpers
 from demo.tasks import fail_always, record, run_once, sleep_then_record
-from django_bgtasks import TaskNotFound, aget_task_info, get_task_info
+from django_bgtasks import BackgroundTask, TaskNotFound, aget_task_info, get_task_info
 from django_bgtasks.broker import get_broker
 from helpers import TEST_TOPOLOGY, drive, run_on_new_loop, wait_until
 from task_ends import end_unrun
@@ -294,3 +296,35 @@ def test_a_cancelled_async_waiter_takes_its_registration_back():
 
     run_on_new_loop(main)
     assert waiters(task_id) == 0
+
+
+# -- cancelled and expired by their real transitions (issue 17's parts A-C) ---------------
+# Skipped until those parts are merged with this one: then they run as they are.
+
+needs_cancel_running = pytest.mark.skipif(
+    not hasattr(helpers, "request_cancel") or not hasattr(demo_tasks, "cooperative"),
+    reason="cancelling running tasks (part B) is not merged here")
+needs_expiry = pytest.mark.skipif("expires" not in BackgroundTask.__dataclass_fields__,
+                                  reason="expiry (part C) is not merged here")
+
+
+@needs_cancel_running
+def test_a_waiter_returns_a_running_task_cancelled_on_its_worker(start_worker):
+    task_id = demo_tasks.cooperative.enqueue("cancel-me", 30.0).id
+    [waiter] = start_waiters(demo_tasks.cooperative, task_id)
+    start_worker("--processes", "1", "--threads", "2")
+    wait_until(lambda: get_task_info(task_id).state == "active", message="running")
+    helpers.request_cancel(task_id)
+    [info] = joined([waiter])
+    assert info.state == "cancelled"
+
+
+@needs_expiry
+def test_a_waiter_returns_a_task_expired_by_the_claim(start_worker):
+    task = record.using(expires=timedelta(milliseconds=300))
+    task_id = task.enqueue("too-late").id
+    [waiter] = start_waiters(task, task_id)
+    time.sleep(0.5)  # past its expiry on any clock: only then may a worker claim it
+    start_worker("--processes", "1", "--threads", "2")
+    [info] = joined([waiter])
+    assert info.state == "expired" and info.started_at is None
