@@ -60,6 +60,11 @@ class WorkerLost(BgTasksError):
     recovery; never raised). The attempt counts."""
 
 
+class TaskExpired(BgTasksError):
+    """Names the end of a task not started by its ``expires`` time, in a Django Tasks
+    result's errors (never raised)."""
+
+
 class TaskTimeout(BgTasksError):
     """Raised inside a task's thread when it runs past its ``timeout``."""
 

@@ -7,6 +7,7 @@ import hashlib
 import inspect
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -21,12 +22,13 @@ from . import registry, signals
 from .broker import get_broker, get_broker_for_enqueue
 from .broker.aio import aget_broker
 from .broker.keys import validate_queue_name
-from .broker.types import EnqueueOutcome, EnqueueRequest, TaskRecord
+from .broker.types import Awaited, EnqueueOutcome, EnqueueRequest, TaskRecord
+from .broker.waiting import DELETED
 from .conf import get_settings
 from .context import running
 from .coroutines import run_to_completion
 from .exceptions import BgTasksError, EnqueueError, TaskAlreadyExists, TaskNotFound
-from .info import TaskInfo, TaskProgress
+from .info import TaskInfo, TaskProgress, ms_to_datetime
 from .limits import normalize_options, request_fields
 from .message import TaskMessage, check_size, dumps, validate_arguments, validate_result
 from .testing.capture import active_capture
@@ -369,28 +371,39 @@ class BackgroundTask:
 
     # -- results ----------------------------------------------------------------------
 
-    def get_result(self, task_id: str) -> TaskInfo:
-        """The task's current TaskInfo, fresh from Redis, whatever its queue."""
-        return get_task_info(task_id)
+    def get_result(self, task_id: str, wait: Seconds | None = None) -> TaskInfo:
+        """The task's current TaskInfo, fresh from Redis, whatever its queue; with
+        ``wait``, once it has ended (see get_task_info)."""
+        return get_task_info(task_id, wait=wait)
 
-
-    async def aget_result(self, task_id: str) -> TaskInfo:
+    async def aget_result(self, task_id: str, wait: Seconds | None = None) -> TaskInfo:
         """get_result() for async code, read through redis.asyncio."""
-        return await aget_task_info(task_id)
+        return await aget_task_info(task_id, wait=wait)
 
     def cancel(self, task_id: str, by: str | None = None) -> TaskInfo:
         """Cancel a task (see ``cancel_task``)."""
         return _cancel(task_id, by, self)
 
 
-def get_task_info(task_id: str) -> TaskInfo:
-    """Look up any task by id; raises TaskNotFound when Redis has no such task."""
-    return _task_info(task_id, get_broker().read_task(task_id))
+def get_task_info(task_id: str, wait: Seconds | None = None) -> TaskInfo:
+    """Look up any task by id; raises TaskNotFound when Redis has no such task.
+
+    With ``wait`` (seconds or a timedelta), return once the task is in a final state
+    (completed, dead, cancelled, expired), woken by its end; raise TimeoutError when it
+    has not ended within ``wait``, TaskNotFound when it is deleted meanwhile."""
+    if wait is None:
+        return _task_info(task_id, get_broker().read_task(task_id))
+    seconds = _wait_seconds(wait)
+    return _awaited_info(task_id, get_broker().wait_for_end(task_id, seconds), seconds)
 
 
-async def aget_task_info(task_id: str) -> TaskInfo:
-    """get_task_info() for async code, read through redis.asyncio."""
-    return _task_info(task_id, await (await aget_broker()).read_task(task_id))
+async def aget_task_info(task_id: str, wait: Seconds | None = None) -> TaskInfo:
+    """get_task_info() for async code, read (and waited for) through redis.asyncio."""
+    broker = await aget_broker()
+    if wait is None:
+        return _task_info(task_id, await broker.read_task(task_id))
+    seconds = _wait_seconds(wait)
+    return _awaited_info(task_id, await broker.wait_for_end(task_id, seconds), seconds)
 
 
 def cancel_task(task_id: str, by: str | None = None) -> TaskInfo:
@@ -450,6 +463,29 @@ def _check_expires(value: Any) -> None:
         raise ValueError(f"expires must be a timedelta or an aware datetime, not {value!r}")
     elif value <= timedelta(0):
         raise ValueError(f"expires must be a positive timedelta, not {value!r}")
+
+
+def _wait_seconds(wait: Seconds) -> float:
+    seconds = _seconds(wait, "wait", allow_zero=True) or 0.0
+    if not math.isfinite(seconds):
+        raise ValueError(f"wait must be a finite number of seconds, not {wait!r}")
+    return seconds
+
+
+def _awaited_info(task_id: str, awaited: Awaited, seconds: float) -> TaskInfo:
+    """The TaskInfo a wait returns: the ended task as stored; a completed task that was not
+    kept (no result_ttl) as it was when the wait began, with its end's state and time and
+    no result."""
+    before = _task_info(task_id, awaited.before)
+    if not awaited.ended:
+        raise TimeoutError(f"task {task_id!r} did not end within {seconds:g} s (it was "
+                           f"{before.state} when the wait began)")
+    if awaited.announced == DELETED:
+        raise TaskNotFound(f"task {task_id!r} was deleted while waiting for its end")
+    if awaited.record is not None:
+        return TaskInfo.from_record(awaited.record)
+    return dataclasses.replace(before, state=awaited.announced, result=None,
+                               finished_at=ms_to_datetime(awaited.announced_ms))
 
 
 def _sync_thread_waits() -> bool:

@@ -29,8 +29,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
 
 import redis
 from django.core.signals import setting_changed
@@ -48,13 +48,16 @@ from .packing import (
     TASK_HASHES,
     as_text,
     queue_batches,
+    socket_timeout,
     split_unlisted,
     task_record,
 )
 from .scripts import script_source
-from .types import EnqueueOutcome, EnqueueRequest, TaskRecord
+from .types import Awaited, EnqueueOutcome, EnqueueRequest, TaskRecord
+from .waiting import READ_COUNT, Call, waiting_steps
 
 logger = logging.getLogger("django_bgtasks")
+T = TypeVar("T")
 
 
 class AsyncBroker(BrokerCore):
@@ -67,6 +70,10 @@ class AsyncBroker(BrokerCore):
                                if connection.kind == "sentinel" else None)
         self._journal = self._journal_for(journal_seconds, self._sentinel_pool is not None)
         self._enqueue_script = self.client.register_script(script_source("enqueue"))
+        self._watch_scripts = {name: self.client.register_script(script_source(name))
+                               for name in ("watch", "unwatch")}
+        timeout = socket_timeout(self.client)  # as RedisBroker's blocking waits
+        self._blocking_slice = timeout / 2 if timeout else float("inf")
         self._replays: set[asyncio.Task] = set()
         self._group = GroupCommit(self._write_tasks, self.keys.wake_channel)
 
@@ -161,10 +168,11 @@ class AsyncBroker(BrokerCore):
 
     # -- reads ------------------------------------------------------------------------
 
-    async def read_task(self, task_id: str) -> TaskRecord | None:
-        """The stored data of ``task_id``, searching every known queue."""
+    async def read_task(self, task_id: str, queues: Sequence[str] | None = None,
+                        ) -> TaskRecord | None:
+        """The stored data of ``task_id``, searching every known queue if none is given."""
         try:
-            queues = sorted(as_text(q) for q in await self.client.smembers(self.keys.queues))
+            queues = list(queues) if queues else await self._known_queues()
             if not queues:
                 return None
             pipe = self.client.pipeline(transaction=False)
@@ -176,6 +184,46 @@ class AsyncBroker(BrokerCore):
         except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
             raise translated(self.target, exc) from exc
         return task_record(task_id, queues, replies)
+
+    async def _known_queues(self) -> list[str]:
+        return sorted(as_text(q) for q in await self.client.smembers(self.keys.queues))
+
+    # -- waiting for a task's end (waiting.py; RedisBroker.wait_for_end on this loop) ----
+
+    async def wait_for_end(self, task_id: str, timeout: float) -> Awaited:
+        """Wait up to ``timeout`` seconds for ``task_id`` to end, woken by its end's
+        stream entry; the loop runs other work meanwhile."""
+        steps = waiting_steps(task_id, timeout, self._blocking_slice)
+        try:
+            call = next(steps)
+            while True:
+                try:
+                    reply = await self._wait_call(call)
+                except BaseException as exc:  # a cancelled caller's registration goes too
+                    call = steps.throw(exc)
+                else:
+                    call = steps.send(reply)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    async def _wait_call(self, call: Call) -> Any:
+        if call.kind == "queues":
+            return await self._call(self._known_queues())
+        if call.kind == "read":
+            return await self.read_task(call.args[0], [call.args[1]])
+        keys = self.queue_keys(call.args[0])
+        if call.kind == "script":
+            script = self._watch_scripts[call.args[1]]
+            return await self._call(script(keys=list(keys.all), args=call.args[2]))
+        return await self._call(self.client.xread({keys.finished: call.args[1]},
+                                                  count=READ_COUNT, block=call.args[2]))
+
+    async def _call(self, pending: Awaitable[T]) -> T:
+        """Await a command, its redis-py errors as ours."""
+        try:
+            return await pending
+        except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
+            raise translated(self.target, exc) from exc
 
 
 # -- one broker per event loop ----------------------------------------------------------

@@ -15,6 +15,8 @@ from functools import cached_property
 # The task states; each is one per-queue ZSET of the same name ('waiting': over a limit).
 STATES: tuple[str, ...] = ("pending", "waiting", "active", "scheduled", "retry", "dead",
                            "completed", "cancelled", "expired")
+# The states a task ends in (nothing moves it on by itself): get_result(wait=...) returns.
+FINAL_STATES: frozenset[str] = frozenset({"completed", "dead", "cancelled", "expired"})
 # What "run now" (requeue.lua) and "delete" (delete.lua) apply to: a running task is never
 # moved nor deleted under its worker.
 RUNNABLE: tuple[str, ...] = ("scheduled", "retry", "dead")

@@ -53,6 +53,7 @@ from .scripts import register_scripts
 from .sentinel_watch import is_sentinel_client, master_address, watch_master_switches
 from .types import (
     Ack,
+    Awaited,
     CancelResult,
     ClaimedTask,
     ClaimResult,
@@ -67,6 +68,7 @@ from .types import (
     Retention,
     TaskRecord,
 )
+from .waiting import READ_COUNT, Call, waiting_steps
 
 logger = logging.getLogger("django_bgtasks")
 
@@ -522,6 +524,34 @@ class RedisBroker(BrokerCore):
     def schedule_waiter(self) -> ScheduleWaiter:
         """A subscription telling pollers that an earlier due time appeared."""
         return ScheduleWaiter(self)
+
+    def wait_for_end(self, task_id: str, timeout: float) -> Awaited:
+        """Wait up to ``timeout`` seconds for ``task_id`` to end (waiting.py): woken by its
+        end's stream entry, not by polling."""
+        steps = waiting_steps(task_id, timeout, self._blocking_slice)
+        try:
+            call = next(steps)
+            while True:
+                try:
+                    reply = self._wait_call(call)
+                except BaseException as exc:  # the steps take their registration back
+                    call = steps.throw(exc)
+                else:
+                    call = steps.send(reply)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    def _wait_call(self, call: Call) -> Any:
+        if call.kind == "queues":
+            return self.known_queues()
+        if call.kind == "read":
+            return self.read_task(call.args[0], [call.args[1]])
+        queue = call.args[0]
+        if call.kind == "script":
+            return self._run(call.args[1], queue, call.args[2])
+        with self.translate_errors():
+            return self.client.xread({self.queue_keys(queue).finished: call.args[1]},
+                                     count=READ_COUNT, block=call.args[2])
 
     # -- reads ------------------------------------------------------------------------
 

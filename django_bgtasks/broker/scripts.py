@@ -9,7 +9,7 @@ LUA_DIR = Path(__file__).with_name("lua")
 SCRIPT_NAMES = (
     "enqueue", "claim", "extend", "forward", "recover", "release", "janitor", "requeue",
     "delete", "cancel", "cron_fire", "cron_enable", "cron_run", "peek", "limits",
-    "bulk_queue", "bulk_claim", "bulk_step", "bulk_release",
+    "bulk_queue", "bulk_claim", "bulk_step", "bulk_release", "watch", "unwatch",
 )
 # Only enqueue, cron_fire and cron_run add tasks. Under maxmemory with noeviction, Redis
 # refuses them (the caller gets a clear error, nothing is written), while every other

@@ -189,3 +189,18 @@ class FireOutcome:
     outcome: str
     fired: list[str]
     last_ms: int
+
+
+@dataclass(frozen=True)
+class Awaited:
+    """What a wait for a task's end (get_result(wait=...)) found."""
+
+    before: TaskRecord | None  # the task as the wait began (None: no such task)
+    # The task's record once it ended, or as it was found already ended (None: not kept,
+    # or the wait timed out).
+    record: TaskRecord | None
+    ended: bool  # False: the wait timed out
+    # The end announced while waiting (a final state, or 'deleted') and when, on Redis'
+    # clock (ms); "" and None when it had ended before the wait, or did not end.
+    announced: str = ""
+    announced_ms: int | None = None

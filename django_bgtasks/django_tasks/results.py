@@ -23,9 +23,17 @@ STATUS = {
     "active": TaskResultStatus.RUNNING,
     "completed": TaskResultStatus.SUCCESSFUL,
     "dead": TaskResultStatus.FAILED,
-    # Django's statuses have no "cancelled" nor "expired": neither ran to success.
+    # Django's statuses (6.0 and 6.1: READY, RUNNING, FAILED, SUCCESSFUL) have no
+    # "cancelled" nor "expired": neither ran to success, so FAILED, with why as the last
+    # of the result's errors (ENDED_UNRUN).
     "cancelled": TaskResultStatus.FAILED,
     "expired": TaskResultStatus.FAILED,
+}
+# The error a cancelled or expired task's result ends with: the exception that names the
+# end (TaskCancelled from the worker's side of cancelling, TaskExpired), and why.
+ENDED_UNRUN = {
+    "cancelled": "TaskCancelled: the task was cancelled",
+    "expired": "TaskExpired: the task was not started by its expires time",
 }
 # A record whose state cannot be read ("unknown") is never run again: the claim sends it
 # to the dead queue.
@@ -51,6 +59,15 @@ def task_error(entry: dict[str, Any]) -> TaskError:
     """One failed attempt from our error history."""
     return TaskError(exception_class_path=exception_class_path(str(entry.get("error") or "")),
                      traceback=str(entry.get("traceback") or ""))
+
+
+def ended_unrun(info: TaskInfo) -> list[TaskError]:
+    """The error that says why a cancelled or expired task failed in Django's terms (its
+    message as the traceback: TaskError has no other text), or none."""
+    why = ENDED_UNRUN.get(info.state)
+    if why is None:
+        return []
+    return [TaskError(exception_class_path=exception_class_path(why), traceback=why)]
 
 
 def worker_ids(info: TaskInfo) -> list[str]:
@@ -103,7 +120,7 @@ def task_result(info: TaskInfo, task: Task) -> TaskResult:
         args=info.args,
         kwargs=info.kwargs,
         backend=task.backend,
-        errors=[task_error(entry) for entry in info.errors],
+        errors=[task_error(entry) for entry in info.errors] + ended_unrun(info),
         worker_ids=worker_ids(info),
     )
     if status == TaskResultStatus.SUCCESSFUL:

@@ -481,3 +481,19 @@ def request_cancel(task_id: str, by: str = "tests", queue: str = "default") -> N
     from django_bgtasks import cancel_task
 
     assert cancel_task(task_id, by=by).cancel_requested, f"task {task_id} is not active"
+
+
+def run_on_new_loop(coroutine_function: Callable[..., Any], *args: Any) -> Any:
+    """Run ``coroutine_function(*args)`` on a new event loop, closing the loop's brokers
+    before the loop ends (their connections belong to it)."""
+    import asyncio
+
+    from django_bgtasks.broker.aio import aclose_brokers
+
+    async def main() -> Any:
+        try:
+            return await coroutine_function(*args)
+        finally:
+            await aclose_brokers()
+
+    return asyncio.run(main())

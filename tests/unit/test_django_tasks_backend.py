@@ -37,6 +37,7 @@ from django_bgtasks.broker.types import EnqueueRequest  # noqa: E402
 from django_bgtasks.conf import get_settings  # noqa: E402
 from django_bgtasks.django_tasks.resolve import InvalidDjangoTask, resolve  # noqa: E402
 from django_bgtasks.django_tasks.results import (  # noqa: E402
+    ENDED_UNRUN,
     exception_class_path,
     task_result,
     worker_ids,
@@ -45,6 +46,7 @@ from django_bgtasks.info import TaskInfo  # noqa: E402
 from django_bgtasks.message import TaskMessage  # noqa: E402
 from django_bgtasks.worker.execution import TaskExecutor  # noqa: E402
 from helpers import wait_until  # noqa: E402
+from task_ends import end_unrun  # noqa: E402
 
 needs_61 = pytest.mark.skipif(
     django.VERSION < (6, 1),
@@ -169,6 +171,17 @@ def test_get_result_is_what_enqueue_returned(settings, use_tz):
     assert backend.get_result(later.id) == later
 
 
+@pytest.mark.parametrize("state", ["cancelled", "expired"])
+def test_get_result_of_a_task_ended_unrun_is_failed_saying_why(at_once, state):
+    result = django_tasks.add.enqueue(2, b=3)
+    end_unrun(result.id, state)
+    result.refresh()
+    assert result.status == FAILED and result.finished_at is not None
+    why = result.errors[-1]
+    assert why.traceback == ENDED_UNRUN[state]
+    assert why.exception_class_path.endswith(ENDED_UNRUN[state].partition(":")[0])
+
+
 def test_a_queue_outside_QUEUES_is_an_invalid_task():
     with pytest.raises(InvalidTask, match="Queue 'elsewhere' is not valid"):
         django_tasks.record.using(queue_name="elsewhere")
@@ -269,19 +282,35 @@ def _info(state: str, attempts: int = 0, errors=(), worker: str = "", result=Non
         id="t1", name="django:demo.django_tasks.add", queue_name="default", state=state,
         args=[1, 2], kwargs={}, priority=0, attempts=attempts, max_retries=2, enqueued_at=now,
         run_after=None, started_at=now if attempts else None,
-        finished_at=now if state in ("completed", "dead") else None, last_error="",
+        finished_at=now if state in ("completed", "dead", "cancelled", "expired") else None,
+        last_error="",
         traceback="", result=result, errors=tuple(errors), worker=worker)
 
 
 @pytest.mark.parametrize(("state", "status"), [
     ("pending", READY), ("waiting", READY), ("scheduled", READY), ("retry", READY),
-    ("active", RUNNING), ("completed", SUCCESSFUL), ("dead", FAILED), ("unknown", FAILED)])
+    ("active", RUNNING), ("completed", SUCCESSFUL), ("dead", FAILED), ("unknown", FAILED),
+    ("cancelled", FAILED), ("expired", FAILED)])
 def test_our_states_map_to_django_statuses(state, status):
     result = task_result(_info(state, attempts=1, worker="w1", result=3), django_tasks.add)
     assert result.status == status
-    assert (result.finished_at is not None) == (state in ("completed", "dead"))
+    assert (result.finished_at is not None) == (state in ("completed", "dead", "cancelled",
+                                                          "expired"))
     if status == SUCCESSFUL:
         assert result.return_value == 3
+
+
+@pytest.mark.parametrize(("state", "path", "why"), [
+    ("cancelled", "TaskCancelled", "cancelled"),
+    ("expired", "django_bgtasks.exceptions.TaskExpired", "not started by its expires time")])
+def test_a_cancelled_or_expired_result_is_failed_saying_why(state, path, why):
+    errors = [{"attempt": 1, "error": "ValueError: boom", "traceback": "TB1", "worker": "w1"}]
+    result = task_result(_info(state, 1, errors), django_tasks.add)
+    assert result.status == FAILED and result.is_finished and result.attempts == 1
+    first, last = result.errors
+    assert first.exception_class_path == "builtins.ValueError"
+    # TaskCancelled is the cancelling side's exception: a module path once it exists
+    assert last.exception_class_path.endswith(path) and why in last.traceback
 
 
 def test_errors_and_worker_ids_come_from_the_error_history():

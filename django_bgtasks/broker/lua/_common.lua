@@ -625,6 +625,7 @@ local function delete_ids(ids)
         end
         release_unique(id, info)
         forget(id)
+        announce_final(id, 'deleted')  -- a waiter learns it at once, not at its timeout
         table.insert(deleted, id)
       end
     end
