@@ -214,18 +214,24 @@ def sleep_in_steps(token: str, seconds: float) -> str:
     return token
 
 
-@background_task(timeout=1, max_retries=0)
-def ignore_timeout(token: str, seconds: float) -> str:
-    """Count an attempt, then keep running for `seconds`, swallowing every TaskTimeout."""
+def _run_swallowing(token: str, seconds: float, error: type[BaseException]) -> str:
+    """Count an attempt, then keep running for `seconds`, swallowing every `error` raised
+    in this thread (short sleeps: such an exception lands between two bytecodes)."""
     recording.count_attempt(token)
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         try:
             time.sleep(0.02)
-        except TaskTimeout:
+        except error:
             recording.record(f"{token}:swallowed")
     recording.record(token)
     return token
+
+
+@background_task(timeout=1, max_retries=0)
+def ignore_timeout(token: str, seconds: float) -> str:
+    """Keep running for `seconds`, swallowing every TaskTimeout."""
+    return _run_swallowing(token, seconds, TaskTimeout)
 
 
 # --- cancelling running tasks, progress (tests/e2e/test_e2e_cancel_running.py) -----------
@@ -266,15 +272,7 @@ def ignore_cancel(token: str, seconds: float) -> str:
 @background_task(max_retries=5)
 def swallow_cancel(token: str, seconds: float) -> str:
     """Keep running for `seconds`, swallowing every TaskCancelled."""
-    recording.count_attempt(token)
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        try:
-            time.sleep(0.02)
-        except TaskCancelled:
-            recording.record(f"{token}:swallowed")
-    recording.record(token)
-    return token
+    return _run_swallowing(token, seconds, TaskCancelled)
 
 
 @background_task(max_retries=5)
