@@ -11,8 +11,8 @@ import pytest
 
 from helpers import REPO_ROOT
 
-pytestmark = pytest.mark.single_redis(
-    reason="bench/chaos.py runs and kills a redis-server of its own")
+pytestmark = [pytest.mark.soak, pytest.mark.single_redis(
+    reason="bench/chaos.py runs and kills a redis-server of its own")]
 
 KINDS = ("child", "host_kill", "host_term", "redis")
 

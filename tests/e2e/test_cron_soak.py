@@ -12,8 +12,8 @@ import pytest
 
 from helpers import REPO_ROOT
 
-pytestmark = pytest.mark.single_redis(
-    reason="bench/cron_soak.py runs and restarts a redis-server of its own")
+pytestmark = [pytest.mark.soak, pytest.mark.single_redis(
+    reason="bench/cron_soak.py runs and restarts a redis-server of its own")]
 
 FAULTS = {"pause", "host_kill", "redis"}
 

@@ -15,7 +15,8 @@ from demo import recording, tasks
 from django_bgtasks import EnqueueError
 from helpers import counts, wait_until
 
-pytestmark = pytest.mark.single_redis(reason="stops the redis-server for 10 s and 60 s")
+pytestmark = [pytest.mark.soak,
+              pytest.mark.single_redis(reason="stops the redis-server for 10 s and 60 s")]
 
 
 
