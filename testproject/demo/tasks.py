@@ -228,6 +228,21 @@ def _run_swallowing(token: str, seconds: float, error: type[BaseException]) -> s
     return token
 
 
+def _run_noting(token: str, seconds: float, error: type[BaseException], note: str) -> str:
+    """Count an attempt, then run for `seconds` in short sleeps; an `error` raised in this
+    thread is recorded as `<token>:<note>` and goes on up."""
+    recording.count_attempt(token)
+    end = time.monotonic() + seconds
+    try:
+        while time.monotonic() < end:
+            time.sleep(0.02)
+    except error:
+        recording.record(f"{token}:{note}")
+        raise
+    recording.record(token)
+    return token
+
+
 @background_task(timeout=1, max_retries=0)
 def ignore_timeout(token: str, seconds: float) -> str:
     """Keep running for `seconds`, swallowing every TaskTimeout."""
@@ -255,18 +270,8 @@ def cooperative(token: str, seconds: float) -> str:
 
 @background_task(max_retries=5)
 def ignore_cancel(token: str, seconds: float) -> str:
-    """Never look at cancel_requested; note the TaskCancelled raised in it, and let it go.
-    (Short sleeps: an exception raised in a thread lands between two bytecodes.)"""
-    recording.count_attempt(token)
-    end = time.monotonic() + seconds
-    try:
-        while time.monotonic() < end:
-            time.sleep(0.02)
-    except TaskCancelled:
-        recording.record(f"{token}:interrupted")
-        raise
-    recording.record(token)
-    return token
+    """Never look at cancel_requested; note the TaskCancelled raised in it, and let it go."""
+    return _run_noting(token, seconds, TaskCancelled, "interrupted")
 
 
 @background_task(max_retries=5)
@@ -413,16 +418,7 @@ async def async_past_timeout(token: str, seconds: float) -> str:
 async def async_block_in_steps(token: str, seconds: float) -> str:
     """Block the event loop with time.sleep in small steps for `seconds` (no await):
     only a thread-level TaskTimeout can stop it; record `<token>:caught` if it does."""
-    recording.count_attempt(token)
-    end = time.monotonic() + seconds
-    try:
-        while time.monotonic() < end:
-            time.sleep(0.02)
-    except TaskTimeout:
-        recording.record(f"{token}:caught")
-        raise
-    recording.record(token)
-    return token
+    return _run_noting(token, seconds, TaskTimeout, "caught")
 
 
 @background_task(timeout=1, max_retries=0)
