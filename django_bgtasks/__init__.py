@@ -26,11 +26,21 @@ from .task import (
     cancel_task,
     get_task_info,
 )
+from .workflows import (
+    TaskCall,
+    WorkflowInfo,
+    WorkflowNotFound,
+    cancel_workflow,
+    chain,
+    chord,
+    get_workflow,
+    group,
+)
 
 __all__ = [
     "BackgroundTask", "BgTasksError", "BrokerUnavailable", "EnqueueError", "MessageTooLarge",
     "Retry", "SkipRetry", "TaskAlreadyExists", "TaskCancelled", "TaskInfo", "TaskNotFound",
-    "TaskProgress", "TaskRun", "TaskTimeout",
-    "aget_task_info", "background_task", "cancel_task", "current_task", "get_task_info",
-    "periodic_task",
+    "TaskCall", "TaskProgress", "TaskRun", "TaskTimeout", "WorkflowInfo", "WorkflowNotFound",
+    "aget_task_info", "background_task", "cancel_task", "cancel_workflow", "chain", "chord",
+    "current_task", "get_task_info", "get_workflow", "group", "periodic_task",
 ]

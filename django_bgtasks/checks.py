@@ -112,6 +112,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
         found.append(Error("BGTASKS['CANCEL_GRACE'] must be a number of seconds >= 0 (how "
                            "long a running task has to stop once its cancel is requested).",
                            id="bgtasks.E021"))
+    if not _positive_number(cfg["WORKFLOW_KEEP"]) or cfg["WORKFLOW_KEEP"] == float("inf"):
+        found.append(Error("BGTASKS['WORKFLOW_KEEP'] must be a number of seconds > 0 (how "
+                           "long a workflow is kept once all its members have ended).",
+                           id="bgtasks.E022"))
+    most = cfg["WORKFLOW_MAX_RESULTS"]
+    if not isinstance(most, int) or isinstance(most, bool) or not 1 <= most <= 1_000_000:
+        found.append(Error("BGTASKS['WORKFLOW_MAX_RESULTS'] must be an integer from 1 to "
+                           "1,000,000 (the most results a workflow step hands to the next).",
+                           id="bgtasks.E023"))
     if not isinstance(cfg["PERIODIC"], (list, tuple)):
         found.append(Error("BGTASKS['PERIODIC'] must be a list of periodic entries (dicts).",
                            id="bgtasks.E013"))

@@ -62,6 +62,10 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a running task has, once its cancel is requested, to stop on its own before
     # TaskCancelled is raised in it (docs/worker.md).
     "CANCEL_GRACE": 10,
+    # Workflows (docs/workflows.md): seconds a workflow's barrier is kept once every member
+    # has ended; the most results a step may hand on (a chord's group, an on_complete).
+    "WORKFLOW_KEEP": 7 * 24 * 3600,
+    "WORKFLOW_MAX_RESULTS": 10_000,
 }
 
 
@@ -99,6 +103,8 @@ class Settings:
     BULK_BATCH: int
     LIMITS: dict[str, Any]
     CANCEL_GRACE: float
+    WORKFLOW_KEEP: float
+    WORKFLOW_MAX_RESULTS: int
     unknown: tuple[str, ...] = field(default=())
 
 

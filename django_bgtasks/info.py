@@ -113,6 +113,8 @@ class TaskInfo:
     # Who cancelled it, or asked a running task to stop, and when (None: nobody).
     cancelled_by: str | None = field(default=None, repr=False)
     cancelled_at: datetime | None = field(default=None, repr=False)
+    # The workflows it is a member of, or a dependency of (docs/workflows.md).
+    workflows: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def cancel_requested(self) -> bool:
@@ -132,6 +134,7 @@ class TaskInfo:
             run_after=ms_to_datetime((msg.run_after or 0) * 1000),
             started_at=None, finished_at=None, last_error="", traceback="", result=None,
             requested_run_after=seconds_to_datetime(msg.run_after), expires_at=expires_at,
+            workflows=(msg.workflow,) if msg.workflow else (),
         )
 
     @classmethod
@@ -176,8 +179,19 @@ class TaskInfo:
                            if meta.get("state") == "waiting" else None),
             expires_at=ms_to_datetime(meta.get("expires_at")),
             progress=TaskProgress.from_stored(meta.get("progress")),
+            workflows=_workflow_ids(meta.get("wf"), msg),
             **_cancel_fields(meta.get("cancel")),
         )
+
+
+def _workflow_ids(value: Any, msg: TaskMessage | None) -> tuple[str, ...]:
+    """The workflows of a record's ``wf`` ([[workflow id, index], ...]), its own first."""
+    found = [msg.workflow] if msg is not None and msg.workflow else []
+    for target in value if isinstance(value, list) else ():
+        if (isinstance(target, list) and target and isinstance(target[0], str)
+                and target[0] not in found):
+            found.append(target[0])
+    return tuple(found)
 
 
 def _cancel_fields(value: Any) -> dict[str, Any]:

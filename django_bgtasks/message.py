@@ -116,6 +116,9 @@ class TaskMessage:
     # The periodic entry that fired this task (its run_after is then the tick it stands
     # for); only written when set, so ordinary messages do not grow.
     periodic: str | None = None
+    # The workflow this task is a member of (docs/workflows.md): its worker always sends
+    # the return value, which the workflow's next step may take. Only written when set.
+    workflow: str | None = None
 
     def encode(self) -> str:
         """The message as JSON text."""
@@ -124,6 +127,8 @@ class TaskMessage:
         data = {name: getattr(self, name) for name in _FIELDS}
         if self.periodic is not None:
             data["periodic"] = self.periodic
+        if self.workflow is not None:
+            data["workflow"] = self.workflow
         return dumps(data)
 
     @classmethod
@@ -185,6 +190,7 @@ _CHECKS = {
     "enqueued_at": lambda v: v is _ABSENT or _is_number(v),
     "run_after": lambda v: v in (None, _ABSENT) or _is_number(v),
     "periodic": lambda v: v in (None, _ABSENT) or isinstance(v, str),
+    "workflow": lambda v: v in (None, _ABSENT) or isinstance(v, str),
 }
 
 
@@ -204,7 +210,7 @@ def _has_lone_surrogate(raw: bytes | str, data: Any) -> bool:
     return False
 
 
-_FIELDS = tuple(f for f in TaskMessage.__dataclass_fields__ if f != "periodic")
+_FIELDS = tuple(f for f in TaskMessage.__dataclass_fields__ if f not in ("periodic", "workflow"))
 
 
 def shorten_raw(raw: bytes | str, limit: int = 200) -> str:

@@ -32,6 +32,8 @@ from .info import TaskInfo, TaskProgress, ms_to_datetime
 from .limits import normalize_options, request_fields
 from .message import TaskMessage, check_size, dumps, validate_arguments, validate_result
 from .testing.capture import active_capture
+from .workflows.calls import TaskCall
+from .workflows.deps import check_depends_on, enqueue_dependent
 
 Seconds = float | int | timedelta
 
@@ -80,6 +82,9 @@ class BackgroundTask:
     # Not started by then, it is not run (state 'expired'): a timedelta counts from the
     # enqueue, on Redis' clock; an aware datetime is absolute.
     expires: timedelta | datetime | None = None
+    # Starts only once these tasks (ids) have succeeded; ends cancelled when one of them
+    # ends otherwise (docs/workflows.md).
+    depends_on: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         validate_queue_name(self.queue_name)
@@ -107,6 +112,8 @@ class BackgroundTask:
         else:
             set_(self, "run_after", _seconds(self.run_after, "run_after", allow_zero=True))
         _check_expires(self.expires)
+        if self.depends_on:
+            set_(self, "depends_on", check_depends_on(self.depends_on))
         set_(self, "__doc__", getattr(self.func, "__doc__", None))
         set_(self, "__wrapped__", self.func)
 
@@ -118,11 +125,16 @@ class BackgroundTask:
         """A copy with other options (queue_name, priority, run_after, task_id, ...)."""
         allowed = {"queue_name", "priority", "max_retries", "timeout", "retry_backoff",
                    "unique_for", "result_ttl", "run_after", "task_id", "concurrency_limit",
-                   "rate_limit", "limit_key", "limits", "fair_key", "expires"}
+                   "rate_limit", "limit_key", "limits", "fair_key", "expires", "depends_on"}
         unknown = set(options) - allowed
         if unknown:
             raise TypeError(f"using() got unknown options: {', '.join(sorted(unknown))}")
         return dataclasses.replace(self, **options)
+
+    def s(self, *args: Any, **kwargs: Any) -> TaskCall:
+        """A call of this task for a workflow (chain, group, chord), not enqueued yet;
+        its arguments are checked now."""
+        return TaskCall.make(self, args, kwargs)
 
     # -- enqueue ----------------------------------------------------------------------
 
@@ -165,11 +177,20 @@ class BackgroundTask:
             return capture.record(self, messages, self._waits_for_commit())
         if cfg.EAGER:
             return self._enqueue_eagerly(messages, cfg.MAX_MESSAGE_BYTES)
+        if self.depends_on:
+            return self._enqueue_dependents(messages)
         requests = self._requests(messages, cfg.MAX_MESSAGE_BYTES)
         deferred = self._defer_to_commit(messages, requests)
         if deferred is not None:
             return deferred
         return self._send(messages, requests)
+
+    def _enqueue_dependents(self, messages: list[TaskMessage]) -> list[TaskInfo]:
+        if (self._waits_for_commit()
+                and transaction.get_connection(DEFAULT_DB_ALIAS).in_atomic_block):
+            transaction.on_commit(lambda: [enqueue_dependent(self, m) for m in messages])
+            return [TaskInfo.from_message(m, "blocked") for m in messages]
+        return [enqueue_dependent(self, msg) for msg in messages]
 
     def _enqueue_eagerly(self, messages: list[TaskMessage], limit: int) -> list[TaskInfo]:
         # refused as Redis would refuse it: a project's tests see it

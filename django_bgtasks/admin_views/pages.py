@@ -36,7 +36,8 @@ PAGE_SIZE = 50
 HISTORY_DAYS = 14
 FINISHED_JOBS_SHOWN = 20  # besides every queued or running one
 # What each state's time (TaskRow.when) means.
-WHEN_LABELS = {"pending": "Enqueued", "waiting": "Waiting since", "active": "Lease expires",
+WHEN_LABELS = {"pending": "Enqueued", "waiting": "Waiting since", "blocked": "Enqueued",
+               "active": "Lease expires",
                "scheduled": "Runs at",
                "retry": "Next attempt", "dead": "Died", "completed": "Kept until",
                "cancelled": "Cancelled", "expired": "Expired"}

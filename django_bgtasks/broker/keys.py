@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from functools import cached_property
 
 # The task states; each is one per-queue ZSET of the same name ('waiting': over a limit).
-STATES: tuple[str, ...] = ("pending", "waiting", "active", "scheduled", "retry", "dead",
-                           "completed", "cancelled", "expired")
+# 'blocked': a workflow member held until the step before it, or its dependencies, end.
+STATES: tuple[str, ...] = ("pending", "waiting", "blocked", "active", "scheduled", "retry",
+                           "dead", "completed", "cancelled", "expired")
 # The states a task ends in (nothing moves it on by itself): get_result(wait=...) returns.
 FINAL_STATES: frozenset[str] = frozenset({"completed", "dead", "cancelled", "expired"})
 # What "run now" (requeue.lua) and "delete" (delete.lua) apply to: a running task is never
@@ -23,7 +24,8 @@ RUNNABLE: tuple[str, ...] = ("scheduled", "retry", "dead")
 DELETABLE: tuple[str, ...] = tuple(s for s in STATES if s != "active")
 # What "cancel" (cancel.lua) acts on: the queued states end cancelled, a running task is
 # asked to stop.
-CANCELLABLE: tuple[str, ...] = ("pending", "waiting", "active", "scheduled", "retry")
+CANCELLABLE: tuple[str, ...] = ("pending", "waiting", "blocked", "active", "scheduled",
+                                 "retry")
 
 # Per-queue keys, in the order the scripts receive them in KEYS.
 QUEUE_KEY_NAMES: tuple[str, ...] = (
@@ -53,6 +55,9 @@ QUEUE_KEY_NAMES: tuple[str, ...] = (
     "expired",  # ZSET id -> expired at (ms): not started by its `expires` time
     "rwait",  # HASH id -> how many get_result(wait=...) callers wait for it
     "finished",  # STREAM id, state: the awaited tasks that reached a final state (bounded)
+    # Workflows (docs/workflows.md): members held back, and the outbox of their outcomes.
+    "blocked",  # ZSET id -> enqueued at (ms): waits for its workflow step or dependencies
+    "wfout",  # HASH id -> JSON outcome of a workflow member, until its barriers counted it
 )
 
 
@@ -136,6 +141,29 @@ class QueueKeys:
         return self._key(f"cron-request:{task_id}")
 
 
+def validate_workflow_id(value: str) -> str:
+    """Return ``value`` if it can name a workflow (its keys' hash tag), else ValueError."""
+    if not isinstance(value, str) or not 1 <= len(value) <= 64 or not all(
+            c.isascii() and (c.isalnum() or c in "_-") for c in value):
+        raise ValueError(f"a workflow id is 1-64 letters, digits, '_' or '-', not {value!r:.80}")
+    return value
+
+
+@dataclass(frozen=True)
+class WorkflowKeys:
+    """The keys of one workflow: all in its own hash-tag slot, ``{wf:<id>}``, which no
+    queue's can be (queue names have no colon)."""
+
+    prefix: str
+    workflow_id: str
+
+    @property
+    def barrier(self) -> str:
+        """HASH of the workflow: its shape, each member's final state, the results a later
+        step needs, counts (wf_barrier.lua)."""
+        return f"{self.prefix}:{{wf:{self.workflow_id}}}:wf"
+
+
 @dataclass(frozen=True)
 class GlobalKeys:
     """Keys that belong to no queue; only plain commands touch them (never scripts)."""
@@ -152,6 +180,11 @@ class GlobalKeys:
 
     def worker(self, worker_id: str) -> str:
         return f"{self.prefix}:worker:{worker_id}"
+
+    @property
+    def workflows(self) -> str:
+        """ZSET workflow id -> created at (ms): the list the admin and the CLI read."""
+        return f"{self.prefix}:workflows"
 
     @property
     def wake_channel(self) -> str:

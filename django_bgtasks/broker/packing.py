@@ -10,7 +10,7 @@ from typing import Any
 from .types import EnqueueOutcome, EnqueueRequest, TaskRecord
 
 ENQUEUE_BATCH = 1000  # tasks per enqueue call: bounded work inside Redis (~10 ms)
-ENQUEUE_FIELDS = 11  # script arguments per task (enqueue.lua)
+ENQUEUE_FIELDS = 13  # script arguments per task (enqueue.lua)
 # The per-queue hashes a task's record is read from, in TaskRecord's order.
 TASK_HASHES = ("msg", "info", "errors", "result")
 
@@ -20,7 +20,7 @@ def enqueue_fields(req: EnqueueRequest) -> list[Any]:
             "" if req.run_at_ms is None else req.run_at_ms,
             "" if req.delay_ms is None else req.delay_ms,
             req.unique_key or "", req.unique_ttl_ms or 0, req.max_retries, req.limits,
-            req.fair_key, req.expires]
+            req.fair_key, req.expires, req.workflow, "1" if req.blocked else ""]
 
 
 def queue_batches(reqs: Sequence[EnqueueRequest]) -> Iterator[tuple[str, list[int]]]:

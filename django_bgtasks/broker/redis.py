@@ -332,7 +332,7 @@ class RedisBroker(BrokerCore):
             args.extend(ack.fields())
         day = time.strftime("%Y-%m-%d", time.gmtime())
         keys = self.queue_keys(queue)
-        ignored, flat, killed, expired = self._run(
+        ignored, flat, killed, expired, forward = self._run(
             "claim", queue, args,
             [keys.stats("processed", day), keys.stats("failed", day), keys.claims])
         claimed = [ClaimedTask(as_text(flat[i]), flat[i + 1], int(flat[i + 2]))
@@ -340,7 +340,8 @@ class RedisBroker(BrokerCore):
         return ClaimResult([as_text(i) for i in ignored], claimed,
                            [(as_text(killed[i]), as_text(killed[i + 1]))
                             for i in range(0, len(killed), 2)],
-                           [as_text(i) for i in expired] if expired else [])
+                           [as_text(i) for i in expired] if expired else [],
+                           [as_text(i) for i in forward] if forward else [])
 
     def renew(self, queue: str, runs: Sequence[tuple[str, int, str]],
               lease_ms: int) -> Renewal:

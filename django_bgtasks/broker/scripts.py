@@ -10,7 +10,10 @@ SCRIPT_NAMES = (
     "enqueue", "claim", "extend", "forward", "recover", "release", "janitor", "requeue",
     "delete", "cancel", "cron_fire", "cron_enable", "cron_run", "peek", "limits",
     "bulk_queue", "bulk_claim", "bulk_step", "bulk_release", "watch", "unwatch",
+    "wf_barrier", "wf_release", "wf_watch", "wf_settle",
 )
+# Scripts that run in a slot of their own, not a queue's: no queue prelude.
+STANDALONE = frozenset({"wf_barrier"})
 # Only enqueue, cron_fire and cron_run add tasks. Under maxmemory with noeviction, Redis
 # refuses them (the caller gets a clear error, nothing is written), while every other
 # transition works:
@@ -24,9 +27,9 @@ GROWS_MEMORY = frozenset({"enqueue", "cron_fire", "cron_run"})
 @cache
 def script_source(name: str) -> str:
     """The full text sent to Redis for the transition ``name``."""
-    common = (LUA_DIR / "_common.lua").read_text()
+    common = "" if name in STANDALONE else (LUA_DIR / "_common.lua").read_text() + "\n"
     shebang = "#!lua\n" if name in GROWS_MEMORY else "#!lua flags=allow-oom\n"
-    return shebang + common + "\n" + (LUA_DIR / f"{name}.lua").read_text()
+    return shebang + common + (LUA_DIR / f"{name}.lua").read_text()
 
 
 def register_scripts(client) -> dict:

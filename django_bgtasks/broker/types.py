@@ -23,6 +23,10 @@ class EnqueueRequest:
     # Not started by then, the task expires: '' never, ms from Redis' now, or '@' and an
     # absolute time in ms (enqueue.lua).
     expires: str = ""
+    # Workflows: the barriers it reports its end to (JSON [[workflow id, index], ...]), and
+    # whether it waits in 'blocked' until its workflow releases it.
+    workflow: str = ""
+    blocked: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,9 @@ class ClaimResult:
     killed: list[tuple[str, str]] = field(default_factory=list)
     # Popped tasks past their expiry: ended 'expired' by the claim, never run.
     expired: list[str] = field(default_factory=list)
+    # Workflow members that ended in this call: their outcomes wait in the queue's outbox
+    # for the worker's forwarder (docs/workflows.md).
+    forward: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from ..info import TaskInfo
 STATUS = {
     "pending": TaskResultStatus.READY,
     "waiting": TaskResultStatus.READY,  # for a limit: it has not started
+    "blocked": TaskResultStatus.READY,  # for its workflow step or dependencies
     "scheduled": TaskResultStatus.READY,
     "retry": TaskResultStatus.READY,
     "active": TaskResultStatus.RUNNING,

@@ -205,7 +205,7 @@ def row_data(row: TaskRow) -> dict[str, Any]:
 
 def list_text(rows: Sequence[TaskRow], state: str) -> str:
     """One line per task: id, task, arguments, attempts, the state's time, last error."""
-    time_header = {"pending": "enqueued", "waiting": "waiting since",
+    time_header = {"pending": "enqueued", "waiting": "waiting since", "blocked": "enqueued",
                    "active": "lease expires", "scheduled": "run after",
                    "retry": "next retry", "dead": "died", "completed": "kept until",
                    "cancelled": "cancelled", "expired": "expired"}[state]

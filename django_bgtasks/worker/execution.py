@@ -164,7 +164,9 @@ class TaskExecutor:
             _send_robustly(signals.task_succeeded, sender=task, result=result,
                            task_info=_state_info(msg, "completed", claimed.attempt))
         ttl_ms = int(msg.result_ttl * 1000) if msg.result_ttl else None
-        return Ack(claimed.id, claimed.attempt, "done", result=dumps(result) if ttl_ms else "",
+        # a workflow's next step may take the result, whatever the member's result_ttl
+        kept = ttl_ms or msg.workflow is not None
+        return Ack(claimed.id, claimed.attempt, "done", result=dumps(result) if kept else "",
                    result_ttl_ms=ttl_ms, progress=progress_json(control.progress))
 
     def failure_ack(self, claimed: ClaimedTask, msg: TaskMessage, exc: BaseException,

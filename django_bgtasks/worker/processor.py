@@ -33,8 +33,10 @@ class Processor:
 
     def __init__(self, broker: RedisBroker, config: WorkerConfig, worker_id: str,
                  executor: TaskExecutor, inflight: InFlight,
-                 on_outcomes: Callable[[Iterable[str]], None] | None = None) -> None:
+                 on_outcomes: Callable[[Iterable[str]], None] | None = None,
+                 on_forward: Callable[[str, list[str]], None] | None = None) -> None:
         self._broker = broker
+        self._on_forward = on_forward  # given the workflow members a claim call ended
         self._on_outcomes = on_outcomes  # told the outcomes Redis took (burst's tally)
         self._config = config
         self._worker_id = worker_id
@@ -369,6 +371,8 @@ class Processor:
             log_corrupt(task_id, error)
         if result.expired:
             announce_expired(self._broker, queue, result.expired)
+        if result.forward and self._on_forward is not None:
+            self._on_forward(queue, result.forward)
         for item in result.claimed:
             self._dispatch(queue, item)
         return len(result.claimed)

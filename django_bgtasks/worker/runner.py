@@ -24,6 +24,7 @@ from .burst import DRAINED_EXIT
 from .component import Component
 from .config import WorkerConfig
 from .execution import TaskExecutor
+from .forwarder import WorkflowForwarder
 from .heartbeat import Heartbeat
 from .inflight import InFlight
 from .janitor import Janitor
@@ -68,16 +69,18 @@ class Runner:
         if maintenance:
             queues = list(config.queues)
             self.components = [Poller(broker, queues), Recoverer(broker, config),
-                               Janitor(broker, config), BulkJobs(broker, config, worker_id)]
+                               Janitor(broker, config), BulkJobs(broker, config, worker_id),
+                               WorkflowForwarder(broker, queues, sweep=True)]
             periodic = periodic_entries(config)
             if periodic:
                 self.components.append(PeriodicScheduler(broker, periodic))
         else:
             executor = TaskExecutor(worker_id, config.log_arguments)
+            forwarder = WorkflowForwarder(broker, list(config.queues), sweep=False)
             self.processor = Processor(broker, config, worker_id, executor, self.inflight,
-                                       on_outcomes)
+                                       on_outcomes, forwarder.submit)
             self.components = [TimeoutWatchdog(self.inflight, self.processor, executor,
-                                               config.cancel_grace)]
+                                               config.cancel_grace), forwarder]
         self._stop = stop or threading.Event()
 
     def run(self) -> int:

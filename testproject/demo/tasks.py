@@ -494,3 +494,38 @@ def tenant_step(tenant: str, token: str) -> str:
     """Tasks of several tenants, taken in turn."""
     recording.record(token)
     return token
+
+
+# --- workflows (tests/e2e/test_e2e_workflows.py, docs/workflows.md) -----------------------
+
+
+@background_task(result_ttl=3600)
+def wf_step(value: object, token: str, fail: bool = False) -> object:
+    """Record `token` with what it was given, then return [value, token] (a chain's next
+    link gets it); with `fail`, raise instead (max_retries=0 via .using in the tests)."""
+    recording.record(f"{token}={json.dumps(value)}")
+    if fail:
+        raise ValueError(f"{token} fails on purpose")
+    return [value, token]
+
+
+@background_task(result_ttl=3600)
+def wf_square(n: int) -> int:
+    """n * n: a group's member whose result a chord's callback sums."""
+    return n * n
+
+
+@background_task(result_ttl=3600)
+def wf_collect(results: list, token: str) -> int:
+    """A chord's callback: record `token` and what it got, once per run (the ledger's log
+    shows a second run), and return the sum of the results."""
+    recording.record(f"{token}={json.dumps(results)}")
+    return sum(r for r in results if isinstance(r, (int, float)))
+
+
+@background_task(result_ttl=3600)
+def wf_report(summary: dict, token: str) -> dict:
+    """on_complete: record `token` with how many succeeded and failed; return them."""
+    counts = {"succeeded": len(summary["succeeded"]), "failed": len(summary["failed"])}
+    recording.record(f"{token}={json.dumps(counts)}")
+    return counts

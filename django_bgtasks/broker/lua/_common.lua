@@ -1,6 +1,6 @@
 -- Helpers prepended to every script (broker/scripts.py joins them).
--- KEYS[1..24] are always the queue's keys, in keys.QUEUE_KEY_NAMES order (a script's own
--- keys follow, from KEYS[25]); every key a script touches is declared, so each script runs
+-- KEYS[1..26] are always the queue's keys, in keys.QUEUE_KEY_NAMES order (a script's own
+-- keys follow, from KEYS[27]); every key a script touches is declared, so each script runs
 -- in the queue's one Cluster slot.
 local K_PENDING, K_ACTIVE, K_SCHEDULED, K_RETRY = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local K_DEAD, K_COMPLETED, K_MSG, K_INFO = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
@@ -9,6 +9,7 @@ local K_NOTIFY, K_SEQ, K_PAUSED = KEYS[13], KEYS[14], KEYS[15]
 local K_WAITING, K_LIMITS, K_LWAIT = KEYS[16], KEYS[17], KEYS[18]
 local K_LWAKE, K_FAIR = KEYS[19], KEYS[20]
 local K_CANCELLED, K_EXPIRED, K_RWAIT, K_FINISHED = KEYS[21], KEYS[22], KEYS[23], KEYS[24]
+local K_BLOCKED, K_WFOUT = KEYS[25], KEYS[26]
 
 -- Wake-up tokens are hints, not work: a bounded list is enough to wake every idle worker.
 local NOTIFY_MAX = 64
@@ -83,7 +84,7 @@ end
 
 local STATE_NAMES = {pending = true, active = true, scheduled = true, retry = true,
                      dead = true, completed = true, waiting = true, cancelled = true,
-                     expired = true}
+                     expired = true, blocked = true}
 local floor, huge = math.floor, math.huge
 
 local function is_finite(v)
@@ -128,6 +129,18 @@ local function is_progress(v)
     and (v.message == cjson.null or is_string(v.message))
 end
 
+-- The barriers a workflow member or a dependency reports its end to: {{workflow id,
+-- member index}, ...} (announce_final).
+local function is_wf(v)
+  if type(v) ~= 'table' or #v == 0 or #v > 1000 then return false end
+  for _, t in ipairs(v) do
+    if type(t) ~= 'table' or type(t[1]) ~= 'string' or not is_whole(t[2]) then
+      return false
+    end
+  end
+  return true
+end
+
 -- Every field the scripts write to a record, its check, and whether a task can run
 -- without it (the first four). Built when a damaged record needs it: a table made on
 -- every call of every script is Redis time spent for nothing (about 0.2 us each).
@@ -141,7 +154,7 @@ local function info_fields()
     {'limits', is_limits}, {'held', is_true}, {'fair', is_string},
     {'waiting_for', is_string}, {'wait_member', is_string}, {'woken', is_string},
     {'waiting_since', is_finite}, {'expires_at', is_finite},
-    {'cancel', is_cancel}, {'progress', is_progress},
+    {'cancel', is_cancel}, {'progress', is_progress}, {'wf', is_wf},
   }
 end
 
@@ -234,9 +247,28 @@ end
 -- get_result(wait=...) callers register in K_RWAIT (id -> how many wait); a transition
 -- that ends an awaited task adds it to the K_FINISHED stream, whose readers (XREAD BLOCK)
 -- wake at once. A call looks for waiters once (HLEN), not once per task it ends.
+-- A workflow member's (or a dependency's) end also goes to the queue's outbox (K_WFOUT),
+-- in this same transition: a forwarder carries it to the barriers in `info.wf`, which
+-- live in other slots, and takes it out once they counted it (docs/workflows.md). `result`
+-- is the return value's JSON (completed), `why` the error or reason (any other end).
+-- FORWARD lists the ids written, for the script's reply.
 local FINISHED_KEEP = 10000  -- stream entries kept (approximately): waiters read the newest
 local any_waiters = nil
-local function announce_final(id, state)
+local FORWARD = {}
+local function announce_final(id, state, info, result, why)
+  if info and info.wf and is_wf(info.wf) then
+    local cause = why
+    if not cause and state ~= 'completed' then
+      cause = info.last_error
+      if is_cancel(info.cancel) and info.cancel.by ~= '' then
+        cause = 'cancelled by ' .. info.cancel.by
+      end
+    end
+    if state ~= 'completed' and not cause then cause = state end
+    local entry = {s = state, r = result or cjson.null, e = cause or cjson.null, t = info.wf}
+    redis.call('HSET', KEYS[26], id, cjson.encode(entry))
+    FORWARD[#FORWARD + 1] = id
+  end
   if any_waiters == nil then any_waiters = redis.call('HLEN', K_RWAIT) > 0 end
   if not any_waiters or redis.call('HDEL', K_RWAIT, id) == 0 then return end
   redis.call('XADD', K_FINISHED, 'MAXLEN', '~', FINISHED_KEEP, '*', 'id', id, 'state', state)
@@ -614,7 +646,7 @@ local function delete_ids(ids)
       -- An id may sit in a set with no data at all (outside damage): it goes too.
       local found = redis.call('HEXISTS', K_MSG, id) + redis.call('HEXISTS', K_INFO, id)
       for _, set in ipairs({K_PENDING, K_SCHEDULED, K_RETRY, K_DEAD, K_COMPLETED,
-                            K_WAITING, K_CANCELLED, K_EXPIRED}) do
+                            K_WAITING, K_CANCELLED, K_EXPIRED, K_BLOCKED}) do
         found = found + redis.call('ZREM', set, id)
       end
       if found > 0 then
@@ -625,7 +657,7 @@ local function delete_ids(ids)
         end
         release_unique(id, info)
         forget(id)
-        announce_final(id, 'deleted')  -- a waiter learns it at once, not at its timeout
+        announce_final(id, 'deleted', info, nil, 'deleted')  -- a waiter learns it at once
         table.insert(deleted, id)
       end
     end
@@ -678,7 +710,7 @@ local function kill(id, info, now, err, tb, dead_max_tasks, dead_max_age_ms)
   local seq = redis.call('INCR', K_SEQ) % 1000
   redis.call('ZADD', K_DEAD, now + seq / 1000, id)
   trim_set(K_DEAD, now, dead_max_tasks, dead_max_age_ms, 100)
-  announce_final(id, 'dead')
+  announce_final(id, 'dead', info)
 end
 
 -- A task that will not run (again) ends `state`, 'cancelled' or 'expired', in that state's
@@ -695,7 +727,7 @@ local function end_unrun(id, info, state, zset, now)
   put_info(id, info)
   release_unique(id, info)
   redis.call('ZADD', zset, now, id)
-  announce_final(id, state)
+  announce_final(id, state, info)
 end
 
 -- A task about to start (claim) or to become pending (forward) that is past its expiry:
@@ -738,7 +770,8 @@ local function apply_progress(info, raw, now)
   return true
 end
 
--- Cancel (cancel.lua, bulk_step.lua): a queued task (pending, scheduled, retry, waiting)
+-- Cancel (cancel.lua, bulk_step.lua): a queued task (pending, scheduled, retry, waiting,
+-- blocked)
 -- ends 'cancelled' at once (end_unrun); a running one gets the request in its record
 -- (`cancel`, kept from the first ask), which its worker acts on; anything else is left as
 -- it is. The sets, not the record, say where a task is: a record may be damaged.
@@ -751,7 +784,8 @@ end
 local function cancel_ids(ids, by, now)
   local cancelled, requested, ended, missing, asked = {}, {}, {}, {}, 0
   local active, dest = KEYS[2], KEYS[21]  -- K_ACTIVE, K_CANCELLED
-  local queued = {KEYS[1], KEYS[3], KEYS[4], KEYS[16]}  -- pending, scheduled, retry, waiting
+  -- pending, scheduled, retry, waiting, blocked
+  local queued = {KEYS[1], KEYS[3], KEYS[4], KEYS[16], KEYS[25]}
   local final = {{'completed', KEYS[6]}, {'dead', KEYS[5]}, {'cancelled', dest},
                  {'expired', KEYS[22]}}
   for _, id in ipairs(ids) do
@@ -880,9 +914,11 @@ end
 -- 'ok' again), the stored enqueue time | 'exists', id, false, false, false |
 -- 'locked', holder_id, false, false, false. `lock` '' = no lock.
 -- `limits`: the task's limits as JSON ('' = none: see is_limits); `fair`: its fair key;
--- `expires_at`: when it expires unless started (ms, nil = never).
+-- `expires_at`: when it expires unless started (ms, nil = never); `wf`: the barriers it
+-- reports its end to (JSON, see is_wf; '' = none); `blocked`: held in the blocked set
+-- until its workflow releases it (wf_release.lua), whatever its due time.
 local function add_task(id, msg, priority, due, lock, lock_ttl, max_retries, now, limits,
-                        fair, expires_at)
+                        fair, expires_at, wf, blocked)
   if lock ~= '' then
     local expiry = redis.call('ZSCORE', K_UNIQUE_EXP, lock)
     local current = redis.call('HGET', K_UNIQUE, lock)
@@ -904,7 +940,7 @@ local function add_task(id, msg, priority, due, lock, lock_ttl, max_retries, now
     redis.call('ZADD', K_UNIQUE_EXP, now + lock_ttl, lock)
   end
   local state = 'pending'
-  if due > now then state = 'scheduled' end
+  if blocked then state = 'blocked' elseif due > now then state = 'scheduled' end
   -- Built by hand: cjson.encode of a fresh record was a measurable share of the call.
   local info = '{"state":"' .. state .. '","attempts":0,"max_retries":' .. max_retries
     .. ',"priority":' .. priority .. ',"enqueued_at":' .. now .. ',"run_after":' .. due
@@ -913,8 +949,11 @@ local function add_task(id, msg, priority, due, lock, lock_ttl, max_retries, now
   if limits and limits ~= '' then info = info .. ',"limits":' .. limits end
   if fair and fair ~= '' then info = info .. ',"fair":' .. cjson.encode(fair) end
   if expires_at then info = info .. ',"expires_at":' .. string.format('%d', expires_at) end
+  if wf and wf ~= '' then info = info .. ',"wf":' .. wf end
   redis.call('HSET', K_INFO, id, info .. '}')
-  if state == 'scheduled' then
+  if state == 'blocked' then
+    redis.call('ZADD', K_BLOCKED, now, id)
+  elseif state == 'scheduled' then
     redis.call('ZADD', K_SCHEDULED, due, id)
   else
     redis.call('ZADD', K_PENDING, tail_score(fair, priority), id)
@@ -948,13 +987,14 @@ end
 local BULK_SETS = {pending = K_PENDING, scheduled = K_SCHEDULED, retry = K_RETRY,
                    dead = K_DEAD, completed = K_COMPLETED,
                    waiting = K_WAITING, cancelled = K_CANCELLED,
-                   expired = K_EXPIRED, active = K_ACTIVE}  -- active: only cancel
+                   expired = K_EXPIRED, blocked = K_BLOCKED,
+                   active = K_ACTIVE}  -- active: only cancel
 local BULK_ACTIONS = {requeue = {scheduled = true, retry = true, dead = true},
                       delete = {pending = true, scheduled = true, retry = true, dead = true,
                                 completed = true, waiting = true, cancelled = true,
-                                expired = true},
+                                expired = true, blocked = true},
                       cancel = {pending = true, scheduled = true, retry = true,
-                                waiting = true, active = true}}
+                                waiting = true, blocked = true, active = true}}
 
 -- The job's record, or nil when it is missing or not a job we could run (outside damage
 -- is left for the readers to show, never acted on).

@@ -1,7 +1,7 @@
 -- claim: acknowledge a worker's finished tasks, then claim up to `limit` pending tasks
 -- with a lease, in one call (one round trip per batch, not per task).
--- KEYS: the queue's keys, then KEYS[25] = processed counter, KEYS[26] = failed counter
---       (today's, chosen by the caller), KEYS[27] = the queue's claims hash (worker id ->
+-- KEYS: the queue's keys, then KEYS[27] = processed counter, KEYS[28] = failed counter
+--       (today's, chosen by the caller), KEYS[29] = the queue's claims hash (worker id ->
 --       JSON [claim_seq, id, attempt, id, attempt...] of its last claim).
 -- ARGV: worker_id, lease_ms, limit, dead_max_tasks, dead_max_age_ms, wake_channel,
 --       claim_seq ('' = this caller keeps no claim sequence), known_seq (the last
@@ -17,17 +17,19 @@
 -- failure is not retried, a requeue does not run it again.
 -- Tasks with limits (docs/limits.md) are claimed only within them: one over a limit waits
 -- (state 'waiting', no attempt counted) until a run of that limit ends or a token is due.
--- Returns: {ignored_ids, claimed, killed, expired} where claimed is a flat list id, msg,
---          attempt, killed a flat list id, error for the tasks no worker could run (no
---          message, a damaged record, an id that is not text): they went to the dead queue
---          here; expired: the ids of popped tasks past their expiry, ended 'expired' here.
+-- Returns: {ignored_ids, claimed, killed, expired, forward} where claimed is a flat list
+--          id, msg, attempt, killed a flat list id, error for the tasks no worker could run
+--          (no message, a damaged record, an id that is not text): they went to the dead
+--          queue here; expired: the ids of popped tasks past their expiry, ended 'expired'
+--          here; forward: the workflow members that ended in this call (their outcomes
+--          wait in the queue's outbox for the worker's forwarder).
 -- An ack applies only while the task is still this attempt's (the attempt is its lease
 -- token): active, or recovered since and started by nobody (regain_lost). So a resent
 -- call changes nothing, and a late ack counts unless another attempt has begun.
 -- A claim whose reply never reached its worker (the socket timed out while Redis still
 -- ran the call) is undone by the worker's next call: its tasks, which that worker never
 -- saw, go back to the head of pending with their attempt not counted.
-local K_CLAIMS = KEYS[27]
+local K_CLAIMS = KEYS[29]
 local worker, lease_ms, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local dead_max, dead_age, channel = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local claim_seq, known_seq = ARGV[7], ARGV[8]
@@ -107,7 +109,7 @@ for i = 0, n_acks - 1 do
       else
         forget(id)
       end
-      announce_final(id, 'completed')
+      announce_final(id, 'completed', info, a ~= '' and a or 'null')
     elseif outcome == 'retry' then
       processed, failed = processed + 1, failed + 1
       local due = now + tonumber(a)
@@ -214,12 +216,12 @@ end
 
 local ttl = 90 * 24 * 3600
 if processed > 0 then
-  redis.call('INCRBY', KEYS[25], processed)
-  redis.call('EXPIRE', KEYS[25], ttl)
+  redis.call('INCRBY', KEYS[27], processed)
+  redis.call('EXPIRE', KEYS[27], ttl)
 end
 if failed > 0 then
-  redis.call('INCRBY', KEYS[26], failed)
-  redis.call('EXPIRE', KEYS[26], ttl)
+  redis.call('INCRBY', KEYS[28], failed)
+  redis.call('EXPIRE', KEYS[28], ttl)
 end
 if FLOW then FLOW.flush_limits() end
-return {ignored, claimed, killed, expired}
+return {ignored, claimed, killed, expired, FORWARD}

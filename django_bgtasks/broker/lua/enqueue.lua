@@ -1,15 +1,17 @@
 -- enqueue: add new tasks, each pending or scheduled (one call for a whole batch).
 -- KEYS: the queue's keys (see _common.lua).
--- ARGV: wake_channel, then 11 fields per task: id, msg_json, priority,
+-- ARGV: wake_channel, then 13 fields per task: id, msg_json, priority,
 --       run_at_ms ('' = none; absolute, producer's clock), delay_ms ('' = none; from
 --       Redis' clock), unique_key ('' = none), unique_ttl_ms, max_retries,
 --       limits (JSON, '' = none: see is_limits in _common.lua), fair key ('' = none),
---       expires ('' = never; ms from Redis' clock, or '@' and an absolute time in ms)
+--       expires ('' = never; ms from Redis' clock, or '@' and an absolute time in ms),
+--       workflow barriers (JSON {{workflow id, member index}, ...}, '' = none),
+--       blocked ('1' = held until its workflow releases it, '' = no)
 -- Returns: a flat list, 4 entries per task in order: 'ok', state, due_ms, enqueued_ms
 --          (Redis' clock, as stored; a resent call's first write) |
 --          'exists', id, '', '' | 'locked', holder_id, '', ''
 -- Safe to apply twice: the same id with the same message is reported 'ok' again.
--- KEYS[25] = the queue's "listed" marker: when it is missing (never listed, or Redis lost
+-- KEYS[27] = the queue's "listed" marker: when it is missing (never listed, or Redis lost
 -- its data), the reply starts with 'unlisted' and the caller lists the queue (the queue
 -- set is in no queue's slot, so a script cannot write it) and then sets the marker.
 local channel = ARGV[1]
@@ -24,7 +26,7 @@ local function reply(a, b, c, d)
   replies[#replies + 1] = d
 end
 
-for base = 2, #ARGV, 11 do
+for base = 2, #ARGV, 13 do
   local id, msg, priority = ARGV[base], ARGV[base + 1], tonumber(ARGV[base + 2])
   local run_at, delay, lock = ARGV[base + 3], ARGV[base + 4], ARGV[base + 5]
   local lock_ttl, max_retries = tonumber(ARGV[base + 6]), tonumber(ARGV[base + 7])
@@ -40,10 +42,11 @@ for base = 2, #ARGV, 11 do
   end
   local status, value, added_due, added, enqueued_at = add_task(
     id, msg, priority, due, lock, lock_ttl, max_retries, now, ARGV[base + 8], ARGV[base + 9],
-    expires_at)
-  if added and value == 'pending' then
+    expires_at, ARGV[base + 11], ARGV[base + 12] == '1')
+  if not added or value == 'blocked' then  -- nothing to wake
+  elseif value == 'pending' then
     pushed = pushed + 1
-  elseif added and (not earliest_scheduled or due < earliest_scheduled) then
+  elseif (not earliest_scheduled or due < earliest_scheduled) then
     earliest_scheduled = due
   end
   reply(status, value, added_due and tostring(added_due) or '',
@@ -57,5 +60,5 @@ if earliest_scheduled then
     redis.call('PUBLISH', channel, earliest_scheduled)
   end
 end
-if redis.call('EXISTS', KEYS[25]) == 0 then table.insert(replies, 1, 'unlisted') end
+if redis.call('EXISTS', KEYS[27]) == 0 then table.insert(replies, 1, 'unlisted') end
 return replies

@@ -1,0 +1,87 @@
+"""Carries workflow members' ends from their queues' outboxes to their workflows' barriers
+(broker/workflows.py). In a worker process it forwards what its own claims acknowledged,
+at once; in the maintenance process it sweeps every queue's outbox, which picks up what
+any other transition ended (a cancel, an expiry, a recovery) and what a process that died
+mid-way left behind."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+
+from ..broker.redis import RedisBroker
+from ..broker.workflows import WorkflowStore
+from ..conf import get_settings
+from .component import Component
+
+logger = logging.getLogger("django_bgtasks.worker")
+
+SWEEP_INTERVAL = 1.0  # seconds between sweeps of the outboxes (maintenance process)
+SWEEP_MOST = 10_000  # outbox entries looked at per queue and sweep
+IDLE_WAIT = 5.0  # seconds a worker process's forwarder sleeps with nothing submitted
+
+
+class WorkflowForwarder(Component):
+    name = "workflow-forwarder"
+
+    def __init__(self, broker: RedisBroker, queues: list[str], sweep: bool) -> None:
+        super().__init__()
+        self._store = WorkflowStore(broker)
+        self._queues = queues
+        self._sweep = sweep
+        self._keep_ms = int(get_settings().WORKFLOW_KEEP * 1000)
+        self._lock = threading.Lock()
+        self._submitted: dict[str, list[str]] = defaultdict(list)
+        self._wake = threading.Event()
+        # What the last sweep saw: an entry is swept only once it has waited a whole
+        # interval, so the sweep does not race the worker that is forwarding it right now.
+        self._seen: dict[str, dict[str, bytes]] = {}
+
+    def submit(self, queue: str, ids: list[str]) -> None:
+        """Forward these members' ends soon (the processor's thread: never blocks)."""
+        with self._lock:
+            self._submitted[queue].extend(ids)
+        self._wake.set()
+
+    def wait(self, seconds: float) -> None:
+        self._wake.wait(seconds)
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        super().shutdown(timeout)
+        try:
+            self._drain()  # what the last claims acknowledged
+        except Exception as exc:  # noqa: BLE001  (kept in the outbox: the sweep forwards it)
+            logger.warning("%s: could not forward at shutdown: %s", self.name, exc)
+
+    def tick(self) -> float:
+        self._wake.clear()
+        self._drain()
+        if not self._sweep:
+            return IDLE_WAIT
+        for queue in self._queues:
+            if self.stopping:
+                break
+            now = dict(self._store.outbox_scan(queue, SWEEP_MOST))
+            before = self._seen.get(queue, {})
+            stale = [task_id for task_id, raw in now.items() if before.get(task_id) == raw]
+            if stale:
+                count = self._store.forward(queue, stale, keep_ms=self._keep_ms)
+                logger.info("%s: forwarded %d workflow outcomes of queue %s left behind",
+                            self.name, count, queue)
+            self._seen[queue] = {k: v for k, v in now.items() if k not in stale}
+        return SWEEP_INTERVAL
+
+    def _drain(self) -> None:
+        with self._lock:
+            batches, self._submitted = self._submitted, defaultdict(list)
+        for queue, ids in batches.items():
+            try:
+                self._store.forward(queue, ids, keep_ms=self._keep_ms)
+            except Exception:
+                # left in the outbox: the maintenance process's sweep forwards it
+                with self._lock:
+                    self._submitted[queue].extend(ids)
+                raise
