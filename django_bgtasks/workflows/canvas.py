@@ -52,7 +52,7 @@ class Group:
         return Group(self.calls, _call(call, "on_complete()"))
 
     def enqueue(self) -> WorkflowInfo:
-        return Chain([self], self.finally_call).enqueue()
+        return Chain([Group(self.calls)], self.finally_call).enqueue()
 
     def __len__(self) -> int:
         return len(self.calls)

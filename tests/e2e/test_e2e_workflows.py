@@ -139,3 +139,23 @@ def test_cancel_workflow_cancels_members_not_started(start_worker, redis_server)
     wait_until(lambda: "marker" in recording.ran(r), timeout=20)
     assert not any(t.startswith("cancelled-sum") for t in logged(r))
     assert get_workflow(info.id).finished_at is not None
+
+
+def test_an_end_left_in_the_outbox_by_a_dead_process_is_forwarded_by_the_sweep(
+        start_worker, redis_server):
+    """A worker SIGKILLed between a member's ack and the barrier update leaves the member's
+    end in its queue's outbox: the maintenance process's sweep carries it on."""
+    from django_bgtasks.broker.types import Ack
+
+    r = redis_server.client()
+    info = chain(wf_step.s(1, "first"), wf_step.s("second")).enqueue()
+    broker = get_broker()
+    [claimed] = broker.claim("default", "w", [], 1, 60_000, 1000, 10**12).claimed
+    ack = Ack(claimed.id, claimed.attempt, "done", result='"from-first"', result_ttl_ms=60_000)
+    assert broker.claim("default", "w", [ack], 0, 60_000, 1000, 10**12).forward == [claimed.id]
+    assert r.hlen(broker.queue_keys("default").wfout) == 1  # nobody forwarded it
+    start_worker(*WORKER)
+    done = ended(info.id, timeout=20)
+    assert done.state == "succeeded"
+    assert logged(r) == ['second="from-first"']
+    assert r.hlen(broker.queue_keys("default").wfout) == 0

@@ -24,7 +24,7 @@ from django_bgtasks.broker import get_broker
 from django_bgtasks.info import STATES
 from django_bgtasks.models import Task
 from django_bgtasks.ops.inspect import DayStats, Inspector
-from helpers import drive, free_port, seed_expired, seed_waiting
+from helpers import drive, free_port, seed_blocked, seed_expired, seed_waiting
 
 pytestmark = pytest.mark.django_db
 
@@ -68,8 +68,9 @@ def one_of_each(queue: str = "default") -> dict[str, str]:
     [scheduled] = [record.using(queue_name=queue, run_after=3600).enqueue("later").id]
     cancelled = cancel_task(record.using(queue_name=queue, run_after=3600).enqueue("no").id,
                             by="seeder").id
-    return {"pending": pending, "waiting": waiting, "active": active, "scheduled": scheduled,
-            "retry": retry, "dead": ids_dead, "completed": done, "cancelled": cancelled,
+    blocked = seed_blocked(queue, after=scheduled)
+    return {"pending": pending, "waiting": waiting, "blocked": blocked, "active": active,
+            "scheduled": scheduled, "retry": retry, "dead": ids_dead, "completed": done, "cancelled": cancelled,
             "expired": expired}
 
 
@@ -169,7 +170,8 @@ def test_dashboard_counts_today_chart_and_workers(admin_client_):
 
     assert response.status_code == 200
     rows = {r["stats"].name: [count for count, _ in r["cells"]] for r in response.context["rows"]}
-    assert rows == {"default": [1, 1, 1, 1, 1, 1, 1, 1, 1], "mail": [0, 0, 0, 0, 0, 2, 0, 0, 0]}
+    assert rows == {"default": [1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+                    "mail": [0, 0, 0, 0, 0, 0, 2, 0, 0, 0]}
     html = response.content.decode()
     assert f'href="{list_url("dead", queue="mail")}">2</a>' in html
     assert f'href="{list_url("retry")}">1</a>' in html  # the all-queues row

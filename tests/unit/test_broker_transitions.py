@@ -144,7 +144,8 @@ def test_enqueue_writes_message_and_info_and_pending(broker, raw):
     assert state_sets(raw, broker, "t1") == ["pending"]
     assert raw.smembers(broker.keys.queues) == {b"default"}
     assert broker.counts(Q) == {"pending": 1, "waiting": 0, "active": 0, "scheduled": 0,
-                                "retry": 0, "dead": 0, "completed": 0, "cancelled": 0, "expired": 0}
+                                "retry": 0, "dead": 0, "completed": 0, "cancelled": 0, "expired": 0,
+                                "blocked": 0}
 
 
 def test_enqueue_with_delay_is_scheduled_at_redis_time_plus_delay(broker, raw):
@@ -232,7 +233,8 @@ def test_claim_respects_the_limit(broker):
     assert broker.counts(Q)["pending"] == 3
     assert claimed_ids(claim(broker, limit=2)) == ["t2", "t3"]
     assert broker.counts(Q) == {"pending": 1, "waiting": 0, "active": 4, "scheduled": 0,
-                                "retry": 0, "dead": 0, "completed": 0, "cancelled": 0, "expired": 0}
+                                "retry": 0, "dead": 0, "completed": 0, "cancelled": 0, "expired": 0,
+                                "blocked": 0}
 
 
 def test_requeue_ack_puts_task_back_at_head_without_counting_the_attempt(broker, raw):
@@ -1067,7 +1069,8 @@ def test_read_task_finds_the_queue_and_counts(broker):
     assert broker.known_queues() == ["default", "mail"]
     assert broker.counts("default") == {"pending": 1, "waiting": 0, "active": 0,
                                         "scheduled": 1, "retry": 0, "dead": 0,
-                                        "completed": 0, "cancelled": 0, "expired": 0}
+                                        "completed": 0, "cancelled": 0, "expired": 0,
+                                        "blocked": 0}
     info = get_task_info("d2")
     assert info.state == "scheduled"
     assert info.run_after > datetime.now(UTC)

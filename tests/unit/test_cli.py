@@ -30,6 +30,7 @@ from helpers import (
     REPO_ROOT,
     BgtasksCommand,
     free_port,
+    seed_blocked,
     seed_expired,
     seed_waiting,
 )
@@ -69,6 +70,9 @@ def seed(state: str, n: int = 1, queue: str = "default", token: str = "t") -> li
         return [seed_waiting(queue, f"{token}{i}") for i in range(n)]
     if state == "expired":
         return [seed_expired(queue, f"{token}{i}") for i in range(n)]
+    if state == "blocked":  # behind an active task
+        [first] = seed("active", 1, queue, f"{token}-first")
+        return [seed_blocked(queue, f"{token}{i}", after=first) for i in range(n)]
     if state == "cancelled":
         return [cancel_task(record.using(queue_name=queue, run_after=3600).enqueue(
             f"{token}{i}").id, by="seeder").id for i in range(n)]
@@ -112,16 +116,16 @@ def test_stats_table_shows_counts_per_queue_and_workers():
     out = run("stats")
 
     header = out.splitlines()[0].split()
-    assert header[:10] == ["queue", *STATES]
-    # queue pending waiting active scheduled retry dead completed cancelled expired
+    assert header[:11] == ["queue", *STATES]
+    # queue pending waiting blocked active scheduled retry dead completed cancelled expired
     # processed failed paused
     # (processed counts every finished attempt, failed ones included, as asynq does)
-    assert queue_row(out, "default") == ["default", "3", "0", "0", "0", "0", "1", "2", "0",
-                                         "0", "3", "1", "no"]
-    assert queue_row(out, "mail") == ["mail", "0", "0", "0", "1", "0", "0", "0", "0", "0",
-                                      "0", "0", "PAUSED"]
-    assert queue_row(out, "(all)")[1:12] == ["3", "0", "0", "1", "0", "1", "2", "0", "0", "3",
-                                             "1"]
+    assert queue_row(out, "default") == ["default", "3", "0", "0", "0", "0", "0", "1", "2",
+                                         "0", "0", "3", "1", "no"]
+    assert queue_row(out, "mail") == ["mail", "0", "0", "0", "0", "1", "0", "0", "0", "0",
+                                      "0", "0", "0", "PAUSED"]
+    assert queue_row(out, "(all)")[1:13] == ["3", "0", "0", "0", "1", "0", "1", "2", "0", "0",
+                                             "3", "1"]
     assert "Live workers: 1" in out
     worker_line = next(line for line in out.splitlines() if line.startswith("web-1"))
     assert worker_line.split()[:7] == ["web-1", "4242", "default,mail", "2", "x", "8", "3"]
@@ -130,8 +134,8 @@ def test_stats_table_shows_counts_per_queue_and_workers():
 
 def test_stats_lists_configured_queues_even_when_empty():
     out = run("stats")
-    assert queue_row(out, "default")[1:] == ["0"] * 11 + ["no"]
-    assert queue_row(out, "mail")[1:] == ["0"] * 11 + ["no"]
+    assert queue_row(out, "default")[1:] == ["0"] * 12 + ["no"]
+    assert queue_row(out, "mail")[1:] == ["0"] * 12 + ["no"]
     assert "Live workers: none" in out
 
 
@@ -146,7 +150,7 @@ def test_stats_json_is_one_object_with_queues_and_workers():
 
     assert set(data) == {"queues", "workers"}
     default = next(q for q in data["queues"] if q["name"] == "default")
-    assert default == {"name": "default", "pending": 1, "waiting": 0, "active": 0,
+    assert default == {"name": "default", "pending": 1, "waiting": 0, "blocked": 0, "active": 0,
                        "scheduled": 0, "retry": 2, "dead": 0, "completed": 0,
                        "cancelled": 0, "expired": 0, "processed_today": 2, "failed_today": 2,
                        "paused": False}
@@ -176,8 +180,8 @@ def test_pause_refuses_unknown_or_invalid_queue():
 @pytest.mark.parametrize("state", STATES)
 def test_list_shows_only_the_tasks_in_that_state(state):
     ids = {}
-    for other in ("expired", "active", "retry", "dead", "completed", "waiting", "scheduled",
-                  "cancelled",
+    for other in ("expired", "blocked", "active", "retry", "dead", "completed", "waiting",
+                  "scheduled", "cancelled",
                   "pending"):
         ids[other] = seed(other, 1, token=f"{other}-")  # pending last: claim takes it
 
@@ -185,7 +189,8 @@ def test_list_shows_only_the_tasks_in_that_state(state):
 
     assert ids[state][0] in out
     assert all(ids[other][0] not in out for other in STATES if other != state)
-    assert f"1 of 1 {state} task(s)." in out
+    many = 2 if state == "active" else 1  # the blocked task's dependency runs
+    assert f"{many} of {many} {state} task(s)." in out
     line = next(line for line in out.splitlines() if line.startswith(ids[state][0]))
     assert f'"{state}-0"' in line  # the arguments
     assert "ago" in line or "in " in line or "now" in line  # the relative time
