@@ -198,17 +198,26 @@ class RedisBroker(BrokerCore):
         same connection (WAIT counts that connection's writes): one pipeline to the node
         that serves ``queue``. Too few replicas in time is "not now" (BrokerUnavailable):
         the caller retries, and the script applied again finds its task."""
-        keys = self.queue_keys(queue)
-        node = (self.client.get_node_from_key(keys.pending).redis_connection
+        return self.run_script_confirmed(name, [*self.queue_keys(queue).all, *extra_keys],
+                                         args, "the task")
+
+    def run_script_confirmed(self, name: str, keys: Sequence[str], args: Sequence[Any],
+                             what: str):
+        """Run a script whose keys share ``keys[0]``'s slot, then WAIT for WAIT_REPLICAS
+        replicas to hold what it wrote, on the same connection (WAIT counts that
+        connection's writes): one pipeline to the node serving the slot. Too few replicas
+        in time is "not now" (BrokerUnavailable); the caller retries, which is safe as
+        every script may be applied twice."""
+        node = (self.client.get_node_from_key(keys[0]).redis_connection
                 if self._cluster else self.client)
         with self.translate_errors():
             pipe = node.pipeline(transaction=False)
-            self._scripts[name](keys=[*keys.all, *extra_keys], args=list(args), client=pipe)
+            self._scripts[name](keys=list(keys), args=list(args), client=pipe)
             pipe.wait(self._wait_replicas, self._wait_timeout_ms)
             reply, confirmed = pipe.execute()
         if confirmed < self._wait_replicas:
             raise BrokerUnavailable(
-                f"Redis at {self.target} wrote the task, but {confirmed} of "
+                f"Redis at {self.target} wrote {what}, but {confirmed} of "
                 f"{self._wait_replicas} replicas confirmed it within "
                 f"{self._wait_timeout_ms} ms (WAIT_REPLICAS)")
         return reply

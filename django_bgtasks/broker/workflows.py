@@ -19,6 +19,7 @@ logger = logging.getLogger("django_bgtasks.workflows")
 ACTION_CHUNK = 1000  # members released or cancelled per script call
 FORWARD_BATCH = 500  # outbox entries forwarded per round
 REASON_MAX = 300  # characters of a failure's reason carried into cancels
+LISTED_MOST = 100_000  # workflows the list keeps (newest)
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,14 @@ class WorkflowStore:
         return WorkflowKeys(self._broker.keys.prefix, workflow_id)
 
     def _barrier(self, workflow_id: str, args: Sequence[Any]) -> Any:
+        """A barrier call. With WAIT_REPLICAS, confirmed by replicas before the caller
+        takes the outbox entries out: a failover of the barrier's master cannot then drop
+        a count whose entry is gone (without it, it can, as it can drop acks)."""
         key = self.keys(workflow_id).barrier
         broker = self._broker
+        if broker._wait_replicas:
+            return broker.run_script_confirmed("wf_barrier", [key], args,
+                                               f"workflow {workflow_id}'s barrier")
         with broker.translate_errors():
             return broker._scripts["wf_barrier"](keys=[key], args=list(args))
 
@@ -86,6 +93,8 @@ class WorkflowStore:
         broker = self._broker
         with broker.translate_errors():
             broker.client.zadd(broker.keys.workflows, {workflow_id: broker.server_time_ms()})
+            # an index for the admin and the CLI, not the workflows: the newest are enough
+            broker.client.zremrangebyrank(broker.keys.workflows, 0, -LISTED_MOST - 1)
         return bool(created)
 
     def watch(self, queue: str, workflow_id: str, pairs: Sequence[tuple[str, int]],

@@ -192,3 +192,19 @@ def test_workflow_settings_are_checked(settings):
     settings.BGTASKS = {**settings.BGTASKS, "WORKFLOW_KEEP": 0, "WORKFLOW_MAX_RESULTS": 0}
     ids = {e.id for e in checks.run_checks()}
     assert {"bgtasks.E022", "bgtasks.E023"} <= ids
+
+
+@pytest.mark.single_redis
+def test_with_wait_replicas_an_unconfirmed_count_keeps_the_end_in_the_outbox(settings):
+    from django_bgtasks.exceptions import BrokerUnavailable
+
+    info = chain(wf_step.s(1, "a"), wf_step.s("b")).enqueue()
+    run_pending(forward=False)
+    first = f"{info.id}.0"
+    settings.BGTASKS = {**settings.BGTASKS, "WAIT_REPLICAS": 1, "WAIT_TIMEOUT": 0.05}
+    with pytest.raises(BrokerUnavailable, match="barrier, but 0 of 1 replicas"):
+        store().forward("default", [first], keep_ms=KEEP_MS)
+    assert get_broker().client.hexists(get_broker().queue_keys("default").wfout, first)
+    settings.BGTASKS = {**settings.BGTASKS, "WAIT_REPLICAS": 0}
+    assert store().forward("default", [first], keep_ms=KEEP_MS) == 1
+    assert get_task_info(f"{info.id}.1").state == "pending"
