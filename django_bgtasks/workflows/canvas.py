@@ -44,7 +44,7 @@ class Group:
                                 f"supported (see docs/workflows.md)")
         if not self.calls:
             raise ValueError("group() needs at least one task call")
-        self.finally_call = on_complete
+        self.finally_call: TaskCall | None = on_complete
 
     def on_complete(self, call: TaskCall) -> Group:
         """Run ``call`` once every member has ended, whatever the outcome, with
@@ -80,7 +80,7 @@ class Chain:
         if not flat:
             raise ValueError("chain() needs at least one task call")
         self.steps: tuple[Step, ...] = tuple(flat)
-        self.finally_call = on_complete
+        self.finally_call: TaskCall | None = on_complete
 
     def on_complete(self, call: TaskCall) -> Chain:
         """Run ``call`` once every member has ended, whatever the outcome (see Group)."""

@@ -20,8 +20,7 @@ def run_eagerly(plan: Plan, workflow_id: str, messages: list[TaskMessage]) -> Wo
             msg = messages[index]
             if number > 0:
                 msg = dataclasses.replace(msg, args=[previous, *msg.args])
-            info = plan.calls[index].task._run_eagerly(msg)
-            results.append(info.result)
+            results.append(plan.calls[index].task._run_eagerly(msg).result)
             succeeded.append(msg.id)
         previous = results if is_group or count > 1 else results[0]
     if plan.fin >= 0:
@@ -29,5 +28,6 @@ def run_eagerly(plan: Plan, workflow_id: str, messages: list[TaskMessage]) -> Wo
         summary = {"succeeded": succeeded, "failed": []}
         plan.calls[plan.fin].task._run_eagerly(
             dataclasses.replace(msg, args=[summary, *msg.args]))
-    info = WorkflowInfo.planned(workflow_id, plan)
-    return dataclasses.replace(info, state="succeeded", counts={"completed": len(plan.calls)})
+    planned = WorkflowInfo.planned(workflow_id, plan)
+    return dataclasses.replace(planned, state="succeeded",
+                               counts={"completed": len(plan.calls)})

@@ -115,8 +115,7 @@ def read_workflow(store: WorkflowStore, workflow_id: str, live: bool = True) -> 
         kind="dependencies" if ids else "workflow", ids=ids)
     final = {s: int(raw[f"c:{s}"] or 0) for s in FINAL_STATES}
     if live and size <= MEMBER_STATES_READ_MAX:
-        counts = Counter(m.state for m in members(store, info, 0, size))
-        return _with_counts(info, dict(counts))
+        return _with_counts(info, dict(Counter(m.state for m in members(store, info, 0, size))))
     counts = {s: n for s, n in final.items() if n}
     counts["unfinished"] = size - sum(final.values())
     return _with_counts(info, counts)
@@ -151,9 +150,12 @@ def members(store: WorkflowStore, info: WorkflowInfo, start: int, stop: int) -> 
     # a member kept by no one (completed without result_ttl): the barrier's count says
     gone = [r[0] for r in rows if states.get((r[2], r[1]), "unknown") == "unknown"]
     counted = dict(zip(gone, store.read(info.id, [f"d:{i}" for i in gone]), strict=True))
-    return [Member(*r, state=(as_text(counted[r[0]]) if counted.get(r[0]) else
-                              states.get((r[2], r[1]), "unknown")))
+    return [Member(*r, state=_counted_or(counted.get(r[0]), states.get((r[2], r[1]), "unknown")))
             for r in sorted(rows, key=lambda r: r[0])]
+
+
+def _counted_or(counted: bytes | None, live: str) -> str:
+    return as_text(counted) if counted else live
 
 
 def _step_queues(store: WorkflowStore, workflow_id: str, steps: list[str],

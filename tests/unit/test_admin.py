@@ -70,8 +70,8 @@ def one_of_each(queue: str = "default") -> dict[str, str]:
                             by="seeder").id
     blocked = seed_blocked(queue, after=scheduled)
     return {"pending": pending, "waiting": waiting, "blocked": blocked, "active": active,
-            "scheduled": scheduled, "retry": retry, "dead": ids_dead, "completed": done, "cancelled": cancelled,
-            "expired": expired}
+            "scheduled": scheduled, "retry": retry, "dead": ids_dead, "completed": done,
+            "cancelled": cancelled, "expired": expired}
 
 
 def counts(queue: str = "default") -> dict[str, int]:
