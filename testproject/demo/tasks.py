@@ -39,6 +39,20 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
+@background_task(result_ttl=3600)
+def total(results: list[int]) -> int:
+    """A chord's callback: the sum of its group's results, once all of them succeeded."""
+    return sum(results)
+
+
+@background_task
+def workflow_report(summary: dict) -> str:
+    """An on_complete callback: logs how many members of its workflow succeeded."""
+    text = f"{len(summary['succeeded'])} succeeded, {len(summary['failed'])} failed"
+    logger.info("workflow finished: %s", text)
+    return text
+
+
 @background_task(queue_name="mail")
 def send_welcome(user_id: int) -> str:
     """Pretend to send a welcome mail (logs a line); an unknown user is not worth a retry."""

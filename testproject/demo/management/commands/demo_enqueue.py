@@ -6,14 +6,16 @@ from datetime import timedelta
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from demo.tasks import add, always_fails, flaky, reminder, send_welcome
+from demo.tasks import add, always_fails, flaky, reminder, send_welcome, total, workflow_report
+from django_bgtasks import chord, group
 
 
 class Command(BaseCommand):
     help = (
         "Enqueue demo tasks: a few add(), a send_welcome() on the mail queue, a reminder() "
         "due in 5 s, a flaky() that succeeds on its third attempt and an always_fails() "
-        "that ends in the dead queue."
+        "that ends in the dead queue; and a workflow: a chord of add() calls whose sum a "
+        "callback takes, with an on_complete report."
     )
 
     def add_arguments(self, parser):
@@ -35,3 +37,7 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"{label:<26} id={info.id}  queue={info.queue_name}  state={info.state}"
             )
+        workflow = (chord(group(add.s(i, i) for i in range(10)), total.s())
+                    .on_complete(workflow_report.s()).enqueue())
+        self.stdout.write(f"{'workflow ' + workflow.shape:<26} id={workflow.id}  "
+                          f"size={workflow.size}  state={workflow.state}")
