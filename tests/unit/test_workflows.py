@@ -208,3 +208,14 @@ def test_with_wait_replicas_an_unconfirmed_count_keeps_the_end_in_the_outbox(set
     settings.BGTASKS = {**settings.BGTASKS, "WAIT_REPLICAS": 0}
     assert store().forward("default", [first], keep_ms=KEEP_MS) == 1
     assert get_task_info(f"{info.id}.1").state == "pending"
+
+
+def test_cancelling_a_dependency_gate_cancels_the_dependent_not_its_dependencies():
+    from django_bgtasks import cancel_workflow
+
+    first = record.using(run_after=3600).enqueue("first").id
+    dependent = record.using(depends_on=[first]).enqueue("after")
+    [gate] = dependent.workflows
+    assert cancel_workflow(gate, by="ops").state == "cancelled"
+    assert get_task_info(dependent.id).state == "cancelled"
+    assert get_task_info(first).state == "scheduled"
