@@ -7,8 +7,8 @@ repetition, each scenario of a phase in turn, the order rotated from one repetit
 next (so that a load change on the machine hits every scenario alike):
 
 - enqueue (100,000 calls): ``group(mark.s(i) for i in range(N)).enqueue()`` against
-  ``mark.enqueue_many((i,), {}) for i in range(N))``, each timed whole (building the calls
-  included) in a fresh producer process: tasks/s.
+  ``mark.enqueue_many(((i,), {}) for i in range(N))``, each timed whole (building the
+  calls included) in a fresh producer process: tasks/s.
 - process (20,000 tasks): the same N ``mark`` tasks enqueued as plain tasks
   (``enqueue_many``), as one group (no callback) and as a chord (the group and a ``mark``
   callback, which gets the N results); then ``runbackground --processes 2`` (8 threads,
@@ -16,8 +16,9 @@ next (so that a load change on the machine hits every scenario alike):
   the first task's start to the last end: the last task body, or for a workflow the
   barrier's ``finished`` (every member counted; a chord's callback ran) when later. Each
   body writes its time to ``bench:span`` (ZADD LT/GT) with the peers' INCR, in one round
-  trip (bench/peers/work.py). Also: tasks/s with worker start-up included, and Redis' calls and CPU a task
-  (INFO commandstats / cpu over the run, this script's polling subtracted).
+  trip (bench/peers/work.py). Also: tasks/s with worker start-up included, and Redis'
+  calls and CPU a task (INFO commandstats / cpu over the run, this script's polling
+  subtracted).
 
 ``group / plain`` is the median of the repetitions' ratios (each rep's scenarios ran side
 by side); the issue's target is a barrier costing <= 10 % of process throughput (a ratio
