@@ -32,19 +32,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import redis
 from common import HERE, ROOT
-from limits import commandstats, redis_cpu
+from limits import commandstats, redis_cpu, summary
 from peers.work import COUNTER, SPAN
-from run import WorkerGroup, bench_redis, log, run_child
+from run import WorkerGroup, bench_redis, log, record, run_child, save
 
 OUT = HERE / "out"
 ENQUEUE = ("group", "many")  # producer kinds timed in the enqueue phase
@@ -182,19 +182,14 @@ class Bench:
 
     def span(self, barrier: str | None) -> dict:
         first, last = (self.r.zscore(SPAN, k) for k in ("first", "last"))
+        if first is None or last is None:
+            raise RuntimeError(f"no task wrote {SPAN}")
         figures = {"seconds": last - first}
         if barrier:  # the barrier's own end, on Redis' clock (this host's)
             finished = int(self.r.hget(barrier, "finished")) / 1000
             figures["barrier_after_last_ms"] = (finished - last) * 1000
             figures["seconds"] = max(last, finished) - first
         return figures
-
-
-def summary(values: list) -> dict | None:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def paired_ratios(samples: list[dict], top: str, bottom: str) -> list[float]:
@@ -280,19 +275,12 @@ def main() -> None:
         log(f"redis-server at {url}; {opts.reps} repetition(s): enqueue {opts.enqueue_n:,}, "
             f"process {opts.n:,}")
         for rep in range(1, opts.reps + 1):
-            runs = [(bench.enqueue, kind) for kind in rotated(list(ENQUEUE), rep)]
-            runs += [(bench.process, sc) for sc in rotated(list(PROCESS), rep)]
-            for measure, name in runs:
-                try:
-                    results["samples"].append(measure(name, rep))
-                except (RuntimeError, ValueError, OSError, TypeError, redis.RedisError) as exc:
-                    key = name if measure == bench.process else f"enqueue {name}"
-                    log(f"{key} {rep}: FAILED: {exc}")
-                    results["samples"].append({"scenario": key, "rep": rep, "error": str(exc)})
-        opts.json.parent.mkdir(parents=True, exist_ok=True)
-        opts.json.write_text(json.dumps(results, indent=1) + "\n")
-        print(table(results))
-        log(f"wrote {opts.json}")
+            runs = [(f"enqueue {kind}", partial(bench.enqueue, kind, rep))
+                    for kind in rotated(list(ENQUEUE), rep)]
+            runs += [(sc, partial(bench.process, sc, rep)) for sc in rotated(list(PROCESS), rep)]
+            for key, measure in runs:
+                record(results["samples"], key, rep, measure)
+        save(opts.json, results, table(results))
 
 
 if __name__ == "__main__":
