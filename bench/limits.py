@@ -38,7 +38,7 @@ from pathlib import Path
 import redis
 from common import HERE, ROOT
 from peers.work import COUNTER
-from run import WorkerGroup, bench_redis, log, run_child
+from run import WorkerGroup, bench_redis, log, record, run_child, save
 
 OUT = HERE / "out"
 QUEUE_KEYS = "*:{default}:"  # the default queue's keys, whatever the prefix
@@ -285,16 +285,8 @@ def main() -> None:
             f"{opts.tasks:,} tasks")
         for rep in range(1, opts.reps + 1):
             for sc in chosen:
-                try:
-                    results["samples"].append(bench.run(sc, rep))
-                except (RuntimeError, ValueError, OSError, redis.RedisError) as exc:
-                    log(f"{sc.key} {rep}: FAILED: {exc}")
-                    results["samples"].append({"scenario": sc.key, "rep": rep,
-                                               "error": str(exc)})
-        opts.json.parent.mkdir(parents=True, exist_ok=True)
-        opts.json.write_text(json.dumps(results, indent=1) + "\n")
-        print(table(results))
-        log(f"wrote {opts.json}")
+                record(results["samples"], sc.key, rep, lambda sc=sc, rep=rep: bench.run(sc, rep))
+        save(opts.json, results, table(results))
 
 
 if __name__ == "__main__":

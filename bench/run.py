@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -250,6 +250,24 @@ def run_child(command: list[str], env: dict, timeout: float) -> str:
     if proc.returncode:
         raise RuntimeError(f"{' '.join(command[1:4])} exited with {proc.returncode}")
     return out
+
+
+def record(samples: list[dict], key: str, rep: int, measure: Callable[[], dict]) -> None:
+    """Append ``measure()``'s sample, or in its place the failure (the run goes on)."""
+    try:
+        samples.append(measure())
+    except (RuntimeError, ValueError, OSError, redis.RedisError) as exc:
+        stop_if_interrupted(exc)
+        log(f"{key} {rep}: FAILED: {exc}")
+        samples.append({"scenario": key, "rep": rep, "error": str(exc)})
+
+
+def save(path: Path, results: dict, table: str) -> None:
+    """Write a run's results as JSON to ``path`` and print its table."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    print(table)
+    log(f"wrote {path}")
 
 
 # -- measurements ----------------------------------------------------------------------
