@@ -265,7 +265,10 @@ class BackgroundTask:
         decide otherwise, as the Django Tasks adapter does)."""
         return get_settings().ENQUEUE_ON_COMMIT
 
-    def _message(self, args: list[Any], kwargs: dict[str, Any]) -> TaskMessage:
+    def _message(self, args: list[Any], kwargs: dict[str, Any], task_id: str | None = None,
+                 workflow: str | None = None) -> TaskMessage:
+        """The message of a run; a workflow member's id and workflow are given (built
+        once: a copy per member cost a third of a group's enqueue)."""
         now = time.time()
         run_after = None
         if isinstance(self.run_after, datetime):
@@ -273,10 +276,11 @@ class BackgroundTask:
         elif self.run_after:
             run_after = now + self.run_after
         return TaskMessage(
-            id=self.task_id or uuid.uuid4().hex, name=self.name, queue=self.queue_name,
+            id=task_id or self.task_id or uuid.uuid4().hex, name=self.name,
+            queue=self.queue_name,
             args=args, kwargs=kwargs, priority=self.priority, max_retries=self.max_retries,
             timeout=self.timeout, result_ttl=self.result_ttl, unique_key=self._unique_key(
-                args, kwargs), enqueued_at=now, run_after=run_after,
+                args, kwargs), enqueued_at=now, run_after=run_after, workflow=workflow,
         )
 
     def _unique_key(self, args: list[Any], kwargs: dict[str, Any]) -> str | None:
@@ -290,7 +294,8 @@ class BackgroundTask:
     def _due_later(self, msg: TaskMessage) -> bool:
         return msg.run_after is not None and msg.run_after > msg.enqueued_at
 
-    def _request(self, msg: TaskMessage) -> EnqueueRequest:
+    def _request(self, msg: TaskMessage, workflow: str = "", blocked: bool = False,
+                 ) -> EnqueueRequest:
         run_at_ms = delay_ms = None
         if isinstance(self.run_after, datetime):
             run_at_ms = int(self.run_after.timestamp() * 1000)
@@ -304,7 +309,8 @@ class BackgroundTask:
             max_retries=msg.max_retries, run_at_ms=run_at_ms, delay_ms=delay_ms,
             unique_key=msg.unique_key,
             unique_ttl_ms=int(self.unique_for * 1000) if self.unique_for else None,
-            limits=limits, fair_key=fair, expires=self._expires_field(),
+            limits=limits, fair_key=fair, expires=self._expires_field(), workflow=workflow,
+            blocked=blocked,
         )
 
     def _expires_field(self) -> str:

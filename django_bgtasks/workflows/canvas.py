@@ -8,7 +8,6 @@ the barrier releases them with the previous step's results as their first argume
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
     from .info import WorkflowInfo
 
 Step = Union[TaskCall, "Group"]
+SHAPE_STEPS_SHOWN = 8
 
 
 class Group:
@@ -177,6 +177,8 @@ class Plan:
                 parts.append(f"group({count} x {'/'.join(names)})")
             else:
                 parts.append(self.calls[first].label)
+        if len(parts) > SHAPE_STEPS_SHOWN:  # a long chain: its ends say enough
+            parts = [*parts[:3], f"... {len(parts) - 5:,} more", *parts[-2:]]
         text = parts[0] if len(parts) == 1 else f"chain({', '.join(parts)})"
         if len(parts) == 2 and self.steps[0][2] and not self.steps[1][2]:
             text = f"chord({parts[0]}, {parts[1]})"
@@ -198,8 +200,8 @@ def _step_queues(plan: Plan) -> dict[str, str | list[str]]:
 
 
 def member_message(call: TaskCall, workflow_id: str, index: int) -> TaskMessage:
-    msg = call.task._message(list(call.args), dict(call.kwargs))
-    return dataclasses.replace(msg, id=f"{workflow_id}.{index}", workflow=workflow_id)
+    return call.task._message(list(call.args), dict(call.kwargs), f"{workflow_id}.{index}",
+                              workflow_id)
 
 
 def enqueue_plan(plan: Plan, workflow_id: str | None = None) -> WorkflowInfo:
@@ -221,12 +223,11 @@ def enqueue_plan(plan: Plan, workflow_id: str | None = None) -> WorkflowInfo:
     requests = []
     first_step = plan.steps[0][1]  # the members before this index run now; the rest wait
     for index, (call, msg) in enumerate(zip(plan.calls, messages, strict=True)):
-        req = call.task._request(msg)
-        call.task._check_sizes([req.message], cfg.MAX_MESSAGE_BYTES)
         # What dumps([[workflow_id, index]]) gives (a hex id, an int), without an encoder
         # call for each of a group's 100,000 members (enqueue_many's speed is the aim).
-        requests.append(dataclasses.replace(
-            req, workflow=f'[["{workflow_id}",{index}]]', blocked=index >= first_step))
+        req = call.task._request(msg, f'[["{workflow_id}",{index}]]', index >= first_step)
+        call.task._check_sizes([req.message], cfg.MAX_MESSAGE_BYTES)
+        requests.append(req)
     if (cfg.ENQUEUE_ON_COMMIT
             and transaction.get_connection(DEFAULT_DB_ALIAS).in_atomic_block):
         transaction.on_commit(lambda: _write(plan, workflow_id, requests))

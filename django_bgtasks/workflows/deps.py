@@ -66,8 +66,7 @@ def enqueue_dependent(task: BackgroundTask, msg: TaskMessage) -> TaskInfo:
         same = len(set(queues)) == 1
         store.create(gate, meta, {"0": queues[0] if same else queues, "1": msg.queue})
         msg = dataclasses.replace(msg, workflow=gate)
-        req = dataclasses.replace(task._request(msg), workflow=dumps([[gate, count]]),
-                                  blocked=True)
+        req = task._request(msg, dumps([[gate, count]]), blocked=True)
         task._check_sizes([req.message], get_settings().MAX_MESSAGE_BYTES)
         task._written([msg], [req], [broker.enqueue(req)])
         _watch(store, gate, deps, queues)

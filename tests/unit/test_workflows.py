@@ -219,3 +219,11 @@ def test_cancelling_a_dependency_gate_cancels_the_dependent_not_its_dependencies
     assert cancel_workflow(gate, by="ops").state == "cancelled"
     assert get_task_info(dependent.id).state == "cancelled"
     assert get_task_info(first).state == "scheduled"
+
+
+def test_a_long_chain_is_written_and_named_briefly():
+    info = chain(*(wf_step.s(i) if i == 0 else wf_step.s(f"l{i}") for i in range(5000))
+                 ).enqueue()
+    assert info.shape == ("chain(wf_step, wf_step, wf_step, ... 4,995 more, wf_step, "
+                          "wf_step)")
+    assert get_workflow(info.id).counts == {"pending": 1, "blocked": 4999}

@@ -35,9 +35,12 @@ end
 
 if op == 'create' then
   if redis.call('HSETNX', H, 'meta', ARGV[2]) == 0 then return 0 end
-  local fields = {'state', 'running', 'created', now_ms(), 'nf', 0, 'nfm', 0, 'fails', 0}
-  for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
-  redis.call('HSET', H, unpack(fields))
+  redis.call('HSET', H, 'state', 'running', 'created', now_ms(), 'nf', 0, 'nfm', 0,
+             'fails', 0)
+  -- a long chain has a field per step: written in slices (unpack has a bounded stack)
+  for start = 3, #ARGV, 1000 do
+    redis.call('HSET', H, unpack(ARGV, start, math.min(start + 999, #ARGV)))
+  end
   return 1
 end
 
@@ -145,7 +148,29 @@ local function expand(desc)
   end
 end
 
-local function bump(field, by) redis.call('HINCRBY', H, field, by) end
+-- The counters, read at most once per call and written once at its end (flush): a
+-- forwarder's call reports many members, each of which moves four of them.
+local counters, dirty = {}, {}
+local function field_number(name)
+  local v = counters[name]
+  if v == nil then
+    v = tonumber(redis.call('HGET', H, name) or '0') or 0
+    counters[name] = v
+  end
+  return v
+end
+local function bump(name, by)
+  counters[name] = field_number(name) + by
+  dirty[name] = true
+end
+local function flush()
+  local args = {}
+  for name in pairs(dirty) do
+    args[#args + 1] = name
+    args[#args + 1] = counters[name]
+  end
+  if #args > 0 then redis.call('HSET', H, unpack(args)) end
+end
 
 local function count(j, k, state, why, sign)
   bump('c:' .. state, sign)
@@ -194,7 +219,6 @@ local function uncancel_after(k)
   end
 end
 
-local function field_number(name) return tonumber(redis.call('HGET', H, name) or '0') end
 
 local function decide(j, k, state, why, revived)
   local desc = {}
@@ -289,11 +313,12 @@ for base = 4, #ARGV, 4 do
       if #desc > 0 then
         redis.call('HSET', H, 'a:' .. j, cjson.encode(desc))
         expand(desc)
-      else
+      elseif revived then
         redis.call('HDEL', H, 'a:' .. j)
       end
     end
   end
 end
+flush()
 settle_end(keep_ms)
 return actions
