@@ -240,6 +240,8 @@ class BackgroundTask:
             return capture.record(self, messages, False)
         if cfg.EAGER:  # the function runs as Django runs sync code called from async code
             return await sync_to_async(self._enqueue_eagerly)(messages, cfg.MAX_MESSAGE_BYTES)
+        if self.depends_on:  # several scripts in a row, through the sync client
+            return await sync_to_async(self._enqueue_dependents)(messages)
         requests = self._requests(messages, cfg.MAX_MESSAGE_BYTES)
         # A transaction is never open in the loop's thread (Django refuses atomic() there);
         # it may be in a sync thread that waits for this coroutine (async_to_sync): look

@@ -34,6 +34,11 @@ class WorkflowForwarder(Component):
         self._lock = threading.Lock()
         self._submitted: dict[str, list[str]] = defaultdict(list)
         self._wake = threading.Event()
+        # One forwarding at a time in this process, and how many entries it has carried:
+        # a burst's check (forward_now) must see what this thread forwards meanwhile.
+        self._working = threading.Lock()
+        self._forwarded = 0
+        self._reported = 0
         # What the last sweep saw: an entry is swept only once it has waited a whole
         # interval, so the sweep does not race the worker that is forwarding it right now.
         self._seen: dict[str, dict[str, bytes]] = {}
@@ -74,14 +79,28 @@ class WorkflowForwarder(Component):
             self._seen[queue] = {k: v for k, v in now.items() if k not in stale}
         return SWEEP_INTERVAL
 
+    def forward_now(self) -> int:
+        """Forward every end waiting in this process's queues' outboxes, at once (a burst
+        before it concludes that nothing is left: a step released is more to run)."""
+        self._drain()
+        with self._working:
+            for queue in self._queues:
+                waiting = [task_id for task_id, _ in self._store.outbox_scan(queue, SWEEP_MOST)]
+                if waiting:
+                    self._forwarded += self._store.forward(queue, waiting,
+                                                           keep_ms=self._keep_ms)
+            count, self._reported = self._forwarded - self._reported, self._forwarded
+        return count
+
     def _drain(self) -> None:
-        with self._lock:
-            batches, self._submitted = self._submitted, defaultdict(list)
-        for queue, ids in batches.items():
-            try:
-                self._store.forward(queue, ids, keep_ms=self._keep_ms)
-            except Exception:
-                # left in the outbox: the maintenance process's sweep forwards it
-                with self._lock:
-                    self._submitted[queue].extend(ids)
-                raise
+        with self._working:
+            with self._lock:
+                batches, self._submitted = self._submitted, defaultdict(list)
+            for queue, ids in batches.items():
+                try:
+                    self._forwarded += self._store.forward(queue, ids, keep_ms=self._keep_ms)
+                except Exception:
+                    # still in the outbox: tried again here, or by the maintenance sweep
+                    with self._lock:
+                        self._submitted[queue].extend(ids)
+                    raise

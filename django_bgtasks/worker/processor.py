@@ -34,9 +34,13 @@ class Processor:
     def __init__(self, broker: RedisBroker, config: WorkerConfig, worker_id: str,
                  executor: TaskExecutor, inflight: InFlight,
                  on_outcomes: Callable[[Iterable[str]], None] | None = None,
-                 on_forward: Callable[[str, list[str]], None] | None = None) -> None:
+                 on_forward: Callable[[str, list[str]], None] | None = None,
+                 forward_now: Callable[[], int] | None = None) -> None:
         self._broker = broker
         self._on_forward = on_forward  # given the workflow members a claim call ended
+        # burst: forward every workflow end waiting in the outboxes now; how many were
+        # (a step they release is more to run)
+        self._forward_now = forward_now
         self._on_outcomes = on_outcomes  # told the outcomes Redis took (burst's tally)
         self._config = config
         self._worker_id = worker_id
@@ -236,6 +240,8 @@ class Processor:
         if any(self._outbox.values()) or not self._finished.empty():
             return False
         if self.inflight.unfinished() or self.inflight.busy_threads():
+            return False
+        if self._forward_now is not None and self._forward_now():
             return False
         return forward_due_now(self._broker, self._config.queues) == 0
 

@@ -78,7 +78,8 @@ class Runner:
             executor = TaskExecutor(worker_id, config.log_arguments)
             forwarder = WorkflowForwarder(broker, list(config.queues), sweep=False)
             self.processor = Processor(broker, config, worker_id, executor, self.inflight,
-                                       on_outcomes, forwarder.submit)
+                                       on_outcomes, forwarder.submit,
+                                       forwarder.forward_now if config.burst else None)
             self.components = [TimeoutWatchdog(self.inflight, self.processor, executor,
                                                config.cancel_grace), forwarder]
         self._stop = stop or threading.Event()

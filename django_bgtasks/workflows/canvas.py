@@ -52,6 +52,7 @@ class Group:
         return Group(self.calls, _call(call, "on_complete()"))
 
     def enqueue(self) -> WorkflowInfo:
+        """Write every member (and the on_complete call); returns the WorkflowInfo."""
         return Chain([Group(self.calls)], self.finally_call).enqueue()
 
     def __len__(self) -> int:
@@ -211,6 +212,9 @@ def enqueue_plan(plan: Plan, workflow_id: str | None = None) -> WorkflowInfo:
     cfg = get_settings()
     messages = [member_message(call, workflow_id, i) for i, call in enumerate(plan.calls)]
     capture = active_capture(cfg)
+    if capture is not None or cfg.EAGER:  # refused as Redis would refuse them
+        for call, msg in zip(plan.calls, messages, strict=True):
+            call.task._check_sizes([msg.encode()], cfg.MAX_MESSAGE_BYTES)
     if capture is not None:  # the first step is what would run now; the rest waits on it
         first, count, _ = plan.steps[0]
         for call, msg in zip(plan.calls[first:first + count], messages[first:first + count],

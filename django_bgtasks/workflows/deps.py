@@ -90,6 +90,8 @@ def _watch(store: WorkflowStore, gate: str, deps: tuple[str, ...], queues: list[
                 pairs, store.watch(queue, gate, pairs), strict=True):
             if state == "missing":
                 reports.append((index, "deleted", "", f"{dep} is not in Redis any more"))
+            elif state == "refused":
+                reports.append((index, "refused", "", f"{dep} refused: {error}"))
             elif state != "watched":
                 reports.append((index, state, result if state == "completed" else "", error))
     if reports:

@@ -44,7 +44,7 @@ class WorkflowInfo:
     """A workflow: its shape, size, state and members' counts by state.
 
     ``state``: running, succeeded (its last step succeeded), failed (a member ended dead,
-    cancelled or expired: ``reason`` says which), cancelled (cancel_workflow)."""
+    cancelled, expired or deleted: ``reason`` says which), cancelled (cancel_workflow)."""
 
     id: str
     shape: str
@@ -62,6 +62,7 @@ class WorkflowInfo:
 
     @property
     def ended(self) -> int:
+        """How many members have ended (completed, dead, cancelled, expired)."""
         return sum(n for s, n in self.counts.items() if s in FINAL_STATES)
 
     @property
@@ -70,6 +71,7 @@ class WorkflowInfo:
         return self.ended / self.size if self.size else 1.0
 
     def member_id(self, index: int) -> str:
+        """The task id of member ``index``."""
         return self.ids[index] if self.ids else f"{self.id}.{index}"
 
     @classmethod

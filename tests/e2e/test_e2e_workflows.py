@@ -160,3 +160,14 @@ def test_an_end_left_in_the_outbox_by_a_dead_process_is_forwarded_by_the_sweep(
     assert done.state == "succeeded"
     assert logged(r) == ['second="from-first"']
     assert r.hlen(broker.queue_keys("default").wfout) == 0
+
+
+def test_a_burst_runs_a_whole_workflow_before_it_exits(run_worker, redis_server):
+    r = redis_server.client()
+    info = chain(wf_step.s(0, "b1"), group([wf_step.s("b2"), wf_step.s("b3")]),
+                 wf_collect.s("b4")).enqueue()
+    worker = run_worker("--burst", "--processes", "2", "--threads", "2")
+    assert worker.wait(60) == 0
+    done = get_workflow(info.id)
+    assert (done.state, done.counts) == ("succeeded", {"completed": 4}), done
+    assert logged(r)[-1].startswith("b4=")

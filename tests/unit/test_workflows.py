@@ -227,3 +227,41 @@ def test_a_long_chain_is_written_and_named_briefly():
     assert info.shape == ("chain(wf_step, wf_step, wf_step, ... 4,995 more, wf_step, "
                           "wf_step)")
     assert get_workflow(info.id).counts == {"pending": 1, "blocked": 4999}
+
+
+def test_a_cancelled_workflow_is_not_resumed_and_on_complete_still_runs():
+    from django_bgtasks import cancel_workflow
+
+    info = chain(wf_step.s(1, "a"), wf_step.s("b")).on_complete(wf_collect.s("fin")).enqueue()
+    run_pending(outcome="dead")  # the first link dies: the second is cancelled
+    assert get_workflow(info.id).state == "failed"
+    cancelled = cancel_workflow(info.id, by="ops")
+    assert cancelled.state == "cancelled"
+    fin = get_task_info(f"{info.id}.2")
+    assert fin.state == "pending"  # on_complete runs in every case
+    run_pending()  # on_complete runs
+    first = f"{info.id}.0"
+    assert get_broker().requeue("default", [first]) == [first]
+    run_pending({first: "1"})
+    assert get_task_info(f"{info.id}.1").state == "cancelled"  # not resumed
+    assert get_workflow(info.id).state == "cancelled"
+
+
+def test_too_large_a_member_is_refused_under_capture_too(settings):
+    from django_bgtasks.exceptions import MessageTooLarge
+    from django_bgtasks.testing.capture import capture_tasks
+
+    settings.BGTASKS = {**settings.BGTASKS, "MAX_MESSAGE_BYTES": 1000}
+    with capture_tasks(), pytest.raises(MessageTooLarge):
+        chain(wf_step.s("x" * 2000, "a"), wf_step.s("b")).enqueue()
+
+
+async def _aenqueue_dependent(first: str):
+    return await record.using(depends_on=[first]).aenqueue("after")
+
+
+def test_aenqueue_honours_depends_on():
+    from helpers import run_on_new_loop
+
+    first = record.using(run_after=3600).enqueue("first").id
+    assert run_on_new_loop(_aenqueue_dependent, first).state == "blocked"

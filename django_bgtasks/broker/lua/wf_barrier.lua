@@ -233,7 +233,8 @@ local function decide(j, k, state, why, revived)
     if cancel_after(k, by .. reason) then desc[#desc + 1] = {'cancel', k + 1, by .. reason} end
   else
     local _, n = span(k)
-    if field_number('n:' .. k) == n and field_number('f:' .. k) == 0 then
+    local cancelled = redis.call('HGET', H, 'state') == 'cancelled'
+    if field_number('n:' .. k) == n and field_number('f:' .. k) == 0 and not cancelled then
       if revived and k < last_main then uncancel_after(k) end
       if k < last_main and field_number('fails') > 0 then
         -- a member of a later step failed already (cancelled while blocked): the rest of
@@ -287,7 +288,7 @@ if op == 'cancel' then
   local from = 0
   if type(meta.ids) == 'table' then from = 1 end
   for k = from, last_main do act('cancel', by_queue(k, unended), by) end
-  if meta.fin >= 0 then act('cancel', by_queue('fin', unended), by) end
+  -- on_complete is left to run once every member has ended: it runs in every case
   return actions
 end
 

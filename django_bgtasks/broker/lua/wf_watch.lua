@@ -5,8 +5,9 @@
 -- KEYS: the queue's keys.
 -- ARGV: workflow id, then pairs: task id, member index.
 -- Returns: a flat list, 4 entries per task: state ('watched' = will report; a final state;
---          'missing'), result JSON (completed and kept, else ''), error ('' = none), ''.
+--          'missing'; 'refused': it has as many dependents as a task may have), result JSON (completed and kept, else ''), error ('' = none), ''.
 local wf_id = ARGV[1]
+local WATCHERS_MOST = 1000  -- barriers one task reports to (is_wf refuses more)
 local out = {}
 local FINAL = {{'completed', K_COMPLETED}, {'dead', K_DEAD}, {'cancelled', K_CANCELLED},
                {'expired', K_EXPIRED}}
@@ -39,12 +40,16 @@ for i = 2, #ARGV, 2 do
     for _, t in ipairs(targets) do
       if t[1] == wf_id and t[2] == index then known = true end
     end
-    if not known then
+    if known then
+      reply('watched', '', '')
+    elseif #targets >= WATCHERS_MOST then
+      reply('refused', '', 'it has ' .. WATCHERS_MOST .. ' dependents already')
+    else
       table.insert(targets, {wf_id, index})
       info.wf = targets
       put_info(id, info)
+      reply('watched', '', '')
     end
-    reply('watched', '', '')
   end
 end
 return out
