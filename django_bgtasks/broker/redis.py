@@ -350,7 +350,8 @@ class RedisBroker(BrokerCore):
                            [(as_text(killed[i]), as_text(killed[i + 1]))
                             for i in range(0, len(killed), 2)],
                            [as_text(i) for i in expired] if expired else [],
-                           [as_text(i) for i in forward] if forward else [])
+                           [(as_text(forward[i]), forward[i + 1])
+                            for i in range(0, len(forward), 2)] if forward else [])
 
     def renew(self, queue: str, runs: Sequence[tuple[str, int, str]],
               lease_ms: int) -> Renewal:

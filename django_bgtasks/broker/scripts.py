@@ -13,7 +13,7 @@ SCRIPT_NAMES = (
     "wf_barrier", "wf_release", "wf_watch", "wf_settle",
 )
 # Scripts that run in a slot of their own, not a queue's: no queue prelude.
-STANDALONE = frozenset({"wf_barrier"})
+STANDALONE = frozenset({"wf_barrier", "wf_settle"})
 # Only enqueue, cron_fire and cron_run add tasks. Under maxmemory with noeviction, Redis
 # refuses them (the caller gets a clear error, nothing is written), while every other
 # transition works:

@@ -81,9 +81,9 @@ class ClaimResult:
     killed: list[tuple[str, str]] = field(default_factory=list)
     # Popped tasks past their expiry: ended 'expired' by the claim, never run.
     expired: list[str] = field(default_factory=list)
-    # Workflow members that ended in this call: their outcomes wait in the queue's outbox
-    # for the worker's forwarder (docs/workflows.md).
-    forward: list[str] = field(default_factory=list)
+    # Workflow members that ended in this call, (id, outbox entry): the entries wait in the
+    # queue's outbox for the worker's forwarder (docs/workflows.md).
+    forward: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

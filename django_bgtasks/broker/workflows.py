@@ -124,11 +124,12 @@ class WorkflowStore:
         """Mark the workflow cancelled; the cancels of its members that have not ended."""
         return _actions(self._barrier(workflow_id, ["cancel", workflow_id, reason]))
 
-    def apply(self, workflow_id: str, actions: Iterable[Action]) -> dict[str, list[str]]:
+    def apply(self, workflow_id: str, actions: Iterable[Action],
+              ) -> dict[str, list[tuple[str, bytes]]]:
         """Carry out a barrier's actions (each safe to apply twice). Returns, per queue,
-        the members whose end these actions caused (to be forwarded in turn)."""
+        the outbox entries of the members these actions ended (to forward in turn)."""
         broker = self._broker
-        ended: dict[str, list[str]] = {}
+        ended: dict[str, list[tuple[str, bytes]]] = {}
         by_workflow = f"workflow {workflow_id}:"
         for action in actions:
             for start in range(0, len(action.ids), ACTION_CHUNK):
@@ -136,9 +137,11 @@ class WorkflowStore:
                 if action.kind == "release":
                     _, forward = broker._run("wf_release", action.queue, [
                         broker.keys.wake_channel, by_workflow, action.text, *ids])
-                    done = [as_text(i) for i in forward]
+                    done = [(as_text(forward[i]), forward[i + 1])
+                            for i in range(0, len(forward), 2)]
                 else:
-                    done = broker.cancel(action.queue, ids, action.text).cancelled
+                    cancelled = broker.cancel(action.queue, ids, action.text).cancelled
+                    done = self.outbox(action.queue, cancelled)
                 if done:
                     ended.setdefault(action.queue, []).extend(done)
         return ended
@@ -172,24 +175,30 @@ class WorkflowStore:
         for task_id, raw in entries:
             args += [task_id, raw]
         if args:
-            self._broker._run("wf_settle", queue, args)
+            broker = self._broker
+            with broker.translate_errors():
+                broker._scripts["wf_settle"](keys=[broker.queue_keys(queue).wfout], args=args)
 
     def forward(self, queue: str, ids: Sequence[str], *, keep_ms: int) -> int:
-        """Carry the outbox entries of these tasks of ``queue`` to their
+        """forward_entries() of the outbox entries these tasks of ``queue`` have."""
+        return self.forward_entries(queue, self.outbox(queue, ids), keep_ms=keep_ms)
+
+    def forward_entries(self, queue: str, entries: Sequence[tuple[str, bytes]], *,
+                        keep_ms: int) -> int:
+        """Carry these outbox entries of ``queue`` (id, entry as written) to their
         barriers, carry out what the barriers decide, then take the entries out. Dying
         anywhere in here loses nothing: the entries stay until the end, and every step
         is safe to apply again. Returns how many entries were forwarded."""
-        work: list[tuple[str, Sequence[str]]] = []
-        for start in range(0, len(ids), FORWARD_BATCH):
-            work.append((queue, ids[start:start + FORWARD_BATCH]))
+        work: list[tuple[str, Sequence[tuple[str, bytes]]]] = []
+        for start in range(0, len(entries), FORWARD_BATCH):
+            work.append((queue, entries[start:start + FORWARD_BATCH]))
         forwarded = 0
         rounds = 0
         while work and rounds < 1000:  # releases can end members (expiry): bounded
             rounds += 1
-            name, wanted = work.pop()
-            entries = self.outbox(name, wanted)
+            name, batch = work.pop()
             outcomes: list[Outcome] = []
-            for task_id, raw in entries:
+            for task_id, raw in batch:
                 outcome = Outcome.parse(task_id, raw)
                 if outcome is None:
                     logger.error("workflow outbox of queue %s: the entry of task %s is not "
@@ -200,8 +209,8 @@ class WorkflowStore:
                 actions = self.report(workflow_id, reports, keep_ms)
                 for other, ended in self.apply(workflow_id, actions).items():
                     work.append((other, ended))
-            self.settle(name, entries)
-            forwarded += len(entries)
+            self.settle(name, batch)
+            forwarded += len(batch)
         return forwarded
 
     def read(self, workflow_id: str, fields: Sequence[str]) -> list[bytes | None]:

@@ -32,7 +32,7 @@ class WorkflowForwarder(Component):
         self._sweep = sweep
         self._keep_ms = int(get_settings().WORKFLOW_KEEP * 1000)
         self._lock = threading.Lock()
-        self._submitted: dict[str, list[str]] = defaultdict(list)
+        self._submitted: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
         self._wake = threading.Event()
         # One forwarding at a time in this process, and how many entries it has carried:
         # a burst's check (forward_now) must see what this thread forwards meanwhile.
@@ -43,10 +43,10 @@ class WorkflowForwarder(Component):
         # interval, so the sweep does not race the worker that is forwarding it right now.
         self._seen: dict[str, dict[str, bytes]] = {}
 
-    def submit(self, queue: str, ids: list[str]) -> None:
-        """Forward these members' ends soon (the processor's thread: never blocks)."""
+    def submit(self, queue: str, entries: list[tuple[str, bytes]]) -> None:
+        """Forward these outbox entries soon (the processor's thread: never blocks)."""
         with self._lock:
-            self._submitted[queue].extend(ids)
+            self._submitted[queue].extend(entries)
         self._wake.set()
 
     def wait(self, seconds: float) -> None:
@@ -96,11 +96,12 @@ class WorkflowForwarder(Component):
         with self._working:
             with self._lock:
                 batches, self._submitted = self._submitted, defaultdict(list)
-            for queue, ids in batches.items():
+            for queue, entries in batches.items():
                 try:
-                    self._forwarded += self._store.forward(queue, ids, keep_ms=self._keep_ms)
+                    self._forwarded += self._store.forward_entries(queue, entries,
+                                                                   keep_ms=self._keep_ms)
                 except Exception:
                     # still in the outbox: tried again here, or by the maintenance sweep
                     with self._lock:
-                        self._submitted[queue].extend(ids)
+                        self._submitted[queue].extend(entries)
                     raise

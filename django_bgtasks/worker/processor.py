@@ -34,7 +34,7 @@ class Processor:
     def __init__(self, broker: RedisBroker, config: WorkerConfig, worker_id: str,
                  executor: TaskExecutor, inflight: InFlight,
                  on_outcomes: Callable[[Iterable[str]], None] | None = None,
-                 on_forward: Callable[[str, list[str]], None] | None = None,
+                 on_forward: Callable[[str, list[tuple[str, bytes]]], None] | None = None,
                  forward_now: Callable[[], int] | None = None) -> None:
         self._broker = broker
         self._on_forward = on_forward  # given the workflow members a claim call ended

@@ -98,4 +98,4 @@ def _watch(store: WorkflowStore, gate: str, deps: tuple[str, ...], queues: list[
         keep_ms = int(get_settings().WORKFLOW_KEEP * 1000)
         actions = store.report(gate, reports, keep_ms)
         for queue, ended in store.apply(gate, actions).items():
-            store.forward(queue, ended, keep_ms=keep_ms)
+            store.forward_entries(queue, ended, keep_ms=keep_ms)

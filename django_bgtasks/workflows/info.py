@@ -196,5 +196,5 @@ def cancel_workflow(workflow_id: str, by: str | None = None) -> WorkflowInfo:
     actions = store.cancel(workflow_id, by or "")
     keep_ms = int(get_settings().WORKFLOW_KEEP * 1000)
     for queue, ended in store.apply(workflow_id, actions).items():
-        store.forward(queue, ended, keep_ms=keep_ms)
+        store.forward_entries(queue, ended, keep_ms=keep_ms)
     return read_workflow(store, workflow_id)

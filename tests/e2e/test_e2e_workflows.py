@@ -153,7 +153,8 @@ def test_an_end_left_in_the_outbox_by_a_dead_process_is_forwarded_by_the_sweep(
     broker = get_broker()
     [claimed] = broker.claim("default", "w", [], 1, 60_000, 1000, 10**12).claimed
     ack = Ack(claimed.id, claimed.attempt, "done", result='"from-first"', result_ttl_ms=60_000)
-    assert broker.claim("default", "w", [ack], 0, 60_000, 1000, 10**12).forward == [claimed.id]
+    [(forwarded, _)] = broker.claim("default", "w", [ack], 0, 60_000, 1000, 10**12).forward
+    assert forwarded == claimed.id
     assert r.hlen(broker.queue_keys("default").wfout) == 1  # nobody forwarded it
     start_worker(*WORKER)
     done = ended(info.id, timeout=20)

@@ -46,7 +46,7 @@ def run_pending(results: dict[str, str] | None = None, outcome: str = "done",
             for c in claimed]
     reply = broker.claim(queue, "w", acks, 0, 60_000, 1000, 10**12)
     if forward and reply.forward:
-        store().forward(queue, reply.forward, keep_ms=KEEP_MS)
+        store().forward_entries(queue, reply.forward, keep_ms=KEEP_MS)
     return [c.id for c in claimed]
 
 
@@ -83,9 +83,9 @@ def test_a_chord_callback_is_released_once_with_results_in_group_order():
         acks = [Ack(c.id, c.attempt, "done", result=str(int(c.id.rsplit(".", 1)[1]) ** 2))
                 for c in reversed(half)]
         forward = broker.claim("default", "w", acks, 0, 60_000, 1000, 10**12).forward
-        store().forward("default", forward, keep_ms=KEEP_MS)
+        store().forward_entries("default", forward, keep_ms=KEEP_MS)
         for fwd in forward:  # each end forwarded again: nothing more happens
-            store().forward("default", [fwd], keep_ms=KEEP_MS)
+            store().forward_entries("default", [fwd], keep_ms=KEEP_MS)
     callback = get_task_info(info.callback_id)
     assert callback.state == "pending"
     assert callback.args == [[0, 1, 4, 9, 16], "sum"]
@@ -112,7 +112,7 @@ def test_a_member_that_ends_unsuccessfully_fails_the_workflow_and_cancels_what_f
         acks = [Ack(bad, claimed[bad].attempt, "dead", error="ValueError: broken"),
                 Ack(f"{info.id}.0", claimed[f"{info.id}.0"].attempt, "done", result="1")]
         forward = broker.claim("default", "w", acks, 0, 60_000, 1000, 10**12).forward
-        s.forward("default", forward, keep_ms=KEEP_MS)
+        s.forward_entries("default", forward, keep_ms=KEEP_MS)
     else:
         if how == "deleted":
             get_broker().delete("default", [bad])
@@ -139,8 +139,8 @@ def test_on_complete_runs_once_whatever_the_outcome_with_a_summary():
     acks = [Ack(c.id, c.attempt, "done" if c.id.endswith(".0") else "dead", result="1",
                 error="ValueError: broken") for c in claimed]
     forward = broker.claim("default", "w", acks, 0, 60_000, 1000, 10**12).forward
-    store().forward("default", forward, keep_ms=KEEP_MS)
-    store().forward("default", forward, keep_ms=KEEP_MS)
+    store().forward_entries("default", forward, keep_ms=KEEP_MS)
+    store().forward_entries("default", forward, keep_ms=KEEP_MS)
     fin = get_task_info(f"{info.id}.2")
     assert fin.state == "pending"
     summary = fin.args[0]

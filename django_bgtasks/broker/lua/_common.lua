@@ -251,7 +251,8 @@ end
 -- in this same transition: a forwarder carries it to the barriers in `info.wf`, which
 -- live in other slots, and takes it out once they counted it (docs/workflows.md). `result`
 -- is the return value's JSON (completed), `why` the error or reason (any other end).
--- FORWARD lists the ids written, for the script's reply.
+-- FORWARD lists the entries written (id, entry, id, entry...), for the script's reply: the
+-- forwarder then has them without reading the outbox.
 local FINISHED_KEEP = 10000  -- stream entries kept (approximately): waiters read the newest
 local any_waiters = nil
 local FORWARD = {}
@@ -266,8 +267,10 @@ local function announce_final(id, state, info, result, why)
     end
     if state ~= 'completed' and not cause then cause = state end
     local entry = {s = state, r = result or cjson.null, e = cause or cjson.null, t = info.wf}
-    redis.call('HSET', KEYS[26], id, cjson.encode(entry))
+    local text = cjson.encode(entry)
+    redis.call('HSET', KEYS[26], id, text)
     FORWARD[#FORWARD + 1] = id
+    FORWARD[#FORWARD + 1] = text
   end
   if any_waiters == nil then any_waiters = redis.call('HLEN', K_RWAIT) > 0 end
   if not any_waiters or redis.call('HDEL', K_RWAIT, id) == 0 then return end

@@ -21,8 +21,8 @@
 --          id, msg, attempt, killed a flat list id, error for the tasks no worker could run
 --          (no message, a damaged record, an id that is not text): they went to the dead
 --          queue here; expired: the ids of popped tasks past their expiry, ended 'expired'
---          here; forward: the workflow members that ended in this call (their outcomes
---          wait in the queue's outbox for the worker's forwarder).
+--          here; forward: a flat list id, outbox entry of the workflow members that ended
+--          in this call (the entries wait in the queue's outbox for the worker's forwarder).
 -- An ack applies only while the task is still this attempt's (the attempt is its lease
 -- token): active, or recovered since and started by nobody (regain_lost). So a resent
 -- call changes nothing, and a late ack counts unless another attempt has begun.

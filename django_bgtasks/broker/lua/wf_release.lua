@@ -8,8 +8,8 @@
 -- KEYS: the queue's keys.
 -- ARGV: wake_channel, the "by" of the workflow's own cancels ('workflow <id>'), the input
 --       (JSON; '' = none added), then the member ids.
--- Returns: {released ids, ended ids} (ended: past their `expires`, ended 'expired' here;
---          their outcomes wait in the outbox, as every workflow member's end does).
+-- Returns: {released ids, ended} (ended: a flat list id, outbox entry of the members past
+--          their `expires`, ended 'expired' here, as every workflow member's end is noted).
 local channel, workflow_by, input = ARGV[1], ARGV[2], ARGV[3]
 local now = now_ms()
 local released = {}
