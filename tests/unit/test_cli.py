@@ -112,16 +112,16 @@ def test_stats_table_shows_counts_per_queue_and_workers():
     out = run("stats")
 
     header = out.splitlines()[0].split()
-    assert header[:10] == ["queue", *STATES]
-    # queue pending waiting active scheduled retry dead completed cancelled expired
+    assert header[:11] == ["queue", *STATES]
+    # queue pending waiting blocked active scheduled retry dead completed cancelled expired
     # processed failed paused
     # (processed counts every finished attempt, failed ones included, as asynq does)
-    assert queue_row(out, "default") == ["default", "3", "0", "0", "0", "0", "1", "2", "0",
-                                         "0", "3", "1", "no"]
-    assert queue_row(out, "mail") == ["mail", "0", "0", "0", "1", "0", "0", "0", "0", "0",
-                                      "0", "0", "PAUSED"]
-    assert queue_row(out, "(all)")[1:12] == ["3", "0", "0", "1", "0", "1", "2", "0", "0", "3",
-                                             "1"]
+    assert queue_row(out, "default") == ["default", "3", "0", "0", "0", "0", "0", "1", "2",
+                                         "0", "0", "3", "1", "no"]
+    assert queue_row(out, "mail") == ["mail", "0", "0", "0", "0", "1", "0", "0", "0", "0",
+                                      "0", "0", "0", "PAUSED"]
+    assert queue_row(out, "(all)")[1:13] == ["3", "0", "0", "0", "1", "0", "1", "2", "0", "0",
+                                             "3", "1"]
     assert "Live workers: 1" in out
     worker_line = next(line for line in out.splitlines() if line.startswith("web-1"))
     assert worker_line.split()[:7] == ["web-1", "4242", "default,mail", "2", "x", "8", "3"]
@@ -130,8 +130,8 @@ def test_stats_table_shows_counts_per_queue_and_workers():
 
 def test_stats_lists_configured_queues_even_when_empty():
     out = run("stats")
-    assert queue_row(out, "default")[1:] == ["0"] * 11 + ["no"]
-    assert queue_row(out, "mail")[1:] == ["0"] * 11 + ["no"]
+    assert queue_row(out, "default")[1:] == ["0"] * (len(STATES) + 2) + ["no"]
+    assert queue_row(out, "mail")[1:] == ["0"] * (len(STATES) + 2) + ["no"]
     assert "Live workers: none" in out
 
 
@@ -146,7 +146,7 @@ def test_stats_json_is_one_object_with_queues_and_workers():
 
     assert set(data) == {"queues", "workers"}
     default = next(q for q in data["queues"] if q["name"] == "default")
-    assert default == {"name": "default", "pending": 1, "waiting": 0, "active": 0,
+    assert default == {"name": "default", "pending": 1, "waiting": 0, "blocked": 0, "active": 0,
                        "scheduled": 0, "retry": 2, "dead": 0, "completed": 0,
                        "cancelled": 0, "expired": 0, "processed_today": 2, "failed_today": 2,
                        "paused": False}
@@ -180,6 +180,8 @@ def test_list_shows_only_the_tasks_in_that_state(state):
                   "cancelled",
                   "pending"):
         ids[other] = seed(other, 1, token=f"{other}-")  # pending last: claim takes it
+        if other == "active":  # blocked behind the active one, so no task more
+            ids["blocked"] = [record.using(depends_on=ids["active"]).enqueue("blocked-0").id]
 
     out = run("list", state)
 
