@@ -7,6 +7,7 @@ worker would (tests/support/workflow_steps.py)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -120,8 +121,9 @@ def test_an_unknown_workflow_is_an_error_that_says_so():
 
 
 def test_an_unknown_workflow_exits_non_zero():
+    env = {**os.environ, "BGTASKS_DEMO_DB": os.devnull}
     result = subprocess.run([sys.executable, str(MANAGE_PY), "bgtasks", "workflow", "0" * 32],
-                            capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+                            capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=60)
     assert result.returncode == 1
     assert "CommandError: no workflow with id" in result.stderr
 
