@@ -70,7 +70,7 @@ def test_a_chord_page_follows_it_through_its_steps(root):
     assert "State running" in page
     assert "0 / 4 members ended (0%)" in page
     assert "Members by state pending: 3 · blocked: 1" in page
-    assert f"Callback: {callback}" in page and "State blocked" in page
+    assert f"Callback ID {callback}" in page and "State blocked" in page
     assert "not every member has ended" in page
 
     finish(group_ids, results={task_id: str((n + 1) ** 2) for n, task_id in
@@ -88,12 +88,12 @@ def test_a_chord_page_follows_it_through_its_steps(root):
     assert "State succeeded" in page and "4 / 4 members ended (100%)" in page
     assert "Members by state completed: 4" in page
     assert "not every member has ended" not in page
-    final = html[html.index("Callback:"):]
+    final = html[html.index("<h2>Callback</h2>"):]
     final = final[:final.index("</table>")]
     assert "demo.tasks.wf_collect" in final and "<strong>completed</strong>" in final
     assert "<pre>14</pre>" in final  # its result, as a task page shows it
     # every member, linked to its task page, with its step, role, queue and state
-    rows = re.findall(r'<td class="num">(\d+)</td>\s*<td><a href="([^"]+)"><code>([^<]+)</code>'
+    rows = re.findall(r'<td class="num">(\d+)</td>\s*<td><a href="([^"]+)">([^<]+)'
                       r"</a></td>\s*<td>([^<]*)</td>\s*<td>([^<]*)</td>\s*<td>([^<]*)</td>"
                       r"\s*<td>([^<]*)</td>", html)
     assert rows == [
@@ -108,9 +108,9 @@ def test_a_failed_chain_shows_the_reason_and_on_complete(root):
     finish([f"{info.id}.0"], "dead", error="ValueError: a fails")
     page = text(root.get(page_url(info.id)))
     assert f"State failed : {info.id}.0 ended dead: ValueError: a fails" in page
-    assert f"Last link: {info.id}.1" in page and "State cancelled" in page
+    assert f"Last link ID {info.id}.1" in page and "State cancelled" in page
     assert f"Cancelled by workflow {info.id}: {info.id}.0 ended dead" in page
-    assert f"On complete: {info.id}.2" in page
+    assert f"On complete ID {info.id}.2" in page
     assert "Members by state pending: 1 · dead: 1 · cancelled: 1" in page
 
 
@@ -151,7 +151,8 @@ def test_a_dependency_gate_has_its_dependent_and_no_cancel(root):
     after = record.using(depends_on=[first.id]).enqueue("after")
     [gate] = get_task_info(after.id).workflows
     html = root.get(page_url(gate)).content.decode()
-    assert "dependency gate" in html and "Dependent task: <a href=" in html
+    assert "dependency gate" in html and "<h2>Dependent task</h2>" in html
+    assert f'<a href="{detail_url(after.id)}?queue=default">{after.id}</a>' in html
     assert "Cancel workflow" not in html
     response = root.post(cancel_url(gate))
     assert response.status_code == 302
@@ -196,7 +197,7 @@ def test_the_list_shows_at_most_100(root):
 def test_a_task_page_links_its_workflows(root):
     info = chain(record.s("one"), record.s("two")).enqueue()
     html = root.get(detail_url(f"{info.id}.1")).content.decode()
-    assert f'<a href="{page_url(info.id)}"><code>{info.id}</code></a>' in html
+    assert f'<a href="{page_url(info.id)}">{info.id}</a>' in html
     plain = record.enqueue("alone")
     assert "Workflow" not in text(root.get(detail_url(plain.id)))
 
