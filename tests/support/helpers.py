@@ -497,3 +497,14 @@ def run_on_new_loop(coroutine_function: Callable[..., Any], *args: Any) -> Any:
             await aclose_brokers()
 
     return asyncio.run(main())
+
+
+def seed_blocked(queue: str = "default", token: str = "blocked", after: str | None = None,
+                 ) -> str:
+    """One task of ``queue`` blocked behind its dependency: ``after`` (a task id), else a
+    new task scheduled an hour ahead."""
+    from demo.tasks import record
+
+    if after is None:
+        after = record.using(queue_name=queue, run_after=3600).enqueue(f"{token}-first").id
+    return record.using(queue_name=queue, depends_on=[after]).enqueue(token).id

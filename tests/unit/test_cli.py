@@ -30,6 +30,7 @@ from helpers import (
     REPO_ROOT,
     BgtasksCommand,
     free_port,
+    seed_blocked,
     seed_expired,
     seed_waiting,
 )
@@ -69,6 +70,9 @@ def seed(state: str, n: int = 1, queue: str = "default", token: str = "t") -> li
         return [seed_waiting(queue, f"{token}{i}") for i in range(n)]
     if state == "expired":
         return [seed_expired(queue, f"{token}{i}") for i in range(n)]
+    if state == "blocked":  # behind an active task
+        [first] = seed("active", 1, queue, f"{token}-first")
+        return [seed_blocked(queue, f"{token}{i}", after=first) for i in range(n)]
     if state == "cancelled":
         return [cancel_task(record.using(queue_name=queue, run_after=3600).enqueue(
             f"{token}{i}").id, by="seeder").id for i in range(n)]
@@ -130,8 +134,8 @@ def test_stats_table_shows_counts_per_queue_and_workers():
 
 def test_stats_lists_configured_queues_even_when_empty():
     out = run("stats")
-    assert queue_row(out, "default")[1:] == ["0"] * (len(STATES) + 2) + ["no"]
-    assert queue_row(out, "mail")[1:] == ["0"] * (len(STATES) + 2) + ["no"]
+    assert queue_row(out, "default")[1:] == ["0"] * 12 + ["no"]
+    assert queue_row(out, "mail")[1:] == ["0"] * 12 + ["no"]
     assert "Live workers: none" in out
 
 
@@ -176,18 +180,17 @@ def test_pause_refuses_unknown_or_invalid_queue():
 @pytest.mark.parametrize("state", STATES)
 def test_list_shows_only_the_tasks_in_that_state(state):
     ids = {}
-    for other in ("expired", "active", "retry", "dead", "completed", "waiting", "scheduled",
-                  "cancelled",
+    for other in ("expired", "blocked", "active", "retry", "dead", "completed", "waiting",
+                  "scheduled", "cancelled",
                   "pending"):
         ids[other] = seed(other, 1, token=f"{other}-")  # pending last: claim takes it
-        if other == "active":  # blocked behind the active one, so no task more
-            ids["blocked"] = [record.using(depends_on=ids["active"]).enqueue("blocked-0").id]
 
     out = run("list", state)
 
     assert ids[state][0] in out
     assert all(ids[other][0] not in out for other in STATES if other != state)
-    assert f"1 of 1 {state} task(s)." in out
+    many = 2 if state == "active" else 1  # the blocked task's dependency runs
+    assert f"{many} of {many} {state} task(s)." in out
     line = next(line for line in out.splitlines() if line.startswith(ids[state][0]))
     assert f'"{state}-0"' in line  # the arguments
     assert "ago" in line or "in " in line or "now" in line  # the relative time

@@ -21,7 +21,8 @@
 --   'create', meta JSON, then field/value pairs (q:<step>) -> 1 (created) | 0 (exists)
 --   'report', workflow id, keep_ms (kept this long once every member ended), then 4 per
 --     report: index, state, result JSON ('' = none), error -> actions
---   'cancel', workflow id, reason -> actions (cancel every member not ended)
+--   'cancel', workflow id, reason -> actions (cancel every member not ended; a dependency
+--     gate's dependencies are not its members to cancel)
 -- Actions: a list of {op, queue, text, ids...}: op 'release' (text: the input to splice
 -- in, '' = none) or 'cancel' (text: who cancels, "workflow <id>: <reason>").
 local H = KEYS[1]
@@ -258,7 +259,10 @@ if op == 'cancel' then
   local unended = function(j) return redis.call('HEXISTS', H, 'd:' .. j) == 0 end
   local by = 'workflow ' .. wf_id .. ' cancelled'
   if reason ~= '' then by = by .. ': ' .. reason end
-  for k = 0, last_main do act('cancel', by_queue(k, unended), by) end
+  -- a dependency gate's first step is the tasks it waits for: not its to cancel
+  local from = 0
+  if type(meta.ids) == 'table' then from = 1 end
+  for k = from, last_main do act('cancel', by_queue(k, unended), by) end
   if meta.fin >= 0 then act('cancel', by_queue('fin', unended), by) end
   return actions
 end
