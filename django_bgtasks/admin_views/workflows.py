@@ -17,7 +17,7 @@ from django.template.response import TemplateResponse
 
 from ..broker import get_broker
 from ..models import Task
-from ..ops.workflows import RECENT_MOST, NotCancellable, Workflows
+from ..ops.workflows import RECENT_MOST, Workflows, cancellable
 from ..workflows.info import Member, WorkflowInfo, WorkflowNotFound
 from .common import (
     TEMPLATES,
@@ -66,8 +66,7 @@ def workflow_detail(model_admin: TaskAdmin, request: HttpRequest,
         members=[(m, _task_url(model_admin, m)) for m in page.object_list],
         page=page, page_links=page_links(
             page, lambda n: workflow_url(model_admin, info.id, page=n)),
-        can_cancel=(model_admin.has_change_permission(request) and info.finished_at is None
-                    and info.kind != "dependencies"),
+        can_cancel=model_admin.has_change_permission(request) and cancellable(info),
         cancel_url=url(model_admin, "workflow_cancel", quote(info.id)))
     return TemplateResponse(request, f"{TEMPLATES}/workflow.html", context)
 
@@ -86,12 +85,10 @@ def workflow_cancel(model_admin: TaskAdmin, request: HttpRequest,
                                                          request.user.get_username())
     except WorkflowNotFound:
         return _not_found(model_admin, request, workflow_id)
-    except NotCancellable as exc:
-        messages.error(request, f"Not cancelled: {exc}.")
-        return redirect(workflow_url(model_admin, workflow_id))
     if not cancelled:
-        messages.info(request, f"Workflow {info.id} had ended ({info.state}): every member "
-                               f"had ended, so there was nothing to cancel.")
+        why = "every member had ended" if info.finished_at else "it was cancelled already"
+        messages.info(request, f"Workflow {info.id} is {info.state}: {why}, so there was "
+                               f"nothing to cancel.")
         return redirect(workflow_url(model_admin, info.id))
     log_change(request, [Task(id=info.id, name="workflow")], CHANGE, "Cancelled workflow")
     messages.success(request, f"Workflow {info.id} cancelled: its members that had not "

@@ -30,10 +30,6 @@ from .summary import TaskDetail
 RECENT_MOST = 100  # workflows a list reads at most (one read of a barrier each)
 
 
-class NotCancellable(ValueError):
-    """The admin and the command line do not cancel this workflow (a dependency gate)."""
-
-
 @dataclass(frozen=True)
 class FinalMember:
     """A member whose outcome is the workflow's: what it is, its row, and the task as its
@@ -128,23 +124,21 @@ class Workflows:
 
     def cancel(self, workflow_id: str, by: str) -> tuple[WorkflowInfo, bool]:
         """cancel_workflow() (members not started are cancelled, running ones asked to
-        stop), unless every member has ended already: then nothing changes, and its state
+        stop; a dependency gate's dependent, not the tasks it waits for), unless it was
+        cancelled already or every member has ended: then nothing changes, and its state
         (and a failure's reason) stays. Returns the workflow as it is now, and whether it
-        was cancelled; WorkflowNotFound as get() raises it, NotCancellable for a
-        dependency gate."""
+        was cancelled; WorkflowNotFound as get() raises it."""
         workflow_id = _valid(workflow_id)
         before = read_workflow(self.store, workflow_id, live=False)
-        if before.kind == "dependencies":
-            # Its members are the tasks it waits for, which are not its own: cancelling
-            # the gate would cancel them too, and whatever else waits for them.
-            dependent = before.member_id(before.size - 1)
-            raise NotCancellable(
-                f"workflow {workflow_id} is the dependency gate (depends_on) of task "
-                f"{dependent}: cancel that task instead; cancelling the gate would cancel "
-                f"the tasks it depends on as well")
-        if before.finished_at is not None:
+        if not cancellable(before):
             return before, False
         return cancel_workflow(workflow_id, by=by), True
+
+
+def cancellable(info: WorkflowInfo) -> bool:
+    """Whether a cancel would change anything: some member has not ended, and the
+    workflow was not cancelled already."""
+    return info.finished_at is None and info.state != "cancelled"
 
 
 def final_indexes(info: WorkflowInfo) -> list[tuple[str, int]]:

@@ -146,19 +146,24 @@ def test_an_unknown_or_malformed_workflow_id_is_not_found(root):
         assert f"No workflow with id “{workflow_id}”" in messages_of(response)[-1]
 
 
-def test_a_dependency_gate_has_its_dependent_and_no_cancel(root):
+def test_a_dependency_gate_shows_its_dependent_and_cancels_only_it(root):
     first = record.using(run_after=3600).enqueue("first")
     after = record.using(depends_on=[first.id]).enqueue("after")
     [gate] = get_task_info(after.id).workflows
     html = root.get(page_url(gate)).content.decode()
     assert "dependency gate" in html and "<h2>Dependent task</h2>" in html
     assert f'<a href="{detail_url(after.id)}?queue=default">{after.id}</a>' in html
-    assert "Cancel workflow" not in html
+    assert "Cancel workflow" in html
     response = root.post(cancel_url(gate))
-    assert response.status_code == 302
-    assert "cancel that task instead" in messages_of(response)[0]
-    assert get_task_info(first.id).state == "scheduled"
-    assert get_task_info(after.id).state == "blocked"
+    assert response.status_code == 302 and "cancelled" in messages_of(response)[-1]
+    assert get_task_info(after.id).state == "cancelled"
+    assert get_task_info(first.id).state == "scheduled"  # not the gate's to cancel
+    html = root.get(page_url(gate)).content.decode()
+    assert "Cancel workflow" not in html  # cancelled already
+    again = root.post(cancel_url(gate))
+    assert "it was cancelled already, so there was nothing to cancel" in \
+        messages_of(again)[-1]
+    assert LogEntry.objects.count() == 1
 
 
 # -- the list, the links ----------------------------------------------------------------

@@ -141,21 +141,25 @@ def test_cancel_cancels_the_members_not_started_and_says_so():
     assert by.endswith("(bgtasks workflow --cancel)")
 
     out = run("workflow", info.id, "--cancel")  # every member ended now
-    assert out.startswith(f"Nothing to cancel: every member of workflow {info.id} had ended")
+    assert out.startswith(f"Nothing to cancel: workflow {info.id} had ended")
     assert run_json("workflow", info.id, "--cancel")["cancelled"] is False
 
 
-def test_cancel_refuses_a_dependency_gate():
+def test_a_dependency_gate_shows_its_dependent_and_cancels_only_it():
     first = record.using(run_after=3600).enqueue("first")
     after = record.using(depends_on=[first.id]).enqueue("after")
     [gate] = get_task_info(after.id).workflows
-    assert f"dependency gate (depends_on) of task {after.id}: cancel that task instead" in \
-        fails("workflow", gate, "--cancel")
-    assert get_task_info(first.id).state == "scheduled"
     data = run_json("workflow", gate)
     assert data["kind"] == "dependencies" and data["ids"] == [first.id, after.id]
     assert [(f["label"], f["id"], f["state"]) for f in data["finals"]] == [
         ("Dependent task", after.id, "blocked")]
+    assert [m["role"] for m in data["members"]] == ["dependency", "member"]
+    out = run("workflow", gate, "--cancel")
+    assert out.startswith(f"Cancelled workflow {gate}")
+    assert get_task_info(after.id).state == "cancelled"
+    assert get_task_info(first.id).state == "scheduled"
+    assert run("workflow", gate, "--cancel").startswith(
+        f"Nothing to cancel: workflow {gate} was cancelled already")
 
 
 def next_ms() -> None:

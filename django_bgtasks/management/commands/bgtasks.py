@@ -23,7 +23,7 @@ from django_bgtasks.management import cli_format as fmt
 from django_bgtasks.management import cli_limits, cli_workflows
 from django_bgtasks.ops.inspect import Inspector
 from django_bgtasks.ops.settings import settings_report
-from django_bgtasks.ops.workflows import RECENT_MOST, NotCancellable, Workflows
+from django_bgtasks.ops.workflows import RECENT_MOST, Workflows
 from django_bgtasks.periodic import PeriodicEntry
 from django_bgtasks.periodic.status import PeriodicEntries, upcoming
 from django_bgtasks.workflows.info import WorkflowNotFound
@@ -335,7 +335,7 @@ class Command(BaseCommand):
                 _, extra["cancelled"] = workflows.cancel(
                     workflow_id, who_runs_this("workflow --cancel"))
             info = workflows.get(workflow_id)
-        except (WorkflowNotFound, NotCancellable) as exc:
+        except WorkflowNotFound as exc:
             raise CommandError(str(exc)) from None
         finals = workflows.finals(info)
         members = workflows.member_list(info)
@@ -347,7 +347,8 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"Cancelled workflow {info.id}: its members not started are cancelled, "
                 "running ones are asked to stop.\n" if extra["cancelled"] else
-                f"Nothing to cancel: every member of workflow {info.id} had ended; it was "
+                f"Nothing to cancel: workflow {info.id} "
+                f"{'had ended' if info.finished_at else 'was cancelled already'}; it was "
                 "left as it is.\n")
         self.stdout.write(cli_workflows.workflow_text(info, finals, members[:limit]))
 
