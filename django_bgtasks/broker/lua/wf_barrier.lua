@@ -263,7 +263,7 @@ if op == 'cancel' then
   local from = 0
   if type(meta.ids) == 'table' then from = 1 end
   for k = from, last_main do act('cancel', by_queue(k, unended), by) end
-  if meta.fin >= 0 then act('cancel', by_queue('fin', unended), by) end
+  -- on_complete is left to run once every member has ended: it runs in every case
   return actions
 end
 
