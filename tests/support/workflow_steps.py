@@ -1,6 +1,6 @@
 """Drive workflow members without a worker: claim them and ack them as a worker's
 processor does, then forward their ends to their barriers as its forwarder does
-(WorkflowStore.forward with the ids the ack's claim returned)."""
+(WorkflowStore.forward)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ HOUR_MS = 3_600_000
 
 
 def finish(ids: list[str], outcome: str = "done", queue: str = "default",
-           results: dict[str, str] | None = None, **ack: Any) -> list[str]:
+           results: dict[str, str] | None = None, **ack: Any) -> int:
     """Claim exactly ``ids`` (the queue's only pending tasks), end each attempt with
     ``outcome`` (a 'done' one with ``results[id]``, JSON, kept an hour), then forward the
-    members' ends; returns the ids forwarded."""
+    members' ends; returns how many were forwarded."""
     broker = get_broker()
     claimed = broker.claim(queue, "test-host", [], len(ids), 60_000, 100_000, 10**12).claimed
     assert sorted(c.id for c in claimed) == sorted(ids)
@@ -28,6 +28,7 @@ def finish(ids: list[str], outcome: str = "done", queue: str = "default",
                 **({"result": results[c.id]} if results else {}), **ack) for c in claimed]
     acked = broker.claim(queue, "test-host", acks, 0, 60_000, 100_000, 10**12)
     assert acked.ignored == []
+    assert len(acked.forward) == len(ids)  # each wrote its end to the outbox
     keep_ms = int(get_settings().WORKFLOW_KEEP * 1000)
-    WorkflowStore(broker).forward(queue, acked.forward, keep_ms=keep_ms)
-    return acked.forward
+    # by id: forward() reads the entries back, whatever form the claim's reply gives them in
+    return WorkflowStore(broker).forward(queue, ids, keep_ms=keep_ms)
