@@ -35,7 +35,8 @@ class RedisPagesAdmin(admin.ModelAdmin):
 
 @admin.register(Task)
 class TaskAdmin(RedisPagesAdmin):
-    """The dashboard, the lists per state, a task's page and the actions on tasks."""
+    """The dashboard, the lists per state, a task's page and the actions on tasks, and
+    the workflows' pages."""
 
     def get_urls(self) -> list[URLPattern]:
         prefix = self.url_prefix
@@ -44,6 +45,11 @@ class TaskAdmin(RedisPagesAdmin):
             path("action/", self.page_view(views.task_action), name=f"{prefix}_action"),
             path("settings/", self.page_view(views.settings_page), name=f"{prefix}_settings"),
             path("limits/", self.page_view(views.limits_page), name=f"{prefix}_limits"),
+            path("workflows/", self.page_view(views.workflow_list), name=f"{prefix}_workflows"),
+            path("workflows/<str:workflow_id>/", self.page_view(views.workflow_detail),
+                 name=f"{prefix}_workflow"),
+            path("workflows/<str:workflow_id>/cancel/", self.page_view(views.workflow_cancel),
+                 name=f"{prefix}_workflow_cancel"),
             # "change" keeps the admin's URL name, so LogEntry links open the task.
             path("<path:object_id>/change/", self.page_view(views.task_detail),
                  name=f"{prefix}_change"),

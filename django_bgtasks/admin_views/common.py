@@ -55,6 +55,10 @@ def detail_url(model_admin: TaskAdmin, info: TaskInfo) -> str:
     return url(model_admin, "change", quote(info.id), queue=info.queue_name)
 
 
+def workflow_url(model_admin: TaskAdmin, workflow_id: str, **params: Any) -> str:
+    return url(model_admin, "workflow", quote(workflow_id), **params)
+
+
 def queue_param(data: Any, required: bool = False) -> str:
     """The ``queue`` parameter: a valid queue name, or '' for all queues."""
     queue = (data.get("queue") or "").strip()
@@ -117,6 +121,15 @@ def served_queues(workers: Sequence[WorkerInfo]) -> set[str]:
     """The queues some live worker host serves (a worker lists them as "default:1,mail:2")."""
     return {part.partition(":")[0] for worker in workers for part in worker.queues.split(",")
             if part}
+
+
+def page_links(page: Any, link: Callable[[int], str]) -> list[tuple[Any, str | None]]:
+    """(label, url) for a paginator's links; url is None for the current page and for
+    '…'; none for a single page."""
+    if page is None or page.paginator.num_pages < 2:
+        return []
+    return [(n, None if n in (page.number, page.paginator.ELLIPSIS) else link(n))
+            for n in page.paginator.get_elided_page_range(page.number)]
 
 
 def back_url(model_admin: ModelAdmin, request: HttpRequest) -> str:

@@ -14,11 +14,13 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.utils.http import content_disposition_header
 
+from ..broker import get_broker
 from ..broker.keys import CANCELLABLE, RUNNABLE
 from ..info import STATES, TaskInfo, ms_to_datetime
 from ..ops.display import Shown, pretty_json, shown
 from ..ops.inspect import PARTS
 from ..ops.summary import StoredPart, TaskDetail
+from ..ops.workflows import Workflows
 from .common import (
     TEMPLATES,
     admin_page,
@@ -27,6 +29,7 @@ from .common import (
     page_context,
     queue_param,
     url,
+    workflow_url,
 )
 
 if TYPE_CHECKING:
@@ -39,6 +42,8 @@ def task_detail(model_admin: TaskAdmin, request: HttpRequest, object_id: str) ->
     task_id = unquote(object_id)
     detail = inspector().detail(task_id, queue_param(request.GET) or None)
     if detail is None:
+        if Workflows(get_broker()).exists(task_id):  # a workflow's LogEntry links here
+            return redirect(workflow_url(model_admin, task_id))
         messages.warning(request, f"No task with id “{task_id}”: it finished without keeping "
                                   f"a result, or it was deleted.")
         return redirect(url(model_admin, "changelist"))
@@ -59,6 +64,7 @@ def task_detail(model_admin: TaskAdmin, request: HttpRequest, object_id: str) ->
         can_cancel=(model_admin.has_change_permission(request) and info.state in CANCELLABLE
                     and not info.cancel_requested),
         limits_url=url(model_admin, "limits", queue=info.queue_name),
+        workflows=[(w, workflow_url(model_admin, w)) for w in info.workflows],
         selection=f"{info.queue_name}:{info.id}", action_url=url(model_admin, "action"),
         here=request.get_full_path(),
         after_delete=(list_url(model_admin, info.state, info.queue_name)
@@ -79,15 +85,21 @@ def _blocks(detail: TaskDetail) -> dict[str, Any]:
                       kwargs_json=shown(pretty_json(info.kwargs)))
     else:
         blocks["message_json"] = _as_stored(detail.message)
-    if not detail.result.whole:
-        blocks["result_json"] = _as_stored(detail.result)
-    elif info.result is not None or info.state == "completed":
-        blocks["result_json"] = shown(pretty_json(info.result))
+    blocks["result_json"] = result_block(detail)
     if detail.errors.whole:
         blocks["attempts"] = _attempts(info)
     else:
         blocks["history_json"] = _as_stored(detail.errors)
     return blocks
+
+
+def result_block(detail: TaskDetail) -> Shown | None:
+    """The task's result as its page shows it (None: it has none), the workflow page too."""
+    if not detail.result.whole:
+        return _as_stored(detail.result)
+    if detail.info.result is not None or detail.info.state == "completed":
+        return shown(pretty_json(detail.info.result))
+    return None
 
 
 def _as_stored(part: StoredPart) -> Shown:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from django.contrib import messages
 from django.core.paginator import Paginator
@@ -23,6 +23,7 @@ from .common import (
     inspector,
     list_url,
     page_context,
+    page_links,
     queue_param,
     served_queues,
     sibling_admin,
@@ -64,7 +65,8 @@ def dashboard(model_admin: TaskAdmin, request: HttpRequest) -> HttpResponse:
         action_url=url(model_admin, "action"),
         here=request.get_full_path(),
         periodic_url=url(periodic_admin, "changelist") if periodic_admin else None,
-        settings_url=url(model_admin, "settings"), limits_url=url(model_admin, "limits"))
+        settings_url=url(model_admin, "settings"), limits_url=url(model_admin, "limits"),
+        workflows_url=url(model_admin, "workflows"))
     return TemplateResponse(request, f"{TEMPLATES}/dashboard.html", context)
 
 
@@ -116,23 +118,12 @@ def task_list(model_admin: TaskAdmin, request: HttpRequest, state: str) -> HttpR
             ("requeue_all", "Run", " now", can_change and state in RUNNABLE),
             ("delete_all", "Delete", "", can_delete and state != "active"),
         ) if allowed and queue],
-        page_links=_page_links(page, model_admin, state, queue),
+        page_links=page_links(page, lambda n: list_url(model_admin, state, queue, page=n)),
         state_tabs=[(s, sum(q.counts[s] for q in stats), list_url(model_admin, s, queue))
                     for s in STATES],
         queue_tabs=[(q, list_url(model_admin, state, q)) for q in ["", *queues]],
         action_url=url(model_admin, "action"), here=request.get_full_path())
     return TemplateResponse(request, f"{TEMPLATES}/list.html", context)
-
-
-def _page_links(page: Any, model_admin: TaskAdmin, state: str,
-                queue: str) -> list[tuple[Any, str | None]]:
-    """(label, url) for the paginator; url is None for the current page and for '…'."""
-    if page is None or page.paginator.num_pages < 2:
-        return []
-    return [(n, None if n in (page.number, page.paginator.ELLIPSIS)
-             else list_url(model_admin, state, queue, page=n))
-            for n in page.paginator.get_elided_page_range(page.number)]
-
 
 
 def _job_rows(insp: Inspector, workers: list[WorkerInfo]) -> list[tuple[BulkJob, str]]:

@@ -1,7 +1,8 @@
 """``manage.py bgtasks``: see and act on the queues from the command line.
 
 Every read and action goes through broker.inspect.Inspector, as the admin pages do; the
-``cron`` subcommands go through periodic_status.PeriodicEntries.
+``cron`` subcommands go through periodic_status.PeriodicEntries, and ``workflow`` /
+``workflows`` through ops.workflows.Workflows.
 """
 
 from __future__ import annotations
@@ -19,19 +20,22 @@ from django_bgtasks.conf import get_settings
 from django_bgtasks.exceptions import BgTasksError
 from django_bgtasks.info import STATES, TaskInfo, ms_to_datetime
 from django_bgtasks.management import cli_format as fmt
-from django_bgtasks.management import cli_limits
+from django_bgtasks.management import cli_limits, cli_workflows
 from django_bgtasks.ops.inspect import Inspector
 from django_bgtasks.ops.settings import settings_report
+from django_bgtasks.ops.workflows import RECENT_MOST, Workflows
 from django_bgtasks.periodic import PeriodicEntry
 from django_bgtasks.periodic.status import PeriodicEntries, upcoming
+from django_bgtasks.workflows.info import WorkflowNotFound
 
 MAX_NEXT = 100  # `cron next -n` at most
+MEMBERS_SHOWN = 50  # `workflow` lists this many members by default
 
 
 class Command(BaseCommand):
     help = ("Inspect and manage django-bgtasks queues: counts and workers, task lists and "
-            "details, live limits, run now, delete, cancel, pause and resume; and the "
-            "periodic entries.")
+            "details, live limits, run now, delete, cancel, pause and resume; the "
+            "workflows; and the periodic entries.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -107,6 +111,24 @@ class Command(BaseCommand):
                         "queue: queued, running and the last finished ones, with their "
                         "progress.")
         queue_option(p, "Only this queue's jobs (default: every queue).")
+        json_option(p)
+
+        p = add("workflow", "Show one workflow (chain, group, chord, or a task's depends_on): "
+                            "its shape, state, members' counts by state, its callback and "
+                            "on_complete, and its members; or cancel it (--cancel).")
+        p.add_argument("workflow_id", metavar="ID", help="The workflow id.")
+        p.add_argument("--limit", "-n", type=int, default=MEMBERS_SHOWN,
+                       help=f"List at most this many members (default: {MEMBERS_SHOWN}); "
+                            "--json lists them all.")
+        p.add_argument("--cancel", action="store_true",
+                       help="Cancel the workflow first: its members not started are "
+                            "cancelled, running ones are asked to stop.")
+        json_option(p)
+
+        p = add("workflows", "List the newest workflows still kept, newest first: id, kind, "
+                             "shape, state, members ended, created and finished.")
+        p.add_argument("--limit", "-n", type=int, default=20,
+                       help=f"Show at most this many (default: 20, at most {RECENT_MOST}).")
         json_option(p)
 
         p = add("cron", "Periodic entries: list them with their health, show their next "
@@ -300,6 +322,45 @@ class Command(BaseCommand):
         inspector.resume(existing_queue(inspector, queue))
         self.stdout.write(f"Resumed queue {queue!r}.")
 
+    # -- workflows ----------------------------------------------------------------------
+
+    def do_workflow(self, inspector: Inspector, *, workflow_id: str, limit: int,
+                    cancel: bool, json: bool, **_: Any) -> None:
+        if limit < 0:
+            raise CommandError("--limit must be 0 or more")
+        workflows = Workflows(inspector.broker)
+        extra: dict[str, Any] = {}
+        try:
+            if cancel:
+                _, extra["cancelled"] = workflows.cancel(
+                    workflow_id, who_runs_this("workflow --cancel"))
+            info = workflows.get(workflow_id)
+        except WorkflowNotFound as exc:
+            raise CommandError(str(exc)) from None
+        finals = workflows.finals(info)
+        members = workflows.member_list(info)
+        if json:
+            data = cli_workflows.workflow_data(info, finals, list(members))
+            self.stdout.write(fmt.to_json({**data, **extra}))
+            return
+        if cancel:
+            self.stdout.write(
+                f"Cancelled workflow {info.id}: its members not started are cancelled, "
+                "running ones are asked to stop.\n" if extra["cancelled"] else
+                f"Nothing to cancel: workflow {info.id} "
+                f"{'had ended' if info.finished_at else 'was cancelled already'}; it was "
+                "left as it is.\n")
+        self.stdout.write(cli_workflows.workflow_text(info, finals, members[:limit]))
+
+    def do_workflows(self, inspector: Inspector, *, limit: int, json: bool, **_: Any) -> None:
+        if not 0 <= limit <= RECENT_MOST:
+            raise CommandError(f"--limit must be between 0 and {RECENT_MOST}")
+        infos = Workflows(inspector.broker).recent(limit)
+        if json:
+            self.stdout.write(fmt.to_json(cli_workflows.workflows_data(infos)))
+        else:
+            self.stdout.write(cli_workflows.workflows_text(infos))
+
     # -- periodic entries -----------------------------------------------------------------
 
     def do_cron(self, inspector: Inspector, *, cron_action: str, **options: Any) -> None:
@@ -409,12 +470,12 @@ def bulk_state(target: str, all_tasks: bool, allowed: tuple[str, ...], verb: str
     return target
 
 
-def who_runs_this() -> str:
+def who_runs_this(command: str = "cancel") -> str:
     """Who a cancel from the command line is recorded as: the OS user, and the command."""
     try:
-        return f"{getpass.getuser()} (bgtasks cancel)"
+        return f"{getpass.getuser()} (bgtasks {command})"
     except (OSError, KeyError):  # no login name in this environment (a bare container)
-        return "bgtasks cancel"
+        return f"bgtasks {command}"
 
 
 def breakdown(counts: dict[str, int]) -> str:
