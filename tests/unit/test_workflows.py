@@ -265,3 +265,14 @@ def test_aenqueue_honours_depends_on():
 
     first = record.using(run_after=3600).enqueue("first").id
     assert run_on_new_loop(_aenqueue_dependent, first).state == "blocked"
+
+
+def test_cancelling_a_failed_workflow_that_has_ended_keeps_why_it_failed():
+    from django_bgtasks import cancel_workflow
+
+    info = chain(wf_step.s(1, "a"), wf_step.s("b")).enqueue()
+    run_pending(outcome="dead")
+    failed = get_workflow(info.id)
+    assert (failed.state, failed.finished_at is not None) == ("failed", True)
+    after = cancel_workflow(info.id, by="ops")
+    assert (after.state, after.reason) == ("failed", failed.reason)

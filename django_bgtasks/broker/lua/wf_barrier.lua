@@ -278,7 +278,8 @@ end
 if op == 'cancel' then
   local reason = ARGV[3]
   local st = redis.call('HGET', H, 'state')
-  if st == 'running' or st == 'failed' then
+  -- a failed workflow with nothing left to run keeps its state and the reason it failed
+  if st == 'running' or (st == 'failed' and field_number('nf') < meta.n) then
     redis.call('HSET', H, 'state', 'cancelled', 'reason', reason)
   end
   local unended = function(j) return redis.call('HEXISTS', H, 'd:' .. j) == 0 end
