@@ -1,0 +1,111 @@
+"""Workflows across a Redis Cluster failover (issue 18, "Cluster"), on a real 3+3 cluster
+(node-timeout 1 s) with a real worker.
+
+A chord of a few hundred members on two queues of two masters, its barrier on the third
+master's slot, with an on_complete; a master is SIGKILLed while the group runs (the master
+of half the members, or the barrier's), its replica takes over. Whatever the failover lost
+(an ack, an outbox entry, a count: replication is asynchronous), the workflow ends, the
+callback and on_complete run once, and the barrier counts each member once. The evidence is
+the ledger (demo.chaos_ledger, demo.recording) on a plain redis-server of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import Counter
+
+import pytest
+from redis.crc import key_slot
+
+from demo import chaos_ledger, recording
+from demo.tasks import wf_chaos_member, wf_collect, wf_report
+from django_bgtasks import chord, get_workflow, group
+from django_bgtasks.broker import get_broker
+from django_bgtasks.broker.keys import WorkflowKeys
+from django_bgtasks.broker.workflows import WorkflowStore
+from django_bgtasks.workflows.canvas import Plan, enqueue_plan
+from django_bgtasks.workflows.info import read_workflow
+from failover import ledger_fixture, ledger_server_fixture, pending_key, whole_cluster_fixture
+from helpers import wait_until
+from topologies import needs_cluster_tools, redis_cluster
+
+pytestmark = [needs_cluster_tools, pytest.mark.failover]
+
+cluster_topology = pytest.fixture(scope="module", name="cluster_topology")(redis_cluster)
+ledger_server = pytest.fixture(scope="module", name="ledger_server")(ledger_server_fixture)
+cluster = pytest.fixture(name="cluster")(whole_cluster_fixture)
+ledger = pytest.fixture(name="ledger")(ledger_fixture)
+
+MEMBERS = 400
+MEMBER_SECONDS = 0.04  # 400 x 40 ms on 8 threads: about 2 s of work, the failover inside it
+KILL_AFTER = 100  # members completed (ledger) when the master is killed
+LEASE = 5  # seconds: a claim whose reply or ack died with the master runs again this soon
+ENDED_WITHIN = 60  # seconds after the kill (an election takes 2-4 s; generous)
+
+
+def barrier_on(cluster, master) -> str:
+    """A workflow id whose barrier's slot is served by `master`."""
+    node = next(n for n in cluster.nodes() if n.address == master)
+    while True:
+        workflow_id = uuid.uuid4().hex
+        if node.serves(key_slot(WorkflowKeys("bgtasks", workflow_id).barrier.encode())):
+            return workflow_id
+
+
+def barrier_counts(workflow_id: str) -> dict[str, int]:
+    return read_workflow(WorkflowStore(get_broker()), workflow_id, live=False).counts
+
+
+def runs_of(ledger, token: str) -> list[str]:
+    return [entry for entry in recording.log(ledger) if entry.startswith(f"{token}=")]
+
+
+@pytest.mark.parametrize("victim", ["members", "barrier"])
+def test_a_chord_across_masters_ends_once_through_a_master_failover(
+        cluster, ledger, ledger_server, start_worker, victim):
+    queue_a, queue_b, queue_c = cluster.queue_names_spread(3)
+    masters = {q: cluster.master_for_key(pending_key(q)) for q in (queue_a, queue_b, queue_c)}
+    assert len(set(masters.values())) == 3
+    workflow_id = barrier_on(cluster, masters[queue_c])
+    members = [wf_chaos_member.using(queue_name=(queue_a, queue_b)[n % 2]).s(
+        n, "ok", MEMBER_SECONDS) for n in range(MEMBERS)]
+    workflow = chord(group(members), wf_collect.using(queue_name=queue_a).s("callback")
+                     ).on_complete(wf_report.using(queue_name=queue_b).s("report"))
+    info = enqueue_plan(Plan.of(workflow.steps, workflow.finally_call), workflow_id)
+    assert info.shape == f"chord(group({MEMBERS} x wf_chaos_member), wf_collect)" \
+                         ".on_complete(wf_report)"
+    start_worker("--queues", f"{queue_a},{queue_b}", "--processes", "2", "--threads", "4",
+                 env={"BGTASKS_REDIS_URL": cluster.url,
+                      "BGTASKS_TEST_LEDGER_URL": ledger_server.url,
+                      "BGTASKS_LEASE_SECONDS": str(LEASE)})
+
+    wait_until(lambda: chaos_ledger.completed_count(ledger) >= KILL_AFTER, timeout=30,
+               interval=0.01, message=f"{KILL_AFTER} members completed")
+    at_kill = chaos_ledger.completed_count(ledger)
+    key, whose = ((pending_key(queue_a), f"queue {queue_a}'s: half the members, the callback")
+                  if victim == "members" else
+                  (WorkflowKeys("bgtasks", workflow_id).barrier, "the barrier's"))
+    old = cluster.kill_master_of(key)
+    killed_at = time.monotonic()
+    healthy_in = cluster.wait_healthy(timeout=15)
+
+    done = wait_until(lambda: get_workflow(workflow_id).finished_at is not None and
+                      get_workflow(workflow_id), timeout=ENDED_WITHIN,
+                      message=f"workflow {workflow_id} ended")
+    ended_in = time.monotonic() - killed_at
+    callbacks, reports = runs_of(ledger, "callback"), runs_of(ledger, "report")
+    histogram = Counter(chaos_ledger.executions(ledger).values())
+    print(f"\ncluster failover during a workflow: kill -9 of {old[1]} ({whose} master) "
+          f"at {at_kill} of {MEMBERS} members completed; cluster healthy again in "
+          f"{healthy_in:.2f}s; the workflow ended {done.state} {ended_in:.1f}s after the kill")
+    print(f"  executions per member: "
+          f"{', '.join(f'{n}x: {c}' for n, c in sorted(histogram.items()))}; callback "
+          f"executions {len(callbacks)}, on_complete executions {len(reports)}; barrier "
+          f"counts {barrier_counts(workflow_id)}")
+    assert done.state == "succeeded", done.reason
+    assert callbacks == [f"callback={json.dumps(list(range(MEMBERS)))}"]
+    assert reports == [f'report={{"succeeded": {MEMBERS + 1}, "failed": 0}}']
+    assert done.counts == {"completed": MEMBERS + 2}
+    assert barrier_counts(workflow_id) == {"completed": MEMBERS + 2}
