@@ -69,9 +69,14 @@ def enqueue_dependent(task: BackgroundTask, msg: TaskMessage) -> TaskInfo:
         req = dataclasses.replace(task._request(msg), workflow=dumps([[gate, count]]),
                                   blocked=True)
         task._check_sizes([req.message], get_settings().MAX_MESSAGE_BYTES)
-        task._written([msg], [req], [broker.enqueue(req)])
+        written = task._written([msg], [req], [broker.enqueue(req)])[0]
         _watch(store, gate, deps, queues)
-        return _task_info(msg.id, broker.read_task(msg.id, [msg.queue]))
+        record = broker.read_task(msg.id, [msg.queue])
+        if record is None:
+            # Released here (every dependency had succeeded), then run by a worker and
+            # dropped (no result_ttl) before this read: it was enqueued all the same.
+            return dataclasses.replace(written, state="pending")
+        return _task_info(msg.id, record)
     except BgTasksError as exc:
         if isinstance(exc, TaskNotFound):
             raise
