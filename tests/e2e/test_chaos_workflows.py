@@ -101,10 +101,13 @@ class Chaos:
         wait_until(lambda: self.completed() >= completed, timeout=timeout, interval=0.005,
                    message=f"{completed} children completed")
 
-    def when_outbox_holds_ends(self, timeout: float = 10) -> None:
-        """Return while an acknowledged end waits in the outbox (not yet at the barrier)."""
-        wait_until(lambda: self.outbox() > 0, timeout=timeout, interval=0.002,
-                   message="an end waiting in the outbox")
+    def when_outbox_holds_ends(self, timeout: float = 5) -> None:
+        """Return while an acknowledged end waits in the outbox (forwarded to the barrier
+        or not, not yet taken out), or after `timeout` (an entry lives for a millisecond or
+        two: a slow machine may miss them all; the kill's figures say whether it hit one)."""
+        deadline = time.monotonic() + timeout
+        while self.outbox() == 0 and time.monotonic() < deadline:
+            time.sleep(0.002)
 
     def _note(self, what: str, completed: int) -> None:
         # read once the kill is done: what the dead process left behind
