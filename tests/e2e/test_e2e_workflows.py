@@ -120,8 +120,7 @@ def test_depends_on_starts_after_its_dependencies_and_is_cancelled_when_one_fail
     assert f"{failing.id} ended dead" in get_task_info(never.id).cancelled_by
     # a dependency that ended already: decided at enqueue
     done_now = record.using(depends_on=[slow[1].id]).enqueue("after-done")
-    assert done_now.state in ("pending", "active")  # released: the worker may have it already
-    wait_until(lambda: "after-done" in recording.ran(r), timeout=20)
+    assert done_now.state == "pending"
     cancelled_now = record.using(depends_on=[failing.id]).enqueue("after-dead")
     assert cancelled_now.state == "cancelled"
     with pytest.raises(TaskNotFound, match="no-such-task"):
