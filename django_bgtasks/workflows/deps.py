@@ -17,10 +17,10 @@ from ..broker import get_broker_for_enqueue
 from ..broker.workflows import WorkflowStore
 from ..conf import get_settings
 from ..exceptions import BgTasksError, EnqueueError, TaskNotFound
+from ..info import TaskInfo
 from ..message import TaskMessage, dumps
 
 if TYPE_CHECKING:
-    from ..info import TaskInfo
     from ..task import BackgroundTask
 
 MAX_DEPENDENCIES = 1000
@@ -70,7 +70,12 @@ def enqueue_dependent(task: BackgroundTask, msg: TaskMessage) -> TaskInfo:
         task._check_sizes([req.message], get_settings().MAX_MESSAGE_BYTES)
         task._written([msg], [req], [broker.enqueue(req)])
         _watch(store, gate, deps, queues)
-        return _task_info(msg.id, broker.read_task(msg.id, [msg.queue]))
+        record = broker.read_task(msg.id, [msg.queue])
+        if record is None:
+            # Released here (every dependency had succeeded), then run by a worker and
+            # dropped (no result_ttl) before this read: it was enqueued all the same.
+            return TaskInfo.from_message(msg, "pending")
+        return _task_info(msg.id, record)
     except BgTasksError as exc:
         if isinstance(exc, TaskNotFound):
             raise

@@ -16,6 +16,7 @@ import redis
 STARTS = "bgtasks-chaos:starts"  # LIST of "token pid ms": an execution began
 ENDS = "bgtasks-chaos:ends"  # LIST of "token pid ms": an execution's body completed
 EXECUTIONS = "bgtasks-chaos:executions"  # HASH token -> executions begun
+COMPLETED = "bgtasks-chaos:completed"  # SET of tokens completed at least once
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,10 @@ def began(client: redis.Redis, token: str) -> int:
 
 def completed(client: redis.Redis, token: str) -> None:
     """Log that an execution of `token` ran its body to the end."""
-    client.rpush(ENDS, f"{token} {os.getpid()} {_now_ms()}")
+    pipe = client.pipeline(transaction=True)
+    pipe.rpush(ENDS, f"{token} {os.getpid()} {_now_ms()}")
+    pipe.sadd(COMPLETED, token)
+    pipe.execute()
 
 
 def _entries(client: redis.Redis, key: str) -> list[Entry]:
@@ -48,6 +52,16 @@ def _entries(client: redis.Redis, key: str) -> list[Entry]:
         token, pid, ms = raw.decode().split()
         found.append(Entry(token, int(pid), int(ms) / 1000))
     return found
+
+
+def completed_count(client: redis.Redis) -> int:
+    """How many tokens completed at least once (cheap enough to poll)."""
+    return int(client.scard(COMPLETED))
+
+
+def executions(client: redis.Redis) -> dict[str, int]:
+    """token -> executions begun."""
+    return {k.decode(): int(v) for k, v in client.hgetall(EXECUTIONS).items()}
 
 
 def read(client: redis.Redis) -> tuple[list[Entry], list[Entry]]:

@@ -378,6 +378,10 @@ def chaos_step(token: str, kind: str, seconds: float) -> None:
     kind "fail_always" fails every execution; "fail_first" fails its first; others
     complete. The log (demo.chaos_ledger) is the run's evidence of what really ran.
     """
+    _chaos_execution(token, kind, seconds)
+
+
+def _chaos_execution(token: str, kind: str, seconds: float) -> None:
     ledger = recording.client()
     execution = chaos_ledger.began(ledger, token)
     if seconds:
@@ -385,6 +389,14 @@ def chaos_step(token: str, kind: str, seconds: float) -> None:
     if kind == "fail_always" or (kind == "fail_first" and execution == 1):
         raise ValueError(f"{token}: execution {execution} fails on purpose ({kind})")
     chaos_ledger.completed(ledger, token)
+
+
+@background_task(max_retries=10, retry_backoff=lambda attempt: 0.1, result_ttl=3600)
+def wf_chaos_member(n: int, kind: str, seconds: float) -> int:
+    """A chord member of the workflow chaos test (tests/e2e/test_chaos_workflows.py): one
+    chaos_step execution under token str(n), then return n (the callback checks the order)."""
+    _chaos_execution(str(n), kind, seconds)
+    return n
 
 
 # --- async def tasks (tests/e2e/test_e2e_async.py) ---------------------------------------
