@@ -481,12 +481,15 @@ class RedisBroker(BrokerCore):
         deleted, refused = self._run("delete", queue, list(ids))
         return [as_text(i) for i in deleted], [as_text(i) for i in refused]
 
-    def cancel(self, queue: str, ids: Sequence[str], by: str = "") -> CancelResult:
+    def cancel(self, queue: str, ids: Sequence[str], by: str = "",
+               confirmed: bool = False) -> CancelResult:
         """Cancel these tasks of ``queue`` in one call (cancel.lua): queued ones end
-        cancelled, running ones are asked to stop; ``by`` says who asked."""
+        cancelled, running ones are asked to stop; ``by`` says who asked. ``confirmed``:
+        with WAIT_REPLICAS, return only once replicas hold it (a workflow's cancels)."""
         if not ids:
             return CancelResult()
-        cancelled, requested, ended, missing = self._run("cancel", queue, [by, *ids])
+        run = self._run_confirmed if confirmed and self._wait_replicas else self._run
+        cancelled, requested, ended, missing = run("cancel", queue, [by, *ids])
         return CancelResult([as_text(i) for i in cancelled], [as_text(i) for i in requested],
                             {as_text(ended[i]): as_text(ended[i + 1])
                              for i in range(0, len(ended), 2)},

@@ -127,20 +127,25 @@ class WorkflowStore:
     def apply(self, workflow_id: str, actions: Iterable[Action],
               ) -> dict[str, list[tuple[str, bytes]]]:
         """Carry out a barrier's actions (each safe to apply twice). Returns, per queue,
-        the outbox entries of the members these actions ended (to forward in turn)."""
+        the outbox entries of the members these actions ended (to forward in turn).
+        With WAIT_REPLICAS, each write is confirmed by replicas before the caller takes
+        the outbox entry out: a failover of a member's master cannot then drop a release
+        that nothing would make again."""
         broker = self._broker
+        run = broker._run_confirmed if broker._wait_replicas else broker._run
         ended: dict[str, list[tuple[str, bytes]]] = {}
         by_workflow = f"workflow {workflow_id}:"
         for action in actions:
             for start in range(0, len(action.ids), ACTION_CHUNK):
                 ids = action.ids[start:start + ACTION_CHUNK]
                 if action.kind == "release":
-                    _, forward = broker._run("wf_release", action.queue, [
+                    _, forward = run("wf_release", action.queue, [
                         broker.keys.wake_channel, by_workflow, action.text, *ids])
                     done = [(as_text(forward[i]), forward[i + 1])
                             for i in range(0, len(forward), 2)]
                 else:
-                    cancelled = broker.cancel(action.queue, ids, action.text).cancelled
+                    cancelled = broker.cancel(action.queue, ids, action.text,
+                                              confirmed=True).cancelled
                     done = self.outbox(action.queue, cancelled)
                 if done:
                     ended.setdefault(action.queue, []).extend(done)
