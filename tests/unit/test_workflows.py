@@ -276,3 +276,19 @@ def test_cancelling_a_failed_workflow_that_has_ended_keeps_why_it_failed():
     assert (failed.state, failed.finished_at is not None) == ("failed", True)
     after = cancel_workflow(info.id, by="ops")
     assert (after.state, after.reason) == ("failed", failed.reason)
+
+
+def test_a_chord_at_the_default_bound_hands_all_its_results_on():
+    """10,000 results (WORKFLOW_MAX_RESULTS' default) in one callback: read in slices (a
+    single HMGET of them all broke Lua's unpack, and the workflow hung)."""
+    n = 10_000
+    info = chord(group(wf_square.s(i) for i in range(n)), wf_collect.s("all")).enqueue()
+    broker = get_broker()
+    while claimed := broker.claim("default", "w", [], 1000, 60_000, 1000, 10**12).claimed:
+        acks = [Ack(c.id, c.attempt, "done", result=c.id.rsplit(".", 1)[1]) for c in claimed]
+        forward = broker.claim("default", "w", acks, 0, 60_000, 1000, 10**12).forward
+        store().forward_entries("default", forward, keep_ms=KEEP_MS)
+        if get_task_info(info.callback_id).state == "pending":
+            break
+    callback = get_task_info(info.callback_id)
+    assert callback.args == [list(range(n)), "all"]

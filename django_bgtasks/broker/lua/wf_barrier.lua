@@ -100,12 +100,25 @@ local function always() return true end
 
 -- The input of step k: the previous step's result (a call), or the list of its results
 -- (a group), as JSON text joined from the stored texts (never re-encoded).
+-- Fields `prefix`..j for j = first..first+count-1, read in slices (unpack's stack is
+-- bounded: a 10,000-member step is read in 10 calls).
+local function read_span(prefix, first, count)
+  local values = {}
+  for start = first, first + count - 1, 1000 do
+    local fields = {}
+    for j = start, math.min(start + 999, first + count - 1) do
+      fields[#fields + 1] = prefix .. j
+    end
+    local got = redis.call('HMGET', H, unpack(fields))
+    for i = 1, #fields do values[#values + 1] = got[i] end
+  end
+  return values
+end
+
 local function input_of(k)
   if meta.noinput or k == 0 then return '' end
   local first, count = span(k - 1)
-  local fields = {}
-  for j = first, first + count - 1 do fields[#fields + 1] = 'r:' .. j end
-  local results = redis.call('HMGET', H, unpack(fields))
+  local results = read_span('r:', first, count)
   for i = 1, #results do
     if not results[i] then results[i] = 'null' end
   end
@@ -119,13 +132,15 @@ local function summary()
   local ok, bad = {}, {}
   for k = 0, last_main do
     local first, count = span(k)
-    for j = first, first + count - 1 do
-      local state = redis.call('HGET', H, 'd:' .. j)
-      if state == 'completed' then
+    local states = read_span('d:', first, count)
+    local errors = read_span('e:', first, count)
+    for i = 1, count do
+      local j = first + i - 1
+      if states[i] == 'completed' then
         ok[#ok + 1] = member_id(j)
       else
-        bad[#bad + 1] = {id = member_id(j), state = state or 'unknown',
-                         error = redis.call('HGET', H, 'e:' .. j) or ''}
+        bad[#bad + 1] = {id = member_id(j), state = states[i] or 'unknown',
+                         error = errors[i] or ''}
       end
     end
   end
@@ -172,7 +187,7 @@ local function flush()
   if #args > 0 then redis.call('HSET', H, unpack(args)) end
 end
 
-local function count(j, k, state, why, sign)
+local function count(j, k, state, why, sign, written)
   bump('c:' .. state, sign)
   bump('nf', sign)
   if k ~= 'fin' then
@@ -184,7 +199,7 @@ local function count(j, k, state, why, sign)
     end
   end
   if sign > 0 then
-    redis.call('HSET', H, 'd:' .. j, state)
+    if not written then redis.call('HSET', H, 'd:' .. j, state) end
     if state ~= 'completed' and why ~= '' then redis.call('HSET', H, 'e:' .. j, why) end
   else
     redis.call('HDEL', H, 'd:' .. j, 'e:' .. j, 'w:' .. j)
@@ -300,14 +315,16 @@ for base = 4, #ARGV, 4 do
                                  ARGV[base + 3]
   local k = step_of(j)
   if k ~= nil then
-    local old = redis.call('HGET', H, 'd:' .. j)  -- false when not counted yet
+    -- the common case, a first report, in one command
+    local fresh = redis.call('HSETNX', H, 'd:' .. j, state) == 1
+    local old = not fresh and redis.call('HGET', H, 'd:' .. j)
     local revived = old and old ~= 'completed' and state == 'completed'
-    if old and not revived then
+    if not fresh and not revived then
       local stored = redis.call('HGET', H, 'a:' .. j)
       if stored then expand(cjson.decode(stored)) end
     else
       if revived then count(j, k, old, '', -1) end
-      count(j, k, state, why, 1)
+      count(j, k, state, why, 1, fresh)
       if state == 'completed' and result ~= '' and k ~= 'fin' and k < last_main then
         redis.call('HSET', H, 'r:' .. j, result)
       end

@@ -5,10 +5,12 @@
 -- KEYS[1]: the queue's outbox (wfout).
 -- ARGV: pairs: task id, the outbox entry as it was read.
 -- Returns: how many were taken out.
-local removed = 0
-for i = 1, #ARGV, 2 do
-  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
-    removed = removed + redis.call('HDEL', KEYS[1], ARGV[i])
-  end
+local ids = {}
+for i = 1, #ARGV, 2 do ids[#ids + 1] = ARGV[i] end
+local stored = redis.call('HMGET', KEYS[1], unpack(ids))
+local same = {}
+for i = 1, #ids do
+  if stored[i] == ARGV[2 * i] then same[#same + 1] = ids[i] end
 end
-return removed
+if #same == 0 then return 0 end
+return redis.call('HDEL', KEYS[1], unpack(same))
