@@ -19,11 +19,13 @@ logger = logging.getLogger("django_bgtasks.worker")
 
 SWEEP_INTERVAL = 1.0  # seconds between sweeps of the outboxes (maintenance process)
 SWEEP_MOST = 10_000  # outbox entries looked at per queue and sweep
-# A worker process's forwarder lets ends gather this long before it carries them, unless
-# GATHER_MOST are waiting already: one barrier call then counts many (measured: per-member
-# forwarding cost most of a group's throughput loss), for a few ms more between steps.
-GATHER_SECONDS = 0.01
-GATHER_MOST = 200
+# Under load (its last round carried GATHER_BUSY ends or more), a worker process's
+# forwarder lets ends gather this long before it carries them, unless GATHER_MOST wait
+# already: one barrier call then counts many (measured: per-member forwarding was most of
+# a group's throughput loss). A lone end (a chain's link) is carried at once.
+GATHER_SECONDS = 0.03
+GATHER_BUSY = 8
+GATHER_MOST = 500
 IDLE_WAIT = 5.0  # seconds a worker process's forwarder sleeps with nothing submitted
 
 
@@ -44,6 +46,7 @@ class WorkflowForwarder(Component):
         self._working = threading.Lock()
         self._forwarded = 0
         self._reported = 0
+        self._last_round = 0  # ends the last round carried
         # What the last sweep saw: an entry is swept only once it has waited a whole
         # interval, so the sweep does not race the worker that is forwarding it right now.
         self._seen: dict[str, dict[str, bytes]] = {}
@@ -71,7 +74,7 @@ class WorkflowForwarder(Component):
         if not self._sweep:
             with self._lock:
                 waiting = sum(len(e) for e in self._submitted.values())
-            if 0 < waiting < GATHER_MOST:
+            if self._last_round >= GATHER_BUSY and 0 < waiting < GATHER_MOST:
                 self._stop.wait(GATHER_SECONDS)
         self._drain()
         if not self._sweep:
@@ -106,6 +109,7 @@ class WorkflowForwarder(Component):
         with self._working:
             with self._lock:
                 batches, self._submitted = self._submitted, defaultdict(list)
+            self._last_round = sum(len(e) for e in batches.values())
             for queue, entries in batches.items():
                 try:
                     self._forwarded += self._store.forward_entries(queue, entries,

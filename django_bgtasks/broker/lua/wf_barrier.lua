@@ -166,6 +166,17 @@ end
 -- The counters, read at most once per call and written once at its end (flush): a
 -- forwarder's call reports many members, each of which moves four of them.
 local counters, dirty = {}, {}
+-- The workflow's state, read once per call; set_state writes it through.
+local wf_state = nil
+local function get_state()
+  if wf_state == nil then wf_state = redis.call('HGET', H, 'state') or 'unknown' end
+  return wf_state
+end
+local function set_state(value, ...)
+  wf_state = value
+  redis.call('HSET', H, 'state', value, ...)
+end
+
 local function field_number(name)
   local v = counters[name]
   if v == nil then
@@ -187,7 +198,9 @@ local function flush()
   if #args > 0 then redis.call('HSET', H, unpack(args)) end
 end
 
+local uncounted = false  -- a count went down in this call (a revival)
 local function count(j, k, state, why, sign, written)
+  if sign < 0 then uncounted = true end
   bump('c:' .. state, sign)
   bump('nf', sign)
   if k ~= 'fin' then
@@ -242,13 +255,13 @@ local function decide(j, k, state, why, revived)
   if state ~= 'completed' then
     local reason = member_id(j) .. ' ended ' .. state
     if why ~= '' then reason = reason .. ': ' .. why end
-    if redis.call('HGET', H, 'state') == 'running' then
-      redis.call('HSET', H, 'state', 'failed', 'reason', reason)
+    if get_state() == 'running' then
+      set_state('failed', 'reason', reason)
     end
     if cancel_after(k, by .. reason) then desc[#desc + 1] = {'cancel', k + 1, by .. reason} end
   else
     local _, n = span(k)
-    local cancelled = redis.call('HGET', H, 'state') == 'cancelled'
+    local cancelled = get_state() == 'cancelled'
     if field_number('n:' .. k) == n and field_number('f:' .. k) == 0 and not cancelled then
       if revived and k < last_main then uncancel_after(k) end
       if k < last_main and field_number('fails') > 0 then
@@ -260,14 +273,14 @@ local function decide(j, k, state, why, revived)
         desc[#desc + 1] = {'release', k + 1}
       end
       if field_number('fails') == 0 then
-        local now_state = redis.call('HGET', H, 'state')
+        local now_state = get_state()
         if now_state == 'failed' then
-          redis.call('HSET', H, 'state', 'running')
+          set_state('running')
           redis.call('HDEL', H, 'reason')
           now_state = 'running'
         end
         if k == last_main and now_state == 'running' then
-          redis.call('HSET', H, 'state', 'succeeded')
+          set_state('succeeded')
         end
       end
     end
@@ -285,7 +298,7 @@ local function settle_end(keep_ms)
     if redis.call('HSETNX', H, 'finished', now_ms()) == 1 then
       redis.call('PEXPIRE', H, keep_ms)
     end
-  elseif redis.call('HDEL', H, 'finished') == 1 then
+  elseif uncounted and redis.call('HDEL', H, 'finished') == 1 then
     redis.call('PERSIST', H)
   end
 end
