@@ -35,8 +35,8 @@ from django_bgtasks import chord, get_task_info, get_workflow, group
 from django_bgtasks.broker import get_broker
 from django_bgtasks.broker.keys import WorkflowKeys
 from django_bgtasks.broker.types import Ack
-from django_bgtasks.exceptions import BrokerUnavailable
 from django_bgtasks.broker.workflows import WorkflowStore
+from django_bgtasks.exceptions import BrokerUnavailable
 from django_bgtasks.workflows.canvas import Plan, enqueue_plan
 from django_bgtasks.workflows.info import read_workflow
 from failover import ledger_fixture, ledger_server_fixture, pending_key, whole_cluster_fixture
