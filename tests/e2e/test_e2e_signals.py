@@ -54,7 +54,8 @@ def test_sigterm_to_the_group_lets_running_tasks_finish_and_exits_0(run_worker, 
     assert all(recording.attempts(r, t) == 1 for t in running)
     assert not any(t.startswith("wait") for t in recording.ran(r))
     assert counts() == {"pending": 3, "waiting": 0, "active": 0, "scheduled": 0, "retry": 0,
-                        "dead": 0, "completed": 0, "cancelled": 0, "expired": 0}
+                        "dead": 0, "completed": 0, "cancelled": 0, "expired": 0,
+                        "blocked": 0}
     for task_id in waiting:
         info = get_task_info(task_id)
         assert info.state == "pending" and info.attempts == 0

@@ -166,7 +166,10 @@ def seed(broker, state: str, outcome: str = "ok", unique: bool = False,
         Q, task_id, json.dumps(message(task_id, outcome)), 0, 3,
         delay_ms=HOUR_MS if state in ("scheduled", "cancelled") else None,
         unique_key="lock" if unique else None, unique_ttl_ms=HOUR_MS, limits=limits,
-        expires="@1000" if state == "expired" else ""))
+        expires="@1000" if state == "expired" else "",
+        # blocked: a workflow member waiting for its step (its barrier need not exist)
+        workflow='[["bad-data-wf",1]]' if state == "blocked" else "",
+        blocked=state == "blocked"))
     if state == "expired":
         assert claim(broker, limit=1).expired == [task_id]
     if state == "waiting":
@@ -231,6 +234,9 @@ def advance(raw, broker, state: str, worker_died: bool = False) -> None:
         assert claim(broker, [Ack(BLOCKER, 1, "done")], limit=0).ignored == []
     elif state == "cancelled":  # cancelled again: nothing changes
         assert broker.cancel(Q, [TID]).finished == {TID: "cancelled"}
+    elif state == "blocked":  # its workflow releases it, with the previous step's result
+        broker._run("wf_release", Q, [broker.keys.wake_channel, "workflow bad-data-wf:",
+                                      '{"from": "step 0"}', TID])
     work(broker)
 
 
