@@ -221,6 +221,7 @@ def test_cancelling_a_dependency_gate_cancels_the_dependent_not_its_dependencies
     assert get_task_info(first).state == "scheduled"
 
 
+@pytest.mark.soak  # a few seconds each: once per CI run (py311-django52) is enough
 def test_a_long_chain_is_written_and_named_briefly():
     info = chain(*(wf_step.s(i) if i == 0 else wf_step.s(f"l{i}") for i in range(5000))
                  ).enqueue()
@@ -278,6 +279,7 @@ def test_cancelling_a_failed_workflow_that_has_ended_keeps_why_it_failed():
     assert (after.state, after.reason) == ("failed", failed.reason)
 
 
+@pytest.mark.soak
 def test_a_chord_at_the_default_bound_hands_all_its_results_on():
     """10,000 results (WORKFLOW_MAX_RESULTS' default) in one callback: read in slices (a
     single HMGET of them all broke Lua's unpack, and the workflow hung)."""
