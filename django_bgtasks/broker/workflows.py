@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..conf import get_settings
 from .keys import WorkflowKeys
 from .packing import as_text
 from .redis import RedisBroker
@@ -184,6 +185,12 @@ class WorkflowStore:
             with broker.translate_errors():
                 broker._scripts["wf_settle"](keys=[broker.queue_keys(queue).wfout], args=args)
 
+    def carry_out(self, workflow_id: str, actions: Iterable[Action], keep_ms: int) -> None:
+        """apply() the actions, then forward the ends they caused (a producer's or an
+        operator's call: a worker's forwarder has its own loop in forward_entries)."""
+        for queue, ended in self.apply(workflow_id, actions).items():
+            self.forward_entries(queue, ended, keep_ms=keep_ms)
+
     def forward(self, queue: str, ids: Sequence[str], *, keep_ms: int) -> int:
         """forward_entries() of the outbox entries these tasks of ``queue`` have."""
         return self.forward_entries(queue, self.outbox(queue, ids), keep_ms=keep_ms)
@@ -225,12 +232,6 @@ class WorkflowStore:
         with broker.translate_errors():
             return list(broker.client.hmget(self.keys(workflow_id).barrier, list(fields)))
 
-    def read_all(self, workflow_id: str) -> dict[str, bytes]:
-        broker = self._broker
-        with broker.translate_errors():
-            raw = broker.client.hgetall(self.keys(workflow_id).barrier)
-        return {as_text(k): v for k, v in raw.items()}
-
     def member_records(self, queue: str, ids: Sequence[str]) -> list[bytes | None]:
         """The records (info JSON) of these tasks of ``queue``."""
         broker = self._broker
@@ -244,12 +245,10 @@ class WorkflowStore:
             rows = broker.client.zrevrange(broker.keys.workflows, start, stop, withscores=True)
         return [(as_text(i), int(score)) for i, score in rows]
 
-    def forget(self, workflow_ids: Sequence[str]) -> None:
-        """Drop ids from the list (their barrier has gone)."""
-        broker = self._broker
-        if workflow_ids:
-            with broker.translate_errors():
-                broker.client.zrem(broker.keys.workflows, *workflow_ids)
+
+def keep_ms() -> int:
+    """BGTASKS["WORKFLOW_KEEP"] in ms: how long an ended workflow's barrier is kept."""
+    return int(get_settings().WORKFLOW_KEEP * 1000)
 
 
 def _by_workflow(outcomes: Iterable[Outcome]) -> dict[str, list[tuple[int, str, str, str]]]:

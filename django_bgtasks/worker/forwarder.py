@@ -11,8 +11,7 @@ import threading
 from collections import defaultdict
 
 from ..broker.redis import RedisBroker
-from ..broker.workflows import WorkflowStore
-from ..conf import get_settings
+from ..broker.workflows import WorkflowStore, keep_ms
 from .component import Component
 
 logger = logging.getLogger("django_bgtasks.worker")
@@ -37,7 +36,7 @@ class WorkflowForwarder(Component):
         self._store = WorkflowStore(broker)
         self._queues = queues
         self._sweep = sweep
-        self._keep_ms = int(get_settings().WORKFLOW_KEEP * 1000)
+        self._keep_ms = keep_ms()
         self._lock = threading.Lock()
         self._submitted: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
         self._wake = threading.Event()

@@ -14,7 +14,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 from ..broker import get_broker_for_enqueue
-from ..broker.workflows import WorkflowStore
+from ..broker.workflows import WorkflowStore, keep_ms
 from ..conf import get_settings
 from ..exceptions import BgTasksError, EnqueueError, TaskNotFound
 from ..info import TaskInfo
@@ -100,7 +100,5 @@ def _watch(store: WorkflowStore, gate: str, deps: tuple[str, ...], queues: list[
             elif state != "watched":
                 reports.append((index, state, result if state == "completed" else "", error))
     if reports:
-        keep_ms = int(get_settings().WORKFLOW_KEEP * 1000)
-        actions = store.report(gate, reports, keep_ms)
-        for queue, ended in store.apply(gate, actions).items():
-            store.forward_entries(queue, ended, keep_ms=keep_ms)
+        kept = keep_ms()
+        store.carry_out(gate, store.report(gate, reports, kept), kept)

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ..broker import get_broker
 from ..broker.keys import FINAL_STATES, STATES, validate_workflow_id
 from ..broker.packing import as_text
-from ..broker.workflows import WorkflowStore
-from ..conf import get_settings
+from ..broker.workflows import WorkflowStore, keep_ms
 from ..exceptions import TaskNotFound
 from ..info import ms_to_datetime
 
@@ -193,8 +192,5 @@ def cancel_workflow(workflow_id: str, by: str | None = None) -> WorkflowInfo:
     validate_workflow_id(workflow_id)
     store = WorkflowStore(get_broker())
     read_workflow(store, workflow_id, live=False)  # WorkflowNotFound
-    actions = store.cancel(workflow_id, by or "")
-    keep_ms = int(get_settings().WORKFLOW_KEEP * 1000)
-    for queue, ended in store.apply(workflow_id, actions).items():
-        store.forward_entries(queue, ended, keep_ms=keep_ms)
+    store.carry_out(workflow_id, store.cancel(workflow_id, by or ""), keep_ms())
     return read_workflow(store, workflow_id)
