@@ -58,6 +58,8 @@ QUEUE_KEY_NAMES: tuple[str, ...] = (
     # Workflows (docs/workflows.md): members held back, and the outbox of their outcomes.
     "blocked",  # ZSET id -> enqueued at (ms): waits for its workflow step or dependencies
     "wfout",  # HASH id -> JSON outcome of a workflow member, until its barriers counted it
+    # Operability (docs/metrics.md): monotonic counters and histograms, per task name.
+    "metrics",  # HASH "<kind>|<task>[|<outcome>][|<bucket>]" -> count (metrics.py reads it)
 )
 
 

@@ -1,6 +1,6 @@
 -- Helpers prepended to every script (broker/scripts.py joins them).
--- KEYS[1..26] are always the queue's keys, in keys.QUEUE_KEY_NAMES order (a script's own
--- keys follow, from KEYS[27]); every key a script touches is declared, so each script runs
+-- KEYS[1..27] are always the queue's keys, in keys.QUEUE_KEY_NAMES order (a script's own
+-- keys follow, from KEYS[28]); every key a script touches is declared, so each script runs
 -- in the queue's one Cluster slot.
 local K_PENDING, K_ACTIVE, K_SCHEDULED, K_RETRY = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local K_DEAD, K_COMPLETED, K_MSG, K_INFO = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
@@ -9,7 +9,7 @@ local K_NOTIFY, K_SEQ, K_PAUSED = KEYS[13], KEYS[14], KEYS[15]
 local K_WAITING, K_LIMITS, K_LWAIT = KEYS[16], KEYS[17], KEYS[18]
 local K_LWAKE, K_FAIR = KEYS[19], KEYS[20]
 local K_CANCELLED, K_EXPIRED, K_RWAIT, K_FINISHED = KEYS[21], KEYS[22], KEYS[23], KEYS[24]
-local K_BLOCKED, K_WFOUT = KEYS[25], KEYS[26]
+local K_BLOCKED, K_WFOUT, K_METRICS = KEYS[25], KEYS[26], KEYS[27]
 
 -- Wake-up tokens are hints, not work: a bounded list is enough to wake every idle worker.
 local NOTIFY_MAX = 64
@@ -244,6 +244,57 @@ local function release_unique(id, info)
   end
 end
 
+-- Metrics (docs/metrics.md): monotonic counts per task name in the queue's K_METRICS
+-- hash, written by the transitions themselves (no extra round trip). Fields, with the
+-- task's name as it stands in its message:
+--   'e|<task>'                    enqueued
+--   'l|<task>|<b>', 'ls|<task>'   started: queue latency (due -> start) bucket b, sum (ms)
+--   'd|<task>|<outcome>|<b>', 'ds|<task>|<outcome>'
+--                                 a run that ended (succeeded, retried, dead, cancelled):
+--                                 its duration's bucket and sum (ms)
+--   'f|<task>|<state>'            ended without a run ending it (dead, cancelled, expired,
+--                                 retried: a lost lease; dead: an unusable task)
+-- Bucket b counts observations <= METRIC_BUCKETS[b] ms, b = #METRIC_BUCKETS + 1 the rest;
+-- broker/metrics.py has the same bounds. The hot scripts (enqueue, claim) gather a call's
+-- counts in METRICS and write each field once (flush_metrics); elsewhere a count is
+-- written at once.
+local METRIC_BUCKETS = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000,
+                        60000, 300000, 1800000}
+local METRICS = nil
+local function tally(field, n)
+  if METRICS then
+    METRICS[field] = (METRICS[field] or 0) + n
+  else
+    redis.call('HINCRBY', K_METRICS, field, n)
+  end
+end
+
+-- The task's name from the start of its message ('?' when it cannot be read there): a
+-- message is written by encode() as {"id":...,"name":"...", ...}. A record keeps the
+-- head of a long message, so a long message is not read whole for its name.
+local function task_name(id, info, msg)
+  if not msg then
+    msg = (info and type(info.head) == 'string' and info.head) or redis.call('HGET', K_MSG, id)
+    if not msg then return '?' end
+  end
+  return string.match(msg, '"name":"([^"\\]*)"') or '?'
+end
+
+-- One observation of `ms` into histogram `prefix` ('l|<task>' or 'd|<task>|<outcome>').
+local function observe(prefix, sum_field, ms)
+  if ms < 0 then ms = 0 end
+  local b = 1
+  while b <= #METRIC_BUCKETS and ms > METRIC_BUCKETS[b] do b = b + 1 end
+  tally(prefix .. '|' .. b, 1)
+  tally(sum_field, ms)
+end
+
+local function flush_metrics()
+  if not METRICS then return end
+  for field, n in pairs(METRICS) do redis.call('HINCRBY', K_METRICS, field, n) end
+  METRICS = {}
+end
+
 -- get_result(wait=...) callers register in K_RWAIT (id -> how many wait); a transition
 -- that ends an awaited task adds it to the K_FINISHED stream, whose readers (XREAD BLOCK)
 -- wake at once. A call looks for waiters once (HLEN), not once per task it ends.
@@ -256,7 +307,12 @@ end
 local FINISHED_KEEP = 10000  -- stream entries kept (approximately): waiters read the newest
 local any_waiters = nil
 local FORWARD = {}
+-- COUNTED: the id whose end the caller counts itself (a run's end, with its duration).
+local COUNTED = nil
 local function announce_final(id, state, info, result, why)
+  if COUNTED ~= id then
+    tally('f|' .. task_name(id, info) .. '|' .. (state == 'completed' and 'succeeded' or state), 1)
+  end
   if info and info.wf and is_wf(info.wf) then
     local cause = why
     if not cause and state ~= 'completed' then
@@ -867,6 +923,7 @@ local function return_lost(id, info, problem, now, err, dead_max, dead_age, retu
     put_info(id, info)
     append_error(id, error_entry(info, now, err, ''))
     redis.call('ZADD', K_PENDING, pending_score(info.priority, true), id)
+    tally('f|' .. task_name(id, info) .. '|retried', 1)
     table.insert(returned, id)
   end
 end
@@ -942,6 +999,7 @@ local function add_task(id, msg, priority, due, lock, lock_ttl, max_retries, now
     redis.call('HSET', K_UNIQUE, lock, id)
     redis.call('ZADD', K_UNIQUE_EXP, now + lock_ttl, lock)
   end
+  tally('e|' .. task_name(id, nil, msg), 1)
   local state = 'pending'
   if blocked then state = 'blocked' elseif due > now then state = 'scheduled' end
   -- Built by hand: cjson.encode of a fresh record was a measurable share of the call.

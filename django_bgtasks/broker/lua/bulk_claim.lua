@@ -6,7 +6,7 @@
 -- ARGV: runner id, lease ms
 -- Returns: the JSON of the job this runner now holds (its own running job first, else
 --          the oldest queued or abandoned one), or false when there is none.
-local K_BULK = KEYS[27]
+local K_BULK = KEYS[28]
 local runner, lease = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
 local entries = redis.call('HGETALL', K_BULK)  -- bounded: see bulk_queue.lua

@@ -6,7 +6,7 @@
 -- Returns: {'ok', job JSON}: queued (or already queued by this very request, resent);
 --          {'exists', job JSON}: the same action on the same state is queued or running;
 --          {'empty', ''}: the state holds no task, nothing was queued.
-local K_BULK = KEYS[27]
+local K_BULK = KEYS[28]
 local id, state, action, by, keep = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 if not BULK_ACTIONS[action] or not BULK_ACTIONS[action][state] then
   return redis.error_reply('ERR bulk ' .. tostring(action) .. ' of ' .. tostring(state) ..

@@ -4,7 +4,7 @@
 -- KEYS: the queue's keys, then {q}:bulk.
 -- ARGV: job id, runner id, error ('' : back to queued)
 -- Returns: 1 when released, 0 when this runner did not hold the job (any more).
-local K_BULK = KEYS[27]
+local K_BULK = KEYS[28]
 local id, runner, err = ARGV[1], ARGV[2], ARGV[3]
 local job = bulk_job(K_BULK, id)
 if not job or job.status ~= 'running' or job.runner ~= runner then return 0 end

@@ -9,7 +9,7 @@
 -- ARGV: job id, runner id, lease ms, batch size
 -- Returns: the job's JSON after this batch (status 'running', or 'done' when nothing is
 --          left to do), or false when this runner no longer holds the job.
-local K_BULK = KEYS[27]
+local K_BULK = KEYS[28]
 local id, runner, lease, batch = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local job = bulk_job(K_BULK, id)
 if not job or job.status ~= 'running' or job.runner ~= runner then return false end

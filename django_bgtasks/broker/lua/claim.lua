@@ -1,7 +1,7 @@
 -- claim: acknowledge a worker's finished tasks, then claim up to `limit` pending tasks
 -- with a lease, in one call (one round trip per batch, not per task).
--- KEYS: the queue's keys, then KEYS[27] = processed counter, KEYS[28] = failed counter
---       (today's, chosen by the caller), KEYS[29] = the queue's claims hash (worker id ->
+-- KEYS: the queue's keys, then KEYS[28] = processed counter, KEYS[29] = failed counter
+--       (today's, chosen by the caller), KEYS[30] = the queue's claims hash (worker id ->
 --       JSON [claim_seq, id, attempt, id, attempt...] of its last claim).
 -- ARGV: worker_id, lease_ms, limit, dead_max_tasks, dead_max_age_ms, wake_channel,
 --       claim_seq ('' = this caller keeps no claim sequence), known_seq (the last
@@ -29,14 +29,17 @@
 -- A claim whose reply never reached its worker (the socket timed out while Redis still
 -- ran the call) is undone by the worker's next call: its tasks, which that worker never
 -- saw, go back to the head of pending with their attempt not counted.
-local K_CLAIMS = KEYS[29]
+local K_CLAIMS = KEYS[30]
 local worker, lease_ms, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local dead_max, dead_age, channel = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local claim_seq, known_seq = ARGV[7], ARGV[8]
 local n_acks = tonumber(ARGV[9])
 local now = now_ms()
 local ignored, processed, failed, requeued = {}, 0, 0, 0
+-- An ack's outcome -> the metric's outcome label.
+local RUN_OUTCOMES = {done = 'succeeded', retry = 'retried', dead = 'dead', cancelled = 'cancelled'}
 CACHE_LIMITS = true  -- each limit read and written once per call (flush_limits, at the end)
+METRICS = {}  -- one write per field and call (flush_metrics, at the end)
 
 -- Back to the head of pending, this attempt not counted (a shutdown's or a lost claim's).
 local function put_back(id, info)
@@ -90,6 +93,16 @@ for i = 0, n_acks - 1 do
     table.insert(ignored, id)
   else
     redis.call('ZREM', K_ACTIVE, id)
+    if outcome ~= 'requeue' then
+      -- This run's end is counted here, with its duration (Redis' clock), not by
+      -- announce_final. Read before a 'done' without a result forgets the message.
+      local name = task_name(id, info)
+      local ran = type(info.started_at) == 'number' and now - info.started_at or 0
+      local kind = RUN_OUTCOMES[(outcome == 'retry' or outcome == 'dead')
+                                and is_cancel(info.cancel) and 'cancelled' or outcome]
+      observe('d|' .. name .. '|' .. kind, 'ds|' .. name .. '|' .. kind, ran)
+      COUNTED = id
+    end
     -- put_back releases its own
     if outcome ~= 'requeue' and info.held then flow().release_limits(info, now) end
     if (outcome == 'retry' or outcome == 'dead') and is_cancel(info.cancel) then
@@ -134,6 +147,7 @@ for i = 0, n_acks - 1 do
   end
 end
 
+COUNTED = nil
 notify(requeued)
 
 -- A task over one of its limits is not claimed: it waits (park), charged no attempt, and
@@ -178,6 +192,9 @@ if limit > 0 and redis.call('EXISTS', K_PAUSED) == 0 then
         flow().pass_on(info.limits, lid)
         parked_now = parked_now + 1
       else
+        local name = task_name(id, nil, msg)
+        local due = info.run_after or info.enqueued_at
+        observe('l|' .. name, 'ls|' .. name, type(due) == 'number' and now - due or 0)
         info.state = 'active'
         info.attempts = info.attempts + 1
         info.started_at = now
@@ -216,12 +233,13 @@ end
 
 local ttl = 90 * 24 * 3600
 if processed > 0 then
-  redis.call('INCRBY', KEYS[27], processed)
-  redis.call('EXPIRE', KEYS[27], ttl)
-end
-if failed > 0 then
-  redis.call('INCRBY', KEYS[28], failed)
+  redis.call('INCRBY', KEYS[28], processed)
   redis.call('EXPIRE', KEYS[28], ttl)
 end
+if failed > 0 then
+  redis.call('INCRBY', KEYS[29], failed)
+  redis.call('EXPIRE', KEYS[29], ttl)
+end
 if FLOW then FLOW.flush_limits() end
+flush_metrics()
 return {ignored, claimed, killed, expired, FORWARD}

@@ -2,8 +2,8 @@
 -- There is no leader: every scheduler proposes ticks; this script admits a tick only if
 -- it is due on Redis' clock and newer than the entry's never-expiring "last tick" mark,
 -- advancing the mark and enqueuing the tick's task in the same atomic call.
--- KEYS: the queue's keys, then KEYS[27] = the queue's cron state hash (name -> JSON
---       {last, spec, enabled, task}), KEYS[28] = this entry's history list.
+-- KEYS: the queue's keys, then KEYS[28] = the queue's cron state hash (name -> JSON
+--       {last, spec, enabled, task}), KEYS[29] = this entry's history list.
 -- ARGV: name, spec_id (changes when the schedule or its options change), mark_ms (the
 --       newest tick at or before now: where a new or changed entry starts counting),
 --       policy ('latest' | 'all' | 'skip'), max_lateness_ms ('' = none), overlap
@@ -20,7 +20,7 @@ local priority, max_retries = tonumber(ARGV[7]), tonumber(ARGV[8])
 local omitted_text = ARGV[9]
 local limits, fair = ARGV[10], ARGV[11]
 local omitted = tonumber(string.match(omitted_text, '^%d+')) or 0
-local K_CRON, K_HISTORY = KEYS[27], KEYS[28]
+local K_CRON, K_HISTORY = KEYS[28], KEYS[29]
 local now = now_ms()
 
 local function remember(state)

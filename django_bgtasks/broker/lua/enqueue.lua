@@ -11,12 +11,13 @@
 --          (Redis' clock, as stored; a resent call's first write) |
 --          'exists', id, '', '' | 'locked', holder_id, '', ''
 -- Safe to apply twice: the same id with the same message is reported 'ok' again.
--- KEYS[27] = the queue's "listed" marker: when it is missing (never listed, or Redis lost
+-- KEYS[28] = the queue's "listed" marker: when it is missing (never listed, or Redis lost
 -- its data), the reply starts with 'unlisted' and the caller lists the queue (the queue
 -- set is in no queue's slot, so a script cannot write it) and then sets the marker.
 local channel = ARGV[1]
 local now = now_ms()
 local replies, pushed = {}, 0
+METRICS = {}  -- one write per task name and call (flush_metrics)
 local earliest_scheduled = false
 
 local function reply(a, b, c, d)
@@ -60,5 +61,6 @@ if earliest_scheduled then
     redis.call('PUBLISH', channel, earliest_scheduled)
   end
 end
-if redis.call('EXISTS', KEYS[27]) == 0 then table.insert(replies, 1, 'unlisted') end
+flush_metrics()
+if redis.call('EXISTS', KEYS[28]) == 0 then table.insert(replies, 1, 'unlisted') end
 return replies

@@ -1,8 +1,8 @@
 -- recover: return tasks whose lease expired (their worker died) to the head of pending
 -- at once, or to dead when that attempt was their last, or to cancelled when their cancel
 -- was requested.
--- KEYS: the queue's keys, then KEYS[27] = the queue's claims hash (claim.lua),
---       KEYS[28] = the queue's sweep marker (STRING: the end of a grace period, in ms).
+-- KEYS: the queue's keys, then KEYS[28] = the queue's claims hash (claim.lua),
+--       KEYS[29] = the queue's sweep marker (STRING: the end of a grace period, in ms).
 -- ARGV: limit, dead_max_tasks, dead_max_age_ms, lease_ms (the caller's)
 -- Returns: {recovered_ids, killed_ids, next_expiry_ms|false, now_ms, cancelled_ids}
 -- A lease expires when its worker stops renewing it, but also when Redis itself could not
@@ -10,7 +10,7 @@
 -- sweepers leave a marker that lives half a lease; a sweep that finds none knows nobody
 -- watched for that long, and waits one lease before recovering anything, so that live
 -- workers renew first. The price: after a full outage, orphans wait one lease longer.
-local K_CLAIMS, K_SWEPT = KEYS[27], KEYS[28]
+local K_CLAIMS, K_SWEPT = KEYS[28], KEYS[29]
 local limit, dead_max, dead_age = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local lease_ms = tonumber(ARGV[4])
 local now = now_ms()
