@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from django.utils.module_loading import import_string
 
@@ -130,7 +130,7 @@ class Guarded:
         return self._block.__enter__()
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 tb: TracebackType | None) -> bool:
+                 tb: TracebackType | None) -> Literal[False]:
         try:
             self._block.__exit__(kind, value, tb)
         except Exception as exc:  # noqa: BLE001  (logged: the task's fate is decided)

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from opentelemetry import propagate, trace
+from opentelemetry.util.types import AttributeValue
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
 from .. import __version__
@@ -35,7 +36,7 @@ class OpenTelemetryHook(TaskHook):
     @contextmanager
     def enqueue(self, task: EnqueueInfo, headers: dict[str, str]) -> Iterator[None]:
         """A PRODUCER span around the write, its context put into ``headers``."""
-        attributes = {
+        attributes: dict[str, AttributeValue] = {
             "messaging.system": SYSTEM, "messaging.operation.type": "send",
             "messaging.operation.name": "enqueue",
             "messaging.destination.name": task.queue_name, "messaging.message.id": task.id,
@@ -52,7 +53,7 @@ class OpenTelemetryHook(TaskHook):
     def attempt(self, run: AttemptInfo) -> Iterator[None]:
         """A CONSUMER span around the attempt, child of its enqueue span (when the
         headers carry one), with its outcome; the exception recorded on failure."""
-        attributes = {
+        attributes: dict[str, AttributeValue] = {
             "messaging.system": SYSTEM, "messaging.operation.type": "process",
             "messaging.operation.name": "run",
             "messaging.destination.name": run.queue_name, "messaging.message.id": run.id,
