@@ -78,6 +78,20 @@ class BadHeader(TaskHook):
         return super().enqueue(task, headers)
 
 
+class Swallows(TaskHook):
+    """Its blocks' __exit__ returns True, which would swallow an exception."""
+
+    class Block:
+        def __enter__(self) -> None:
+            return None
+
+        def __exit__(self, *exc: object) -> bool:
+            return True
+
+    def enqueue(self, task: EnqueueInfo, headers: dict[str, str]) -> Any:
+        return self.Block()
+
+
 class NotAHook:
     """Has neither enqueue() nor attempt()."""
 

@@ -132,6 +132,13 @@ def test_a_hook_raising_as_the_write_ends_is_logged_and_the_task_written(use_hoo
     assert "hook demo.hooks.RaisesAtEnd raised as its block ended; ignored" in caplog.text
 
 
+def test_a_hook_cannot_swallow_the_error_of_an_enqueue(use_hooks):
+    use_hooks("demo.hooks.Swallows", "demo.hooks.BadHeader")
+    with pytest.raises(TypeError, match="'retries'"):
+        tasks.record.enqueue("never")
+    assert counts() == NOTHING
+
+
 # -- the worker's hooks ------------------------------------------------------------------
 
 
