@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from opentelemetry import propagate, trace
-from opentelemetry.util.types import AttributeValue
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.util.types import AttributeValue
 
 from .. import __version__
 from ..hooks import AttemptInfo, EnqueueInfo, TaskHook

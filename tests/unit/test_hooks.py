@@ -57,6 +57,12 @@ def test_headers_are_stored_apart_from_the_arguments_and_read_back(raw):
     assert again.headers == {"tenant": "acme", "x-ünï": "çà"} and again.args == ["h1"]
 
 
+def test_a_workflow_member_takes_its_calls_headers():
+    flow = chain(tasks.add.s(1, 2).using(headers={"step": "first"}), tasks.add.s(3)).enqueue()
+    assert get_task_info(f"{flow.id}.0").headers == {"step": "first"}
+    assert get_task_info(f"{flow.id}.1").headers == {}
+
+
 def test_a_message_without_headers_is_unchanged_byte_for_byte(raw, use_hooks):
     use_hooks()  # none configured
     info = tasks.record.enqueue("plain")
