@@ -13,6 +13,7 @@ from .broker.connection import CLUSTER_SCHEMES, check_url, parse_nodes, url_sche
 from .broker.keys import validate_queue_name
 from .conf import DEFAULTS
 from .exceptions import BgTasksError, InvalidRedisSetting
+from .hooks import hook_problems
 from .limits import parse_named_limit
 from .periodic import entries
 
@@ -121,6 +122,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
         found.append(Error("BGTASKS['WORKFLOW_MAX_RESULTS'] must be an integer from 1 to "
                            "1,000,000 (the most results a workflow step hands to the next).",
                            id="bgtasks.E023"))
+    found += [Error(f"BGTASKS['HOOKS']: {problem}.", id="bgtasks.E024",
+                    hint="List dotted paths of django_bgtasks.hooks.TaskHook subclasses.")
+              for problem in hook_problems(cfg["HOOKS"])]
     if not isinstance(cfg["PERIODIC"], (list, tuple)):
         found.append(Error("BGTASKS['PERIODIC'] must be a list of periodic entries (dicts).",
                            id="bgtasks.E013"))

@@ -66,6 +66,9 @@ DEFAULTS: dict[str, Any] = {
     # has ended; the most results a step may hand on (a chord's group, an on_complete).
     "WORKFLOW_KEEP": 7 * 24 * 3600,
     "WORKFLOW_MAX_RESULTS": 10_000,
+    # Hooks around every enqueue and every attempt (docs/tracing.md): dotted paths of
+    # django_bgtasks.hooks.TaskHook subclasses, outermost first. Read from settings only.
+    "HOOKS": [],
 }
 
 
@@ -105,6 +108,7 @@ class Settings:
     CANCEL_GRACE: float
     WORKFLOW_KEEP: float
     WORKFLOW_MAX_RESULTS: int
+    HOOKS: list[str]
     unknown: tuple[str, ...] = field(default=())
 
 

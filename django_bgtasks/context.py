@@ -7,11 +7,12 @@ thread, so a function called outside any task sees None.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 
 from .exceptions import TaskCancelled
 from .message import TaskMessage
@@ -20,6 +21,9 @@ MAX_PROGRESS_MESSAGE = 200  # characters: a list row shows it, the record carrie
 
 # (current, total, message): what set_progress() was last given.
 Progress = tuple[float, float | None, str | None]
+
+# The headers of a message without any: one shared read-only mapping, no copy per run.
+NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
 class RunControl:
@@ -55,6 +59,9 @@ class TaskRun:
     # stands for (not when it started: a late or retried run still knows its tick).
     periodic_entry: str | None = None
     scheduled_for: datetime | None = None
+    # The message's headers, read-only (docs/tracing.md): what the producer and its hooks
+    # put there, such as a trace context.
+    headers: Mapping[str, str] = field(default_factory=lambda: NO_HEADERS, compare=False)
     _control: RunControl = field(default_factory=RunControl, repr=False, compare=False)
 
     @property
@@ -100,6 +107,7 @@ def running(msg: TaskMessage, attempt: int, worker_id: str,
     if msg.periodic is not None and msg.run_after is not None:
         scheduled = datetime.fromtimestamp(msg.run_after, tz=UTC)
     run = TaskRun(msg.id, msg.name, msg.queue, attempt, worker_id, msg.periodic, scheduled,
+                  MappingProxyType(msg.headers) if msg.headers else NO_HEADERS,
                   control or RunControl())
     token = _current.set(run)
     try:

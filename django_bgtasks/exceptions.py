@@ -75,6 +75,11 @@ class TaskCancelled(BgTasksError):
     itself (``current_task().raise_if_cancelled()``), asked or not."""
 
 
+class HookError(BgTasksError):
+    """Names the failure of an attempt whose hook (BGTASKS['HOOKS']) raised before the task
+    ran: the attempt fails as if the task had raised, retried by its policy."""
+
+
 class Retry(Exception):
     """Raise inside a task to have it retried after ``delay`` (seconds or timedelta)."""
 

@@ -115,6 +115,8 @@ class TaskInfo:
     cancelled_at: datetime | None = field(default=None, repr=False)
     # The workflows it is a member of, or a dependency of (docs/workflows.md).
     workflows: tuple[str, ...] = field(default=(), repr=False)
+    # The message's headers (integrations' values, such as a trace context; not arguments).
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def cancel_requested(self) -> bool:
@@ -135,6 +137,7 @@ class TaskInfo:
             started_at=None, finished_at=None, last_error="", traceback="", result=None,
             requested_run_after=seconds_to_datetime(msg.run_after), expires_at=expires_at,
             workflows=(msg.workflow,) if msg.workflow else (),
+            headers=dict(msg.headers) if msg.headers else {},
         )
 
     @classmethod
@@ -180,6 +183,7 @@ class TaskInfo:
             expires_at=ms_to_datetime(meta.get("expires_at")),
             progress=TaskProgress.from_stored(meta.get("progress")),
             workflows=_workflow_ids(meta.get("wf"), msg),
+            headers=dict(msg.headers) if msg and msg.headers else {},
             **_cancel_fields(meta.get("cancel")),
         )
 

@@ -11,6 +11,9 @@ from typing import Any
 from .exceptions import InvalidTaskMessage, MessageTooLarge
 
 MESSAGE_VERSION = 1
+# The most a message's headers may take, as JSON: they travel with every claim, and are
+# meant for a trace context or a tenant's name, not for data (that is what arguments are).
+MAX_HEADERS_BYTES = 8 * 1024
 
 
 def _is_utf8(text: str) -> bool:
@@ -68,6 +71,32 @@ def validate_arguments(task_name: str, args: Sequence[Any], kwargs: Mapping[str,
                             f"str, int, float, bool, None, list, dict with str keys)")
 
 
+def validate_headers(task_name: str, headers: Any) -> dict[str, str]:
+    """The headers as a plain dict; TypeError or ValueError naming the first bad header
+    (a non-str name or value, an empty name, text that is not UTF-8), or ValueError when
+    all of them take more than MAX_HEADERS_BYTES as JSON."""
+    if not isinstance(headers, Mapping):
+        raise TypeError(f"{task_name}: headers must be a mapping of str to str, not "
+                        f"{type(headers).__name__}")
+    for name, value in headers.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"{task_name}: the header name {name!r} is not a non-empty str")
+        if not isinstance(value, str):
+            raise TypeError(f"{task_name}: the header {name!r} has a value of type "
+                            f"{type(value).__name__}; header values must be str")
+        if not (_is_utf8(name) and _is_utf8(value)):
+            raise ValueError(f"{task_name}: the header {name!r} holds a lone surrogate, "
+                             f"which is not UTF-8 text")
+    plain = dict(headers)
+    size = len(dumps(plain).encode())
+    if size > MAX_HEADERS_BYTES:
+        largest = max(plain, key=lambda n: len(n) + len(plain[n]))
+        raise ValueError(f"{task_name}: the headers take {size:,} bytes as JSON, over "
+                         f"{MAX_HEADERS_BYTES:,} (the largest is {largest!r}); nothing was "
+                         f"enqueued. Headers are for small values such as a trace context.")
+    return plain
+
+
 def validate_result(task_name: str, value: Any) -> None:
     """Raise TypeError when a task's return value is not JSON."""
     problem = _json_problem(value, "the return value")
@@ -119,6 +148,9 @@ class TaskMessage:
     # The workflow this task is a member of (docs/workflows.md): its worker always sends
     # the return value, which the workflow's next step may take. Only written when set.
     workflow: str | None = None
+    # Integrations' values (a trace context...; docs/tracing.md), never the task's
+    # arguments: str -> str, only written when not empty, so other messages are unchanged.
+    headers: dict[str, str] | None = None
 
     def encode(self) -> str:
         """The message as JSON text."""
@@ -129,6 +161,8 @@ class TaskMessage:
             data["periodic"] = self.periodic
         if self.workflow is not None:
             data["workflow"] = self.workflow
+        if self.headers:
+            data["headers"] = self.headers
         return dumps(data)
 
     @classmethod
@@ -191,6 +225,8 @@ _CHECKS = {
     "run_after": lambda v: v in (None, _ABSENT) or _is_number(v),
     "periodic": lambda v: v in (None, _ABSENT) or isinstance(v, str),
     "workflow": lambda v: v in (None, _ABSENT) or isinstance(v, str),
+    "headers": lambda v: v in (None, _ABSENT) or (isinstance(v, dict) and all(
+        isinstance(value, str) for value in v.values())),
 }
 
 
@@ -210,7 +246,8 @@ def _has_lone_surrogate(raw: bytes | str, data: Any) -> bool:
     return False
 
 
-_FIELDS = tuple(f for f in TaskMessage.__dataclass_fields__ if f not in ("periodic", "workflow"))
+_FIELDS = tuple(f for f in TaskMessage.__dataclass_fields__
+                if f not in ("periodic", "workflow", "headers"))
 
 
 def shorten_raw(raw: bytes | str, limit: int = 200) -> str:

@@ -28,9 +28,17 @@ from .conf import get_settings
 from .context import running
 from .coroutines import run_to_completion
 from .exceptions import BgTasksError, EnqueueError, TaskAlreadyExists, TaskNotFound
+from .hooks import around_enqueue, configured_hooks
 from .info import TaskInfo, TaskProgress, ms_to_datetime
 from .limits import normalize_options, request_fields
-from .message import TaskMessage, check_size, dumps, validate_arguments, validate_result
+from .message import (
+    TaskMessage,
+    check_size,
+    dumps,
+    validate_arguments,
+    validate_headers,
+    validate_result,
+)
 from .testing.capture import active_capture
 from .workflows.calls import TaskCall
 from .workflows.deps import check_depends_on, enqueue_dependent
@@ -85,6 +93,9 @@ class BackgroundTask:
     # Starts only once these tasks (ids) have succeeded; ends cancelled when one of them
     # ends otherwise (docs/workflows.md).
     depends_on: tuple[str, ...] = ()
+    # Written into each run's message (str -> str; docs/tracing.md): given as a mapping,
+    # kept as (name, value) pairs so that the task stays hashable.
+    headers: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         validate_queue_name(self.queue_name)
@@ -114,6 +125,9 @@ class BackgroundTask:
         _check_expires(self.expires)
         if self.depends_on:
             set_(self, "depends_on", check_depends_on(self.depends_on))
+        if self.headers:
+            given = dict(self.headers) if isinstance(self.headers, tuple) else self.headers
+            set_(self, "headers", tuple(validate_headers(self.name, given).items()))
         set_(self, "__doc__", getattr(self.func, "__doc__", None))
         set_(self, "__wrapped__", self.func)
 
@@ -125,7 +139,8 @@ class BackgroundTask:
         """A copy with other options (queue_name, priority, run_after, task_id, ...)."""
         allowed = {"queue_name", "priority", "max_retries", "timeout", "retry_backoff",
                    "unique_for", "result_ttl", "run_after", "task_id", "concurrency_limit",
-                   "rate_limit", "limit_key", "limits", "fair_key", "expires", "depends_on"}
+                   "rate_limit", "limit_key", "limits", "fair_key", "expires", "depends_on",
+                   "headers"}
         unknown = set(options) - allowed
         if unknown:
             raise TypeError(f"using() got unknown options: {', '.join(sorted(unknown))}")
@@ -170,6 +185,13 @@ class BackgroundTask:
         return messages
 
     def _enqueue(self, messages: list[TaskMessage]) -> list[TaskInfo]:
+        hooks = configured_hooks()
+        if hooks:  # without any, this test is all an enqueue pays for them
+            with around_enqueue(hooks, messages) as messages:
+                return self._enqueue_now(messages)
+        return self._enqueue_now(messages)
+
+    def _enqueue_now(self, messages: list[TaskMessage]) -> list[TaskInfo]:
         cfg = get_settings()
         capture = active_capture(cfg)
         if capture is not None:  # wins over EAGER: recorded, not run, nothing written
@@ -230,6 +252,13 @@ class BackgroundTask:
         return await self._aenqueue(messages) if messages else []
 
     async def _aenqueue(self, messages: list[TaskMessage]) -> list[TaskInfo]:
+        hooks = configured_hooks()
+        if hooks:  # the hooks' blocks run on the event loop, around the awaited write
+            with around_enqueue(hooks, messages) as messages:
+                return await self._aenqueue_now(messages)
+        return await self._aenqueue_now(messages)
+
+    async def _aenqueue_now(self, messages: list[TaskMessage]) -> list[TaskInfo]:
         cfg = get_settings()
         capture = active_capture(cfg)
         if capture is not None:  # as enqueue(); a transaction can only be a waiting thread's
@@ -283,6 +312,7 @@ class BackgroundTask:
             args=args, kwargs=kwargs, priority=self.priority, max_retries=self.max_retries,
             timeout=self.timeout, result_ttl=self.result_ttl, unique_key=self._unique_key(
                 args, kwargs), enqueued_at=now, run_after=run_after, workflow=workflow,
+            headers=dict(self.headers) if self.headers else None,
         )
 
     def _unique_key(self, args: list[Any], kwargs: dict[str, Any]) -> str | None:

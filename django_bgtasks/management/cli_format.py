@@ -255,6 +255,8 @@ def show_text(info: TaskInfo) -> str:
     else:
         lines.append("args:         " + _indent(to_json(info.args)))
         lines.append("kwargs:       " + _indent(to_json(info.kwargs)))
+    if info.headers:  # integrations' values (docs/tracing.md), apart from the arguments
+        lines.append("headers:      " + _indent(to_json(info.headers)))
     if info.state == "completed" or info.result is not None:
         lines.append("result:       " + _indent(to_json(info.result)))
     lines.append(f"last error:   {info.last_error or '-'}")

@@ -17,9 +17,11 @@ from ..backoff import decide_failure
 from ..broker.types import Ack, ClaimedTask
 from ..context import Progress, RunControl, running
 from ..exceptions import InvalidTaskMessage, TaskCancelled
+from ..hooks import AttemptInfo, configured_hooks
 from ..info import TaskInfo
 from ..message import TaskMessage, dumps, shorten_raw, validate_result
 from . import event_loops
+from .attempt_hooks import attempt_info, run_hooked
 
 logger = logging.getLogger("django_bgtasks.worker")
 
@@ -99,6 +101,7 @@ class TaskExecutor:
     def __init__(self, worker_id: str, log_arguments: bool = False) -> None:
         self.worker_id = worker_id
         self.log_arguments = log_arguments
+        self._hooks = configured_hooks()  # BGTASKS['HOOKS'], read once, as every setting
 
     def decode(self, claimed: ClaimedTask) -> TaskMessage | Ack:
         """The message, or a dead-letter Ack when it cannot be decoded or is another task's."""
@@ -121,12 +124,25 @@ class TaskExecutor:
         so every attempt that ran gets an outcome written. ``control``: the worker's
         handle on the run (its progress, its cancel request)."""
         control = control or RunControl()
+        if self._hooks:  # without any, this test is all an attempt pays for them
+            return run_hooked(
+                self._hooks, attempt_info(claimed, msg, self.worker_id),
+                lambda hooked: self._run_safely(claimed, msg, control, hooked),
+                lambda exc: self._failed(claimed, msg, registry.lookup(msg.name), exc,
+                                         f"{msg.name}[{msg.id}]", 0.0, control))
+        return self._run_safely(claimed, msg, control)
+
+    def _run_safely(self, claimed: ClaimedTask, msg: TaskMessage, control: RunControl,
+                    hooked: AttemptInfo | None = None) -> Ack:
         try:
-            return self._run(claimed, msg, control)
+            return self._run(claimed, msg, control, hooked)
         except BaseException as exc:  # noqa: BLE001
+            if hooked is not None:
+                hooked.exception = exc
             return self.last_resort_ack(claimed, msg, exc, control)
 
-    def _run(self, claimed: ClaimedTask, msg: TaskMessage, control: RunControl) -> Ack:
+    def _run(self, claimed: ClaimedTask, msg: TaskMessage, control: RunControl,
+             hooked: AttemptInfo | None) -> Ack:
         started = time.monotonic()
         task = None
         label = f"{msg.name}[{msg.id}]"
@@ -149,6 +165,8 @@ class TaskExecutor:
                     result = event_loops.run(result)
             validate_result(msg.name, result)
         except BaseException as exc:  # noqa: BLE001  (a task's failure must never kill the thread)
+            if hooked is not None:  # the hooks see what the task raised
+                hooked.exception = exc
             elapsed = time.monotonic() - started
             if is_cancellation(exc, control):
                 ack = self.cancelled_ack(claimed, msg, exc, control)

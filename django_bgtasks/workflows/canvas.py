@@ -20,6 +20,7 @@ from ..broker.types import EnqueueRequest
 from ..broker.workflows import WorkflowStore
 from ..conf import get_settings
 from ..exceptions import BgTasksError, EnqueueError
+from ..hooks import around_enqueue, configured_hooks
 from ..message import TaskMessage
 from ..testing.capture import active_capture
 from .calls import TaskCall
@@ -206,11 +207,20 @@ def member_message(call: TaskCall, workflow_id: str, index: int) -> TaskMessage:
 
 
 def enqueue_plan(plan: Plan, workflow_id: str | None = None) -> WorkflowInfo:
+    workflow_id = workflow_id or uuid.uuid4().hex
+    messages = [member_message(call, workflow_id, i) for i, call in enumerate(plan.calls)]
+    hooks = configured_hooks()
+    if hooks:  # each member's write is wrapped, as an enqueue()'s is
+        with around_enqueue(hooks, messages) as messages:
+            return _enqueue_members(plan, workflow_id, messages)
+    return _enqueue_members(plan, workflow_id, messages)
+
+
+def _enqueue_members(plan: Plan, workflow_id: str, messages: list[TaskMessage],
+                     ) -> WorkflowInfo:
     from .info import WorkflowInfo  # info reads the barrier through this module's store
 
-    workflow_id = workflow_id or uuid.uuid4().hex
     cfg = get_settings()
-    messages = [member_message(call, workflow_id, i) for i, call in enumerate(plan.calls)]
     capture = active_capture(cfg)
     if capture is not None or cfg.EAGER:  # refused as Redis would refuse them
         for call, msg in zip(plan.calls, messages, strict=True):

@@ -101,6 +101,20 @@ def record_span(token: str, phase: str) -> None:
                                           "t": seconds * 1000 + micros / 1000}))
 
 
+HEADERS_KEY = "bgtasks-test:headers"  # HASH token -> JSON of the headers its run saw
+
+
+def record_headers(token: str, headers: dict[str, str]) -> None:
+    """Note the headers the run of `token` saw (current_task().headers)."""
+    client().hset(HEADERS_KEY, token, json.dumps(headers))
+
+
+def headers_seen(r: redis.Redis, token: str) -> dict[str, str] | None:
+    """What record_headers noted for `token` (None: nothing yet)."""
+    raw = r.hget(HEADERS_KEY, token)
+    return None if raw is None else json.loads(raw)
+
+
 def count_attempt(token: str) -> int:
     """Count one more attempt for `token`; returns the count including this one."""
     return int(client().incr(ATTEMPTS_PREFIX + token))

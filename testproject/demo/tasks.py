@@ -124,6 +124,15 @@ def fail_always(token: str) -> None:
 
 
 @background_task(retry_backoff=lambda attempt: 0.2)
+def headers_then_succeed(token: str, failures: int) -> str:
+    """Note the headers this run sees (current_task().headers); raise on the first
+    `failures` attempts, then record `token`."""
+    run = current_task()
+    recording.record_headers(token, dict(run.headers) if run else {})
+    return fail_then_succeed.func(token, failures)
+
+
+@background_task(retry_backoff=lambda attempt: 0.2)
 def fail_then_succeed(token: str, failures: int) -> str:
     """Raise on the first `failures` attempts, then record `token`."""
     attempt = recording.count_attempt(token)

@@ -10,6 +10,8 @@ Environment:
     BGTASKS_BULK_BATCH      BGTASKS["BULK_BATCH"] (tests slow bulk jobs down with small batches)
     BGTASKS_TEST_PERIODIC   periodic entries for the tests' workers (TEST_PERIODIC_ENTRIES)
     BGTASKS_DEMO_PERIODIC   the demo's periodic entries (scripts/demo sets it)
+    BGTASKS_TEST_SPANS      a file: the worker traces with OpenTelemetry (demo.hooks.FileTracing)
+                            and writes its spans there, a JSON line each
 """
 
 import os
@@ -96,6 +98,8 @@ BGTASKS = {
     # a named limit, shared by the tasks that name it (demo.tasks.api_call)
     "LIMITS": {"demo-api": {"concurrency": 2, "rate": "20/s"}},
 }
+if os.environ.get("BGTASKS_TEST_SPANS"):
+    BGTASKS["HOOKS"] = ["demo.hooks.FileTracing"]
 # Periodic entries for the tests' workers only: BGTASKS_TEST_PERIODIC names the entries
 # to declare, comma-separated ("1" means every-second).
 TEST_PERIODIC_ENTRIES = {

@@ -634,6 +634,19 @@ def test_script_in_arguments_and_errors_is_shown_as_text(admin_client_):
     assert "<script>alert(" not in confirm
 
 
+def test_detail_shows_the_headers_escaped_apart_from_the_arguments(admin_client_):
+    task_id = record.using(headers={"<b>tenant</b>": "<script>alert(3)</script>"}).enqueue(
+        "x").id
+    html = admin_client_.get(detail_url(task_id)).content.decode()
+    headers = html[html.index("<h2>Headers</h2>"):]
+    headers = headers[:headers.index("</div>")]
+    assert ('<th scope="row"><code>&lt;b&gt;tenant&lt;/b&gt;</code></th>'
+            '<td><code>&lt;script&gt;alert(3)&lt;/script&gt;</code></td>') in headers
+    assert "<script>alert(" not in html and "tenant" not in html[:html.index("<h2>Headers")]
+    assert "<h2>Headers</h2>" not in admin_client_.get(
+        detail_url(record.enqueue("y").id)).content.decode()
+
+
 def test_undecodable_payload_renders_a_placeholder(admin_client_, bgtasks_redis):
     [task_id] = dead(1)
     with bgtasks_redis.client() as raw:

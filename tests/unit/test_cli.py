@@ -270,6 +270,16 @@ def test_show_prints_the_expiry_when_there_is_one():
     assert "expires at:" not in run("show", record.enqueue("y").id)
 
 
+def test_show_prints_the_headers_apart_from_the_arguments():
+    info = record.using(headers={"tenant": "<acme>", "bell": "\x1b[31m"}).enqueue("x")
+    out = run("show", info.id)
+    assert 'headers:      {\n                "tenant": "<acme>",' in out
+    assert "\x1b" not in out  # a terminal escape in a header is shown escaped
+    assert 'args:         [\n                "x"\n' in out
+    assert run_json("show", info.id)["headers"] == {"tenant": "<acme>", "bell": "\x1b[31m"}
+    assert "headers:" not in run("show", record.enqueue("y").id)
+
+
 def test_show_missing_task_is_an_error():
     assert fails("show", "nope") == "no task with id 'nope'"
     [task_id] = seed("pending")
