@@ -17,6 +17,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_bgtasks.broker import get_broker
 from django_bgtasks.broker.keys import CANCELLABLE, DELETABLE, RUNNABLE, validate_queue_name
+from django_bgtasks.broker.metrics import MetricsStore
 from django_bgtasks.conf import get_settings
 from django_bgtasks.exceptions import BgTasksError
 from django_bgtasks.info import STATES, TaskInfo, ms_to_datetime
@@ -228,12 +229,14 @@ class Command(BaseCommand):
         raise SystemExit(1)
 
     def do_stats(self, inspector: Inspector, *, json: bool, **_: Any) -> None:
-        stats = inspector.stats(all_queues(inspector))
+        queues = all_queues(inspector)
+        stats = inspector.stats(queues)
+        ages = MetricsStore(inspector.broker).pending_ages(queues)
         workers = inspector.workers()
         if json:
-            self.stdout.write(fmt.to_json(fmt.stats_data(stats, workers)))
+            self.stdout.write(fmt.to_json(fmt.stats_data(stats, workers, ages)))
         else:
-            self.stdout.write(fmt.stats_text(stats, workers))
+            self.stdout.write(fmt.stats_text(stats, workers, ages))
 
     def do_limits(self, inspector: Inspector, *, queue: str | None, json: bool,
                   **_: Any) -> None:
