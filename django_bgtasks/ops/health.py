@@ -11,6 +11,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from ..broker import broker_owns_client, make_broker
 from ..broker.metrics import MetricsStore
@@ -109,9 +110,9 @@ class HealthCheck:
         age: the first failure, or every check's reason joined."""
         checks: list[Callable[[], HealthResult]] = [self.redis]
         if host is not None:
-            checks.append(lambda: self.worker(host))
+            checks.append(partial(self.worker, host))
         if max_age is not None:
-            checks += [lambda q=q: self.queue_age(q, max_age) for q in queues]
+            checks += [partial(self.queue_age, queue, max_age) for queue in queues]
         reasons = []
         for check in checks:
             try:
