@@ -176,9 +176,12 @@ class RedisBroker(BrokerCore):
         return pool
 
     def ping(self) -> None:
-        """Raise BrokerUnavailable unless Redis answers."""
+        """Raise BrokerUnavailable unless Redis answers (on a cluster, every master)."""
         with self.translate_errors():
-            self.client.ping()
+            if self._cluster:  # a replica down loses no task: it must not fail start-up
+                self.client.ping(target_nodes=self.client.PRIMARIES)
+            else:
+                self.client.ping()
 
     def close(self, close_client: bool = True) -> None:
         """Stop this broker's threads; close the client unless it is shared (a

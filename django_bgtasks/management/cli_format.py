@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -122,25 +122,38 @@ def to_json(value: Any) -> str:
 # -- stats ------------------------------------------------------------------------------
 
 
-def stats_data(stats: Sequence[QueueStats], workers: Sequence[WorkerInfo]) -> dict[str, Any]:
-    """{"queues": [...], "workers": [...]}, flat and JSON-ready."""
+def stats_data(stats: Sequence[QueueStats], workers: Sequence[WorkerInfo],
+               ages: Mapping[str, float | None] | None = None) -> dict[str, Any]:
+    """{"queues": [...], "workers": [...]}, flat and JSON-ready; each queue's
+    ``oldest_pending_age_seconds`` is null when nothing is pending."""
+    ages = ages or {}
     return {
         "queues": [{"name": s.name, **s.counts, "processed_today": s.processed_today,
-                    "failed_today": s.failed_today, "paused": s.paused} for s in stats],
+                    "failed_today": s.failed_today, "paused": s.paused,
+                    "oldest_pending_age_seconds": ages.get(s.name)} for s in stats],
         "workers": [dataclasses.asdict(w) for w in workers],
     }
 
 
-def stats_text(stats: Sequence[QueueStats], workers: Sequence[WorkerInfo]) -> str:
-    """The queue table, then the live workers."""
-    headers = ["queue", *STATES, "processed today", "failed today", "paused"]
+def age_cell(age: float | None) -> str:
+    """How long the oldest pending task has waited: '4.2s', '3m 5s'; '-' for none."""
+    return "-" if age is None else display.duration(age)
+
+
+def stats_text(stats: Sequence[QueueStats], workers: Sequence[WorkerInfo],
+               ages: Mapping[str, float | None] | None = None) -> str:
+    """The queue table (with each queue's oldest pending age), then the live workers."""
+    ages = ages or {}
+    headers = ["queue", *STATES, "processed today", "failed today", "paused", "oldest pending"]
     rows: list[list[Any]] = [
         [s.name, *(s.counts[state] for state in STATES), s.processed_today, s.failed_today,
-         "PAUSED" if s.paused else "no"] for s in stats]
+         "PAUSED" if s.paused else "no", age_cell(ages.get(s.name))] for s in stats]
     if len(stats) > 1:
+        known = [age for s in stats if (age := ages.get(s.name)) is not None]
         rows.append(["(all)", *(sum(s.counts[state] for s in stats) for state in STATES),
                      sum(s.processed_today for s in stats),
-                     sum(s.failed_today for s in stats), ""])
+                     sum(s.failed_today for s in stats), "",
+                     age_cell(max(known) if known else None)])
     parts = [table(headers, rows) if stats else "No queues yet (nothing was ever enqueued)."]
     if workers:
         parts.append(f"\nLive workers: {len(workers)}")

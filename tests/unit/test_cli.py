@@ -13,7 +13,7 @@ import re
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.management import call_command
@@ -117,13 +117,16 @@ def test_stats_table_shows_counts_per_queue_and_workers():
 
     header = out.splitlines()[0].split()
     assert header[:11] == ["queue", *STATES]
+    assert out.splitlines()[0].endswith("paused  oldest pending")
     # queue pending waiting blocked active scheduled retry dead completed cancelled expired
-    # processed failed paused
+    # processed failed paused, oldest pending
     # (processed counts every finished attempt, failed ones included, as asynq does)
-    assert queue_row(out, "default") == ["default", "3", "0", "0", "0", "0", "0", "1", "2",
-                                         "0", "0", "3", "1", "no"]
+    default = queue_row(out, "default")
+    assert default[:14] == ["default", "3", "0", "0", "0", "0", "0", "1", "2",
+                            "0", "0", "3", "1", "no"]
+    assert re.fullmatch(r"\d+\.\ds", default[14])  # just enqueued: seconds
     assert queue_row(out, "mail") == ["mail", "0", "0", "0", "0", "1", "0", "0", "0", "0",
-                                      "0", "0", "0", "PAUSED"]
+                                      "0", "0", "0", "PAUSED", "-"]
     assert queue_row(out, "(all)")[1:13] == ["3", "0", "0", "0", "1", "0", "1", "2", "0", "0",
                                              "3", "1"]
     assert "Live workers: 1" in out
@@ -134,8 +137,8 @@ def test_stats_table_shows_counts_per_queue_and_workers():
 
 def test_stats_lists_configured_queues_even_when_empty():
     out = run("stats")
-    assert queue_row(out, "default")[1:] == ["0"] * 12 + ["no"]
-    assert queue_row(out, "mail")[1:] == ["0"] * 12 + ["no"]
+    assert queue_row(out, "default")[1:] == ["0"] * 12 + ["no", "-"]
+    assert queue_row(out, "mail")[1:] == ["0"] * 12 + ["no", "-"]
     assert "Live workers: none" in out
 
 
@@ -153,11 +156,33 @@ def test_stats_json_is_one_object_with_queues_and_workers():
     assert default == {"name": "default", "pending": 1, "waiting": 0, "blocked": 0, "active": 0,
                        "scheduled": 0, "retry": 2, "dead": 0, "completed": 0,
                        "cancelled": 0, "expired": 0, "processed_today": 2, "failed_today": 2,
-                       "paused": False}
+                       "paused": False, "oldest_pending_age_seconds": default[
+                           "oldest_pending_age_seconds"]}
+    assert 0 <= default["oldest_pending_age_seconds"] < 5
+    mail = next(q for q in data["queues"] if q["name"] == "mail")
+    assert mail["oldest_pending_age_seconds"] is None
     [worker] = data["workers"]
     assert (worker["host"], worker["pid"], worker["processes"], worker["threads"]) == \
         ("h", "1", 1, 4)
     assert worker["expires"].endswith("Z")
+
+
+def test_stats_shows_how_long_the_oldest_pending_task_has_waited():
+    # due 2 minutes ago (a run_after in the past), and one due now behind it
+    record.using(run_after=datetime.now(UTC) - timedelta(seconds=125)).enqueue("late")
+    record.enqueue("fresh")
+    record.using(queue_name="mail", run_after=datetime.now(UTC) - timedelta(seconds=8)).enqueue(
+        "mail")
+
+    out = run("stats")
+    data = run_json("stats")
+
+    assert queue_row(out, "default")[-2:] == ["2m", "5s"]  # "2m 5s", split on spaces
+    assert queue_row(out, "mail")[-1].startswith("8.")
+    assert queue_row(out, "(all)")[-2:] == ["2m", "5s"]  # the oldest of every queue
+    ages = {q["name"]: q["oldest_pending_age_seconds"] for q in data["queues"]}
+    assert 125 <= ages["default"] < 127
+    assert 8 <= ages["mail"] < 10
 
 
 def test_pause_and_resume_show_in_stats():
@@ -466,7 +491,7 @@ def test_every_subcommand_has_help():
     [sub] = [a for a in parser._actions if a.dest == "action"]
     assert set(sub.choices) == {"stats", "list", "show", "requeue", "delete", "cancel",
                                 "pause", "resume", "settings", "jobs", "limits", "workflow",
-                                "workflows", "cron"}
+                                "workflows", "cron", "health"}
     for name, subparser in sub.choices.items():
         assert len(subparser.description) > 20, name
         assert all(a.help for a in subparser._actions), name

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import json as json_module
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -16,11 +17,13 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_bgtasks.broker import get_broker
 from django_bgtasks.broker.keys import CANCELLABLE, DELETABLE, RUNNABLE, validate_queue_name
+from django_bgtasks.broker.metrics import MetricsStore
 from django_bgtasks.conf import get_settings
 from django_bgtasks.exceptions import BgTasksError
 from django_bgtasks.info import STATES, TaskInfo, ms_to_datetime
 from django_bgtasks.management import cli_format as fmt
 from django_bgtasks.management import cli_limits, cli_workflows
+from django_bgtasks.ops.health import check_health
 from django_bgtasks.ops.inspect import Inspector
 from django_bgtasks.ops.settings import settings_report
 from django_bgtasks.ops.workflows import RECENT_MOST, Workflows
@@ -131,6 +134,20 @@ class Command(BaseCommand):
                        help=f"Show at most this many (default: 20, at most {RECENT_MOST}).")
         json_option(p)
 
+        p = add("health", "Check health for a probe: Redis answers, and with --worker a "
+                          "worker on this host heartbeats, and with --queue and --max-age "
+                          "no pending task of the queue has waited longer. Exit 0 with "
+                          "'ok: ...' on stdout, or 1 with 'unhealthy: <reason>' on stderr.")
+        p.add_argument("--worker", action="store_true",
+                       help="Also require a worker on this host (its host name, as the "
+                            "worker announces it) with a live heartbeat: a worker "
+                            "container's liveness probe.")
+        p.add_argument("--queue", "-q", metavar="Q", action="append", dest="queues",
+                       help="With --max-age: the queue to check (repeat for more).")
+        p.add_argument("--max-age", type=float, metavar="SECONDS",
+                       help="With --queue: unhealthy when the queue's oldest pending task "
+                            "has waited more than SECONDS since it was due.")
+
         p = add("cron", "Periodic entries: list them with their health, show their next "
                         "runs, run one now, switch one off or on.")
         self.add_cron_arguments(p, json_option)
@@ -168,6 +185,9 @@ class Command(BaseCommand):
         # Stored data may hold terminal escape sequences: every text this command prints is
         # escaped, error messages too (Django writes a CommandError to self.stderr).
         self.stdout, self.stderr = fmt.EscapingOutput(self.stdout), fmt.EscapingOutput(self.stderr)
+        if action == "health":  # its own short-timeout broker, its own exit code
+            self.do_health(**options)
+            return
         if options.get("queue") is not None:
             try:
                 validate_queue_name(options["queue"])
@@ -187,13 +207,36 @@ class Command(BaseCommand):
 
     # -- reads ----------------------------------------------------------------------------
 
+    def do_health(self, *, worker: bool, queues: list[str] | None, max_age: float | None,
+                  **_: Any) -> None:
+        queues = queues or []
+        if (max_age is None) != (not queues):
+            raise CommandError("--queue and --max-age go together")
+        if max_age is not None and not max_age >= 0:  # NaN too
+            raise CommandError("--max-age must be 0 or more seconds")
+        for queue in queues:
+            try:
+                validate_queue_name(queue)
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
+        result = check_health(socket.gethostname() if worker else None, queues, max_age)
+        if result.ok:
+            self.stdout.write(result.line)
+            return
+        # A probe shows its command's output as the reason: the line alone, no
+        # "CommandError:" and no traceback, and exit status 1 as for any failed check.
+        self.stderr.write(result.line)
+        raise SystemExit(1)
+
     def do_stats(self, inspector: Inspector, *, json: bool, **_: Any) -> None:
-        stats = inspector.stats(all_queues(inspector))
+        queues = all_queues(inspector)
+        stats = inspector.stats(queues)
+        ages = MetricsStore(inspector.broker).pending_ages(queues)
         workers = inspector.workers()
         if json:
-            self.stdout.write(fmt.to_json(fmt.stats_data(stats, workers)))
+            self.stdout.write(fmt.to_json(fmt.stats_data(stats, workers, ages)))
         else:
-            self.stdout.write(fmt.stats_text(stats, workers))
+            self.stdout.write(fmt.stats_text(stats, workers, ages))
 
     def do_limits(self, inspector: Inspector, *, queue: str | None, json: bool,
                   **_: Any) -> None:
