@@ -209,6 +209,7 @@ def seed_workflow() -> str:
     return workflow_id
 
 
+@pytest.mark.soak  # regenerates the docs' images: once per CI run is enough
 @pytest.mark.django_db(transaction=True)
 def test_the_docs_screenshots(live_server, admin_user, page, start_worker, settings):
     settings.BGTASKS = {**settings.BGTASKS, "PERIODIC": DOCS_PERIODIC}

@@ -17,6 +17,9 @@ import pytest
 from demo import recording, tasks
 from helpers import counts, wait_until
 
+# Fault runs (a skewed clock, stalls, restarts, downtime): once per CI run (marker soak).
+pytestmark = pytest.mark.soak
+
 LEASE = 2
 SHIM_SOURCE = Path(__file__).parents[1] / "support" / "clock_skew.c"
 

@@ -19,6 +19,9 @@ from demo.tasks import limited_span
 from helpers import counts, wait_until
 from limit_spans import ended, limits_idle, most_at_once, ran_twice, start_times
 
+# Fault runs (a skewed clock, stalls, restarts, downtime): once per CI run (marker soak).
+pytestmark = pytest.mark.soak
+
 LEDGER_ENV = "BGTASKS_TEST_LEDGER_URL"
 LIMIT = 3  # limited_span's concurrency_limit
 LEASE = 2.0  # seconds, the workers' BGTASKS_LEASE_SECONDS

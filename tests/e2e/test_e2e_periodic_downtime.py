@@ -12,11 +12,16 @@ import json
 import signal
 import time
 
+import pytest
+
 from demo import recording
 from django_bgtasks.broker import get_broker
 from django_bgtasks.periodic import MAX_CATCH_UP, entries
 from django_bgtasks.worker.periodic import PeriodicScheduler
 from helpers import counts, wait_until
+
+# Fault runs (a skewed clock, stalls, restarts, downtime): once per CI run (marker soak).
+pytestmark = pytest.mark.soak
 
 Q = "default"
 PERIOD = 2000  # ms, of the four 2-s entries

@@ -19,7 +19,8 @@ from demo import recording, tasks
 from django_bgtasks import get_task_info
 from helpers import RedisServer, counts, wait_until
 
-pytestmark = pytest.mark.single_redis(reason="stops the redis-server process (SIGSTOP)")
+pytestmark = [pytest.mark.single_redis(reason="stops the redis-server process (SIGSTOP)"),
+              pytest.mark.soak]  # a fault run: once per CI run
 
 LEASE = 3.0
 SOCKET_TIMEOUT = 1.5
