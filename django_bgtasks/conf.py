@@ -66,6 +66,8 @@ DEFAULTS: dict[str, Any] = {
     # has ended; the most results a step may hand on (a chord's group, an on_complete).
     "WORKFLOW_KEEP": 7 * 24 * 3600,
     "WORKFLOW_MAX_RESULTS": 10_000,
+    # The metrics endpoints (docs/metrics.md): who may read them; {"ACCESS": None}: off.
+    "METRICS": {"ACCESS": None},
 }
 
 
@@ -105,6 +107,7 @@ class Settings:
     CANCEL_GRACE: float
     WORKFLOW_KEEP: float
     WORKFLOW_MAX_RESULTS: int
+    METRICS: dict[str, Any]
     unknown: tuple[str, ...] = field(default=())
 
 
