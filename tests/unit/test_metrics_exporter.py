@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 import time
 
@@ -369,3 +370,26 @@ def test_the_settings_report_hides_the_token(settings):
     [row] = [row for row in settings_report() if row.name == "METRICS"]
     assert row.value == {"ACCESS": "token", "TOKEN": "(hidden)"}
     assert TOKEN not in json.dumps([r.value for r in settings_report()])
+
+
+# -- the docs' dashboard and alert rules ----------------------------------------------------
+
+
+def test_the_dashboard_and_the_alert_rules_use_only_metrics_the_exporter_emits(token_access,
+                                                                               queues):
+    from helpers import REPO_ROOT
+
+    first, second = queues
+    seed(first, second)
+    heartbeat("w1", f"{first}:1", processes=1, threads=2, busy=1)
+    emitted = {name for family in scrape().values() for name, _ in family}
+    dashboard = json.loads((REPO_ROOT / "docs/grafana/django-bgtasks.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    rules = (REPO_ROOT / "docs/prometheus/alerts.yml").read_text()
+    used = set(re.findall(r"\bbgtasks_\w+", " ".join(exprs)))
+    assert used and used <= emitted, used - emitted
+    in_rules = set(re.findall(r"\bbgtasks_\w+", rules))
+    assert {"bgtasks_queue_oldest_pending_age_seconds", "bgtasks_tasks_dead_total",
+            "bgtasks_workers"} <= in_rules <= emitted, in_rules - emitted
+    # The rules' structure, without a YAML parser: each alert has an expr.
+    assert rules.count("- alert:") == rules.count("expr:") >= 3
