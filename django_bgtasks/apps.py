@@ -11,6 +11,7 @@ class BgTasksConfig(AppConfig):
         from . import checks, registry  # noqa: F401  (checks: registers the system checks)
         from .django_tasks import PREFIX
         from .django_tasks.resolve import worker_task
+        from .metrics import checks as metrics_checks  # noqa: F401  (registers its check)
 
         # "django:" names are Django tasks, found on demand (safely: resolve.py).
         registry.add_resolver(PREFIX, worker_task)

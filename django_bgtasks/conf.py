@@ -69,6 +69,8 @@ DEFAULTS: dict[str, Any] = {
     # Hooks around every enqueue and every attempt (docs/tracing.md): dotted paths of
     # django_bgtasks.hooks.TaskHook subclasses, outermost first. Read from settings only.
     "HOOKS": [],
+    # The metrics endpoints (docs/metrics.md): who may read them; {"ACCESS": None}: off.
+    "METRICS": {"ACCESS": None},
 }
 
 
@@ -109,6 +111,7 @@ class Settings:
     WORKFLOW_KEEP: float
     WORKFLOW_MAX_RESULTS: int
     HOOKS: list[str]
+    METRICS: dict[str, Any]
     unknown: tuple[str, ...] = field(default=())
 
 

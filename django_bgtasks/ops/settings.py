@@ -50,6 +50,9 @@ def _shown(name: str, value: Any) -> Any:
     if name in ("CLUSTER_NODES", "SENTINELS") and isinstance(value, (list, tuple)):
         # "host:port" items; one written as a URL with credentials is not shown
         return [HIDDEN if "@" in str(item) else _plain(item) for item in value]
+    if name == "METRICS" and isinstance(value, dict):  # its TOKEN is a password
+        return {key: HIDDEN if key == "TOKEN" and item else _plain(item)
+                for key, item in value.items()}
     if name == "PERIODIC":
         count = len(value) if isinstance(value, (list, tuple, dict)) else 0
         return f"{count} entries (see the periodic tasks page)"

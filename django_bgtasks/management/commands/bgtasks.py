@@ -18,11 +18,13 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django_bgtasks.broker import get_broker
 from django_bgtasks.broker.keys import CANCELLABLE, DELETABLE, RUNNABLE, validate_queue_name
 from django_bgtasks.broker.metrics import MetricsStore
-from django_bgtasks.conf import get_settings
 from django_bgtasks.exceptions import BgTasksError
 from django_bgtasks.info import STATES, TaskInfo, ms_to_datetime
 from django_bgtasks.management import cli_format as fmt
 from django_bgtasks.management import cli_limits, cli_workflows
+from django_bgtasks.metrics import PrometheusMissing
+from django_bgtasks.metrics.collector import exposition
+from django_bgtasks.metrics.readings import autoscale_data, exported_queues
 from django_bgtasks.ops.health import check_health
 from django_bgtasks.ops.inspect import Inspector
 from django_bgtasks.ops.settings import settings_report
@@ -104,6 +106,12 @@ class Command(BaseCommand):
         p = add("settings", "Show the effective BGTASKS settings (defaults filled in, "
                             "credentials hidden) and the Django Tasks backends' OPTIONS.")
         json_option(p)
+
+        p = add("metrics", "Print the Prometheus metrics, as the metrics endpoint serves them "
+                           "(text exposition format); with --json, the autoscaling JSON.")
+        p.add_argument("--json", action="store_true",
+                       help="Print the autoscaling JSON instead: per queue pending, active, "
+                            "threads and load.")
 
         p = add("pause", "Pause a queue: workers take no new tasks from it; its tasks stay.")
         p.add_argument("queue", metavar="Q", help="The queue name.")
@@ -245,6 +253,15 @@ class Command(BaseCommand):
             self.stdout.write(fmt.to_json(cli_limits.limits_data(report)))
         else:
             self.stdout.write(cli_limits.limits_text(report, queue))
+
+    def do_metrics(self, inspector: Inspector, *, json: bool, **_: Any) -> None:
+        if json:
+            self.stdout.write(fmt.to_json(autoscale_data(inspector.broker)))
+            return
+        try:
+            self.stdout.write(exposition(inspector.broker).decode(), ending="")
+        except PrometheusMissing as exc:
+            raise CommandError(str(exc)) from None
 
     def do_settings(self, *, json: bool, **_: Any) -> None:
         rows = settings_report()
@@ -471,7 +488,7 @@ class Command(BaseCommand):
 
 def all_queues(inspector: Inspector) -> list[str]:
     """Queues seen in Redis plus the configured ones (which may still be empty)."""
-    return sorted(set(inspector.queues()) | set(get_settings().QUEUES))
+    return exported_queues(inspector)
 
 
 def action_queues(inspector: Inspector, queue: str | None) -> list[str]:
