@@ -15,6 +15,7 @@ from ..broker.keys import CANCELLABLE, RUNNABLE
 from ..info import STATES
 from ..models import PeriodicTask
 from ..ops.inspect import Inspector, WorkerInfo
+from ..ops.search import TaskSearch
 from .charts import history_chart
 from .common import (
     TEMPLATES,
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 PAGE_SIZE = 50
 HISTORY_DAYS = 14
 FINISHED_JOBS_SHOWN = 20  # besides every queued or running one
+LIVE_PERIOD_S = 5  # live.js re-reads a live page this often
 # What each state's time (TaskRow.when) means.
 WHEN_LABELS = {"pending": "Enqueued", "waiting": "Waiting since", "blocked": "Enqueued",
                "active": "Lease expires",
@@ -66,7 +68,7 @@ def dashboard(model_admin: TaskAdmin, request: HttpRequest) -> HttpResponse:
         here=request.get_full_path(),
         periodic_url=url(periodic_admin, "changelist") if periodic_admin else None,
         settings_url=url(model_admin, "settings"), limits_url=url(model_admin, "limits"),
-        workflows_url=url(model_admin, "workflows"))
+        workflows_url=url(model_admin, "workflows"), live_period=LIVE_PERIOD_S)
     return TemplateResponse(request, f"{TEMPLATES}/dashboard.html", context)
 
 
@@ -87,10 +89,10 @@ def task_list(model_admin: TaskAdmin, request: HttpRequest, state: str) -> HttpR
     queues = insp.queues()
     stats = insp.stats([queue] if queue else queues)
     total = sum(s.counts[state] for s in stats)
-    name = request.GET.get("name", "").strip()
+    search = TaskSearch.from_params(request.GET)
     page = partial_note = None
-    if name:
-        rows, scanned, complete = insp.find_by_name(state, name, queue or None)
+    if search:
+        rows, scanned, complete = insp.search(state, search, queue or None)
         if not complete:
             matches = f"{len(rows)} match{'' if len(rows) == 1 else 'es'}"
             partial_note = (f"Partial search: {matches} among the first "
@@ -110,8 +112,10 @@ def task_list(model_admin: TaskAdmin, request: HttpRequest, state: str) -> HttpR
     context = page_context(
         model_admin, request, f"{state.capitalize()} tasks" + (f" of {queue}" if queue else ""),
         crumbs=[(f"{state.capitalize()} tasks", None)],
-        state=state, queue=queue, name=name, rows=rows, page=page, total=total,
+        state=state, queue=queue, search=search, rows=rows, page=page, total=total,
         partial_note=partial_note, when_label=WHEN_LABELS[state], actions=actions,
+        # an id looked up and not found: a refresh would repeat its message
+        live=not task_id, live_period=LIVE_PERIOD_S,
         # "... all N <state> tasks of <queue>": (action, verb, after), for one queue only
         bulk_actions=[(action, verb, after) for action, verb, after, allowed in (
             ("cancel_all", "Cancel", "", can_change and state in CANCELLABLE),
@@ -119,6 +123,7 @@ def task_list(model_admin: TaskAdmin, request: HttpRequest, state: str) -> HttpR
             ("delete_all", "Delete", "", can_delete and state != "active"),
         ) if allowed and queue],
         page_links=page_links(page, lambda n: list_url(model_admin, state, queue, page=n)),
+        search_url=list_url(model_admin, state, queue),
         state_tabs=[(s, sum(q.counts[s] for q in stats), list_url(model_admin, s, queue))
                     for s in STATES],
         queue_tabs=[(q, list_url(model_admin, state, q)) for q in ["", *queues]],

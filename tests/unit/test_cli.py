@@ -212,7 +212,7 @@ def test_list_limit_name_and_queue():
     assert all(i in out for i in mail)
 
     out = run("list", "pending", "--name", "RECORD")
-    assert "1 pending task(s) named like 'RECORD'" in out
+    assert "1 pending task(s) whose name contains 'RECORD'" in out
     assert run("list", "dead", "--name", "record").startswith("0 dead task(s)")
 
     data = run_json("list", "dead", "--limit", "4", "--name", "fail_always")

@@ -22,6 +22,7 @@ from django_bgtasks.info import STATES, TaskInfo, ms_to_datetime
 from django_bgtasks.management import cli_format as fmt
 from django_bgtasks.management import cli_limits, cli_workflows
 from django_bgtasks.ops.inspect import Inspector
+from django_bgtasks.ops.search import TaskSearch
 from django_bgtasks.ops.settings import settings_report
 from django_bgtasks.ops.workflows import RECENT_MOST, Workflows
 from django_bgtasks.periodic import PeriodicEntry
@@ -63,6 +64,16 @@ class Command(BaseCommand):
                        help="Show at most this many tasks (default: 20).")
         p.add_argument("--name", metavar="SUBSTR",
                        help="Only tasks whose name contains SUBSTR (case-insensitive).")
+        # dest: call_command() keeps "args" for positional arguments
+        p.add_argument("--args", metavar="SUBSTR", dest="search_args",
+                       help="Only tasks whose arguments, as listed, contain SUBSTR "
+                            "(case-insensitive; a long message: its first 512 bytes).")
+        p.add_argument("--error", metavar="SUBSTR",
+                       help="Only tasks whose latest error contains SUBSTR "
+                            "(case-insensitive).")
+        p.add_argument("--worker", metavar="SUBSTR",
+                       help="Only tasks whose latest attempt ran on a worker whose id "
+                            "contains SUBSTR.")
         json_option(p)
 
         p = add("show", "Show everything about one task: arguments, timestamps, error "
@@ -214,16 +225,17 @@ class Command(BaseCommand):
               "default" if row.is_default else "settings"] for row in rows]))
 
     def do_list(self, inspector: Inspector, *, state: str, queue: str | None, limit: int,
-                name: str | None, json: bool, **_: Any) -> None:
+                json: bool, **options: Any) -> None:
         if limit < 0:
             raise CommandError("--limit must be 0 or more")
         tasks = inspector.tasks(state, queue)
         total = tasks.count()
         data: dict[str, Any] = {"state": state, "queue": queue, "total": total}
-        if name:
-            rows, scanned, complete = inspector.find_by_name(state, name, queue, limit)
-            data.update(name=name, scanned=scanned, complete=complete)
-            footer = f"{len(rows)} {state} task(s) named like {name!r}"
+        search = TaskSearch.from_params({**options, "args": options.get("search_args")})
+        if search:
+            rows, scanned, complete = inspector.search(state, search, queue, limit)
+            data.update(search.terms(), scanned=scanned, complete=complete)
+            footer = f"{len(rows)} {state} task(s) whose {search.describe()}"
             if not complete:
                 footer += (f" (stopped after reading {scanned} of {total}; "
                            "narrow it with --queue or raise --limit)")
