@@ -102,6 +102,21 @@ class QueueKeys:
         absence (a FLUSHALL, a restart without persistence), and the caller lists it again."""
         return self._key("listed")
 
+    @property
+    def metrics_base(self) -> str:
+        """HASH: the metrics hash's values at its last roll (metrics_roll.lua)."""
+        return self._key("metrics:base")
+
+    def metrics_slot(self, position: int) -> str:
+        """HASH: what the metrics gained in one 5-minute slot, ring position 0-287 (a day);
+        field '@' = the slot's number, as a slot is reused the next day."""
+        return self._key(f"metrics:w:{position}")
+
+    @property
+    def metrics_minutes(self) -> str:
+        """HASH minute % 1440 -> "minute processed failed": the 24-hour per-minute chart."""
+        return self._key("metrics:min")
+
     def waker(self, worker_id: str) -> str:
         """LIST a worker process also blocks on while it waits for work: a token there ends
         its wait at once (it is stopping). Short-lived (PEXPIRE)."""

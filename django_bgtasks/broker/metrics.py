@@ -9,8 +9,10 @@ age, which looks at one task per priority in use.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from .packing import as_text
 from .redis import RedisBroker
@@ -22,6 +24,8 @@ BUCKETS_MS: tuple[int, ...] = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 1
 # How a run ends (the duration histogram's outcome label), and the ends without a run.
 RUN_OUTCOMES: tuple[str, ...] = ("succeeded", "retried", "dead", "cancelled")
 END_EVENTS: tuple[str, ...] = ("succeeded", "retried", "dead", "cancelled", "expired")
+SLOT_MS = 300_000  # a window slot (metrics_roll.lua)
+RING = 288  # slots kept: a day
 
 
 @dataclass
@@ -139,6 +143,25 @@ def _histogram(task: Callable[[str], TaskMetrics], kind: str, head: str) -> Hist
     return task(name).duration.setdefault(outcome, Histogram())
 
 
+@dataclass(frozen=True)
+class MinuteStats:
+    """Tasks processed and failed in one minute (UTC), over the queues read."""
+
+    at: datetime
+    processed: int
+    failed: int
+
+
+def _counts(reply: dict) -> dict[str, int]:
+    fields = {}
+    for key, value in reply.items():
+        try:
+            fields[as_text(key)] = int(value)
+        except ValueError:
+            continue
+    return fields
+
+
 class MetricsStore:
     """Reads the metrics of queues (one pipeline, one command per queue and read)."""
 
@@ -153,16 +176,7 @@ class MetricsStore:
             for queue in queues:
                 pipe.hgetall(broker.queue_keys(queue).metrics)
             replies = pipe.execute()
-        found = {}
-        for queue, reply in zip(queues, replies, strict=True):
-            fields = {}
-            for key, value in reply.items():
-                try:
-                    fields[as_text(key)] = int(value)
-                except ValueError:
-                    continue
-            found[queue] = fields
-        return found
+        return {queue: _counts(reply) for queue, reply in zip(queues, replies, strict=True)}
 
     def read(self, queues: Sequence[str]) -> dict[str, dict[str, TaskMetrics]]:
         """Each queue's metrics per task name."""
@@ -180,3 +194,89 @@ class MetricsStore:
                 age, _now, _heads = script(keys=[keys.pending, keys.info], args=[])
                 ages[queue] = None if age is None else int(age) / 1000
         return ages
+
+    def roll(self, queue: str) -> str:
+        """Add what the queue's metrics gained since the last roll to the current window
+        slot and minute (metrics_roll.lua); a worker's maintenance process calls it."""
+        broker = self.broker
+        keys = broker.queue_keys(queue)
+        position = int(time_ms() // SLOT_MS) % RING
+        with broker.translate_errors():
+            for _ in range(2):  # a second call when Redis' clock says another slot
+                status, value = broker._scripts["metrics_roll"](
+                    keys=[keys.metrics, keys.metrics_base, keys.metrics_slot(position),
+                          keys.metrics_minutes], args=[position])
+                if as_text(status) != "slot":
+                    break
+                position = int(value)
+        return as_text(status)
+
+    def window(self, queues: Sequence[str], minutes: int) -> dict[str, dict[str, TaskMetrics]]:
+        """Each queue's metrics per task name over about the last ``minutes`` (whole
+        5-minute slots, the current one included, plus what was counted since the last
+        roll)."""
+        broker = self.broker
+        slots = max(1, -(-minutes * 60_000 // SLOT_MS))
+        with broker.translate_errors():
+            now = self._redis_ms()
+            last = now // SLOT_MS
+            pipe = broker.client.pipeline(transaction=False)
+            for queue in queues:
+                keys = broker.queue_keys(queue)
+                pipe.hgetall(keys.metrics)
+                pipe.hgetall(keys.metrics_base)
+                for slot in range(last - slots + 1, last + 1):
+                    pipe.hgetall(keys.metrics_slot(slot % RING))
+            replies = iter(pipe.execute())
+        found = {}
+        for queue in queues:
+            current, base = _counts(next(replies)), _counts(next(replies))
+            total: dict[str, int] = {}
+            if base:  # never rolled: the counts since the start are no window's
+                for key, value in current.items():
+                    gained = value - base.get(key, 0)
+                    if gained > 0:
+                        total[key] = gained
+            for slot in range(last - slots + 1, last + 1):
+                gained = _counts(next(replies))
+                if gained.pop("@", None) != slot:
+                    continue  # empty, or left from an earlier day
+                for key, value in gained.items():
+                    total[key] = total.get(key, 0) + value
+            found[queue] = parse_fields(total)
+        return found
+
+    def per_minute(self, queues: Sequence[str], minutes: int = 1440) -> list[MinuteStats]:
+        """Processed and failed per minute over the last ``minutes`` (at most 1440), oldest
+        first, every minute present, summed over ``queues`` (as rolled: up to half a
+        minute behind)."""
+        broker = self.broker
+        with broker.translate_errors():
+            now_minute = self._redis_ms() // 60_000
+            pipe = broker.client.pipeline(transaction=False)
+            for queue in queues:
+                pipe.hgetall(broker.queue_keys(queue).metrics_minutes)
+            replies = pipe.execute()
+        first = now_minute - min(minutes, 1440) + 1
+        totals: dict[int, list[int]] = {}
+        for reply in replies:
+            for value in reply.values():
+                try:
+                    minute, processed, failed = (int(v) for v in as_text(value).split())
+                except ValueError:
+                    continue
+                if first <= minute <= now_minute:
+                    row = totals.setdefault(minute, [0, 0])
+                    row[0] += processed
+                    row[1] += failed
+        return [MinuteStats(datetime.fromtimestamp(m * 60, UTC), *totals.get(m, (0, 0)))
+                for m in range(first, now_minute + 1)]
+
+    def _redis_ms(self) -> int:
+        """Redis' clock, which the scripts go by."""
+        seconds, micros = self.broker.client.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+
+def time_ms() -> int:
+    return int(time.time() * 1000)

@@ -10,10 +10,10 @@ SCRIPT_NAMES = (
     "enqueue", "claim", "extend", "forward", "recover", "release", "janitor", "requeue",
     "delete", "cancel", "cron_fire", "cron_enable", "cron_run", "peek", "limits",
     "bulk_queue", "bulk_claim", "bulk_step", "bulk_release", "watch", "unwatch",
-    "wf_barrier", "wf_release", "wf_watch", "wf_settle", "pending_age",
+    "wf_barrier", "wf_release", "wf_watch", "wf_settle", "pending_age", "metrics_roll",
 )
 # Scripts that run in a slot of their own, not a queue's: no queue prelude.
-STANDALONE = frozenset({"wf_barrier", "wf_settle", "pending_age"})
+STANDALONE = frozenset({"wf_barrier", "wf_settle", "pending_age", "metrics_roll"})
 # Only enqueue, cron_fire and cron_run add tasks. Under maxmemory with noeviction, Redis
 # refuses them (the caller gets a clear error, nothing is written), while every other
 # transition works:

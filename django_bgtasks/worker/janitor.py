@@ -1,10 +1,12 @@
 """Trims the dead, cancelled and expired tasks (size and age), expired results and expired
-uniqueness locks."""
+uniqueness locks; rolls the queues' metrics into their windows (the admin's last hour and
+day, its per-minute chart)."""
 
 from __future__ import annotations
 
 import logging
 
+from ..broker.metrics import MetricsStore
 from ..broker.redis import RedisBroker
 from .component import Component
 from .config import WorkerConfig
@@ -21,6 +23,7 @@ class Janitor(Component):
         super().__init__()
         self._broker = broker
         self._config = config
+        self._metrics = MetricsStore(broker)
 
     def tick(self) -> float:
         config = self._config
@@ -37,4 +40,6 @@ class Janitor(Component):
                                  "expired results, %d locks", queue, cleaned.dead,
                                  cleaned.cancelled, cleaned.expired, cleaned.completed,
                                  cleaned.locks)
+            if not self.stopping:
+                self._metrics.roll(queue)
         return INTERVAL

@@ -128,3 +128,45 @@ def test_pending_age_looks_at_each_priority_band() -> None:
         measured.using(priority=10 * i).enqueue(i)
     age = store.pending_ages(["default"])["default"]
     assert age is not None and age >= 0.1
+
+
+# -- windows (metrics_roll.lua) --------------------------------------------------------
+
+
+def run_some(n: int, outcome: str = "done") -> None:
+    ids = [measured.enqueue(i).id for i in range(n)]
+    drive(ids, outcome, error="E")
+
+
+def test_windows_hold_what_was_counted_after_the_first_roll() -> None:
+    store = MetricsStore(get_broker())
+    run_some(3)  # before any roll: counted, but in no window
+    assert store.roll("default") == "init"
+    assert store.window(["default"], 60)["default"] == {}
+    run_some(2)
+    run_some(1, "dead")
+    # Not rolled yet: a window still sees it (the part counted since the last roll).
+    hour = store.window(["default"], 60)["default"][name(measured)]
+    assert hour.ends == {"succeeded": 2, "dead": 1}
+    assert store.roll("default") == "ok"
+    assert store.roll("default") == "ok"  # a repeated roll adds nothing
+    for minutes in (60, 1440):
+        m = store.window(["default"], minutes)["default"][name(measured)]
+        assert m.ends == {"succeeded": 2, "dead": 1} and m.started == 3 and m.enqueued == 3
+    assert store.read(["default"])["default"][name(measured)].ends["succeeded"] == 5
+    series = store.per_minute(["default"])
+    assert len(series) == 1440
+    assert sum(s.processed for s in series) == 3 and sum(s.failed for s in series) == 1
+    assert series[-1].processed + series[-2].processed == 3  # this minute (or the last)
+
+
+def test_a_slot_left_from_yesterday_is_not_counted(raw) -> None:
+    store = MetricsStore(get_broker())
+    store.roll("default")
+    run_some(1)
+    store.roll("default")
+    keys = get_broker().queue_keys("default")
+    now_slot = int(raw.time()[0]) * 1000 // 300_000
+    # Make the current slot look a day old: it is no longer in any window.
+    raw.hset(keys.metrics_slot(now_slot % 288), "@", now_slot - 288)
+    assert store.window(["default"], 1440)["default"] == {}
