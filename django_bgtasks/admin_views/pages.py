@@ -12,11 +12,12 @@ from django.template.response import TemplateResponse
 
 from ..broker.bulk import BulkJob
 from ..broker.keys import CANCELLABLE, RUNNABLE
+from ..broker.metrics import MetricsStore
 from ..info import STATES
 from ..models import PeriodicTask
 from ..ops.inspect import Inspector, WorkerInfo
 from ..ops.search import TaskSearch
-from .charts import history_chart
+from .charts import history_chart, minute_chart
 from .common import (
     TEMPLATES,
     admin_page,
@@ -48,13 +49,16 @@ WHEN_LABELS = {"pending": "Enqueued", "waiting": "Waiting since", "blocked": "En
 
 @admin_page
 def dashboard(model_admin: TaskAdmin, request: HttpRequest) -> HttpResponse:
-    """Counts per queue and state, today's figures, the 14-day chart, live workers, bulk
-    jobs."""
+    """Counts per queue and state, each queue's oldest pending age, today's figures, the
+    14-day and 24-hour charts, live workers, bulk jobs."""
     insp = inspector()
     stats = insp.stats()
     workers = insp.workers()
-    rows = [{"stats": s, "cells": [(s.counts[state], list_url(model_admin, state, s.name))
-                                   for state in STATES]} for s in stats]
+    metrics = MetricsStore(insp.broker)
+    ages = metrics.pending_ages([s.name for s in stats])
+    rows = [{"stats": s, "age": ages.get(s.name),
+             "cells": [(s.counts[state], list_url(model_admin, state, s.name))
+                       for state in STATES]} for s in stats]
     totals = [(sum(s.counts[state] for s in stats), list_url(model_admin, state))
               for state in STATES]
     periodic_admin = sibling_admin(model_admin, request, PeriodicTask)
@@ -63,6 +67,9 @@ def dashboard(model_admin: TaskAdmin, request: HttpRequest) -> HttpResponse:
         processed_today=sum(s.processed_today for s in stats),
         failed_today=sum(s.failed_today for s in stats),
         chart=history_chart(insp.history(HISTORY_DAYS)), history_days=HISTORY_DAYS,
+        minute_chart=minute_chart(metrics.per_minute([s.name for s in stats])),
+        oldest_age=max((age for age in ages.values() if age is not None), default=None),
+        taskstats_url=url(model_admin, "taskstats"),
         workers=workers, bulk_jobs=_job_rows(insp, workers),
         action_url=url(model_admin, "action"),
         here=request.get_full_path(),

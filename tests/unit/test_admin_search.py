@@ -13,21 +13,14 @@ from demo.tasks import add, record
 from django_bgtasks.broker import get_broker
 from django_bgtasks.broker.types import Ack
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("enqueue_now")]
 
 LIST = "/admin/django_bgtasks/task/{}/"
 
 
-@pytest.fixture(autouse=True)
-def enqueue_at_once(bgtasks_redis, settings):
-    settings.BGTASKS = {**settings.BGTASKS, "ENQUEUE_ON_COMMIT": False}
-
-
 @pytest.fixture
-def client():
-    client = Client()
-    client.force_login(User.objects.create_superuser("root", "root@example.com", None))
-    return client
+def client(superuser_client):
+    return superuser_client
 
 
 def run_on(worker: str, outcome: str | None, error: str = "") -> None:

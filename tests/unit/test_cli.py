@@ -456,7 +456,7 @@ def test_every_subcommand_has_help():
     [sub] = [a for a in parser._actions if a.dest == "action"]
     assert set(sub.choices) == {"stats", "list", "show", "requeue", "delete", "cancel",
                                 "pause", "resume", "settings", "jobs", "limits", "workflow",
-                                "workflows", "cron"}
+                                "workflows", "cron", "taskstats"}
     for name, subparser in sub.choices.items():
         assert len(subparser.description) > 20, name
         assert all(a.help for a in subparser._actions), name

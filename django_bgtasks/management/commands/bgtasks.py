@@ -20,10 +20,11 @@ from django_bgtasks.conf import get_settings
 from django_bgtasks.exceptions import BgTasksError
 from django_bgtasks.info import STATES, TaskInfo, ms_to_datetime
 from django_bgtasks.management import cli_format as fmt
-from django_bgtasks.management import cli_limits, cli_workflows
+from django_bgtasks.management import cli_limits, cli_taskstats, cli_workflows
 from django_bgtasks.ops.inspect import Inspector
 from django_bgtasks.ops.search import TaskSearch
 from django_bgtasks.ops.settings import settings_report
+from django_bgtasks.ops.taskstats import SORTS, WINDOWS, task_stats
 from django_bgtasks.ops.workflows import RECENT_MOST, Workflows
 from django_bgtasks.periodic import PeriodicEntry
 from django_bgtasks.periodic.status import PeriodicEntries, upcoming
@@ -107,6 +108,18 @@ class Command(BaseCommand):
                           "and tokens left, how many tasks wait and how long the first of "
                           "them has waited.")
         queue_option(p, "Only this queue's limits (default: every queue).")
+        json_option(p)
+
+        p = add("taskstats", "Show per task name and queue: runs, failed runs (retried or "
+                             "dead), failure rate, duration and queue latency p50/p95/p99, "
+                             "over the last hour, the last day, or since the counters began.")
+        p.add_argument("--window", "-w", choices=list(WINDOWS), default="hour",
+                       help="hour (default), day (24 hours) or total (since the counters "
+                            "began).")
+        p.add_argument("--sort", choices=list(SORTS), default="runs",
+                       help="Order by runs (default), failure rate, p95 duration, p95 "
+                            "latency (largest first) or name.")
+        queue_option(p, "Only this queue (default: every queue).")
         json_option(p)
 
         p = add("settings", "Show the effective BGTASKS settings (defaults filled in, "
@@ -213,6 +226,15 @@ class Command(BaseCommand):
             self.stdout.write(fmt.to_json(cli_limits.limits_data(report)))
         else:
             self.stdout.write(cli_limits.limits_text(report, queue))
+
+    def do_taskstats(self, inspector: Inspector, *, window: str, sort: str,
+                     queue: str | None, json: bool, **_: Any) -> None:
+        rows = task_stats(inspector.broker, [queue] if queue else all_queues(inspector),
+                          window, sort)
+        if json:
+            self.stdout.write(fmt.to_json(cli_taskstats.taskstats_data(rows, window)))
+        else:
+            self.stdout.write(cli_taskstats.taskstats_text(rows, window))
 
     def do_settings(self, *, json: bool, **_: Any) -> None:
         rows = settings_report()
