@@ -45,6 +45,8 @@ class TaskAdmin(RedisPagesAdmin):
             path("action/", self.page_view(views.task_action), name=f"{prefix}_action"),
             path("settings/", self.page_view(views.settings_page), name=f"{prefix}_settings"),
             path("limits/", self.page_view(views.limits_page), name=f"{prefix}_limits"),
+            path("taskstats/", self.page_view(views.taskstats_page),
+                 name=f"{prefix}_taskstats"),
             path("workflows/", self.page_view(views.workflow_list), name=f"{prefix}_workflows"),
             path("workflows/<str:workflow_id>/", self.page_view(views.workflow_detail),
                  name=f"{prefix}_workflow"),

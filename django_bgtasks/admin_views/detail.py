@@ -64,6 +64,7 @@ def task_detail(model_admin: TaskAdmin, request: HttpRequest, object_id: str) ->
         can_cancel=(model_admin.has_change_permission(request) and info.state in CANCELLABLE
                     and not info.cancel_requested),
         limits_url=url(model_admin, "limits", queue=info.queue_name),
+        stats_url=url(model_admin, "taskstats", task=info.name, queue=info.queue_name),
         workflows=[(w, workflow_url(model_admin, w)) for w in info.workflows],
         selection=f"{info.queue_name}:{info.id}", action_url=url(model_admin, "action"),
         here=request.get_full_path(),

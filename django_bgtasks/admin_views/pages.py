@@ -12,10 +12,12 @@ from django.template.response import TemplateResponse
 
 from ..broker.bulk import BulkJob
 from ..broker.keys import CANCELLABLE, RUNNABLE
+from ..broker.metrics import MetricsStore
 from ..info import STATES
 from ..models import PeriodicTask
 from ..ops.inspect import Inspector, WorkerInfo
-from .charts import history_chart
+from ..ops.search import TaskSearch
+from .charts import history_chart, minute_chart
 from .common import (
     TEMPLATES,
     admin_page,
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
 PAGE_SIZE = 50
 HISTORY_DAYS = 14
 FINISHED_JOBS_SHOWN = 20  # besides every queued or running one
+LIVE_PERIOD_S = 5  # live.js re-reads a live page this often
 # What each state's time (TaskRow.when) means.
 WHEN_LABELS = {"pending": "Enqueued", "waiting": "Waiting since", "blocked": "Enqueued",
                "active": "Lease expires",
@@ -46,13 +49,16 @@ WHEN_LABELS = {"pending": "Enqueued", "waiting": "Waiting since", "blocked": "En
 
 @admin_page
 def dashboard(model_admin: TaskAdmin, request: HttpRequest) -> HttpResponse:
-    """Counts per queue and state, today's figures, the 14-day chart, live workers, bulk
-    jobs."""
+    """Counts per queue and state, each queue's oldest pending age, today's figures, the
+    14-day and 24-hour charts, live workers, bulk jobs."""
     insp = inspector()
     stats = insp.stats()
     workers = insp.workers()
-    rows = [{"stats": s, "cells": [(s.counts[state], list_url(model_admin, state, s.name))
-                                   for state in STATES]} for s in stats]
+    metrics = MetricsStore(insp.broker)
+    ages = metrics.pending_ages([s.name for s in stats])
+    rows = [{"stats": s, "age": ages.get(s.name),
+             "cells": [(s.counts[state], list_url(model_admin, state, s.name))
+                       for state in STATES]} for s in stats]
     totals = [(sum(s.counts[state] for s in stats), list_url(model_admin, state))
               for state in STATES]
     periodic_admin = sibling_admin(model_admin, request, PeriodicTask)
@@ -61,12 +67,15 @@ def dashboard(model_admin: TaskAdmin, request: HttpRequest) -> HttpResponse:
         processed_today=sum(s.processed_today for s in stats),
         failed_today=sum(s.failed_today for s in stats),
         chart=history_chart(insp.history(HISTORY_DAYS)), history_days=HISTORY_DAYS,
+        minute_chart=minute_chart(metrics.per_minute([s.name for s in stats])),
+        oldest_age=max((age for age in ages.values() if age is not None), default=None),
+        taskstats_url=url(model_admin, "taskstats"),
         workers=workers, bulk_jobs=_job_rows(insp, workers),
         action_url=url(model_admin, "action"),
         here=request.get_full_path(),
         periodic_url=url(periodic_admin, "changelist") if periodic_admin else None,
         settings_url=url(model_admin, "settings"), limits_url=url(model_admin, "limits"),
-        workflows_url=url(model_admin, "workflows"))
+        workflows_url=url(model_admin, "workflows"), live_period=LIVE_PERIOD_S)
     return TemplateResponse(request, f"{TEMPLATES}/dashboard.html", context)
 
 
@@ -87,10 +96,10 @@ def task_list(model_admin: TaskAdmin, request: HttpRequest, state: str) -> HttpR
     queues = insp.queues()
     stats = insp.stats([queue] if queue else queues)
     total = sum(s.counts[state] for s in stats)
-    name = request.GET.get("name", "").strip()
+    search = TaskSearch.from_params(request.GET)
     page = partial_note = None
-    if name:
-        rows, scanned, complete = insp.find_by_name(state, name, queue or None)
+    if search:
+        rows, scanned, complete = insp.search(state, search, queue or None)
         if not complete:
             matches = f"{len(rows)} match{'' if len(rows) == 1 else 'es'}"
             partial_note = (f"Partial search: {matches} among the first "
@@ -110,8 +119,10 @@ def task_list(model_admin: TaskAdmin, request: HttpRequest, state: str) -> HttpR
     context = page_context(
         model_admin, request, f"{state.capitalize()} tasks" + (f" of {queue}" if queue else ""),
         crumbs=[(f"{state.capitalize()} tasks", None)],
-        state=state, queue=queue, name=name, rows=rows, page=page, total=total,
+        state=state, queue=queue, search=search, rows=rows, page=page, total=total,
         partial_note=partial_note, when_label=WHEN_LABELS[state], actions=actions,
+        # an id looked up and not found: a refresh would repeat its message
+        live=not task_id, live_period=LIVE_PERIOD_S,
         # "... all N <state> tasks of <queue>": (action, verb, after), for one queue only
         bulk_actions=[(action, verb, after) for action, verb, after, allowed in (
             ("cancel_all", "Cancel", "", can_change and state in CANCELLABLE),
@@ -119,6 +130,7 @@ def task_list(model_admin: TaskAdmin, request: HttpRequest, state: str) -> HttpR
             ("delete_all", "Delete", "", can_delete and state != "active"),
         ) if allowed and queue],
         page_links=page_links(page, lambda n: list_url(model_admin, state, queue, page=n)),
+        search_url=list_url(model_admin, state, queue),
         state_tabs=[(s, sum(q.counts[s] for q in stats), list_url(model_admin, s, queue))
                     for s in STATES],
         queue_tabs=[(q, list_url(model_admin, state, q)) for q in ["", *queues]],

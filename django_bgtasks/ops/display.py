@@ -112,3 +112,16 @@ def duration(seconds: float) -> str:
     if days:
         return f"{days}d {hours}h"
     return f"{hours}h {minutes}m" if hours else f"{minutes}m {secs}s"
+
+
+def milliseconds(value: float | None) -> str:
+    """A measured time for people: '4 ms', '250 ms', then as duration() ('1.2s', '3m 5s');
+    '–' for none (nothing observed)."""
+    if value is None:
+        return "–"
+    return f"{value:.0f} ms" if value < 1000 else duration(value / 1000)
+
+
+def percent(fraction: float | None) -> str:
+    """0.125 -> '12.5%'; '–' for none (nothing to divide by)."""
+    return "–" if fraction is None else f"{fraction * 100:.1f}%"

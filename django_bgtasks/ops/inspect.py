@@ -24,10 +24,11 @@ from ..info import STATES, TaskInfo, ms_to_datetime
 from ..task import announce_cancelled
 from .display import SHOW_BYTES
 from .limit_rows import LIMITS_SHOWN, LimitRow, LimitsReport
+from .search import TaskSearch
 from .summary import WHOLE_BYTES, TaskDetail, TaskSummary, detailed, summarize
 
 BATCH = 500
-NAME_SCAN_LIMIT = 20_000  # a name filter reads at most this many ids per request
+NAME_SCAN_LIMIT = 20_000  # a search (name, arguments, error, worker) reads at most this many
 PARTS = ("message", "result", "errors")  # what stored_json serves
 
 # Which end of each state's ZSET a list starts from: oldest due first for the waiting
@@ -287,9 +288,14 @@ class Inspector:
 
     def find_by_name(self, state: str, name: str, queue: str | None = None,
                      limit: int = 100) -> tuple[list[TaskRow], int, bool]:
-        """Tasks whose name contains ``name`` (case-insensitive), scanning at most
-        NAME_SCAN_LIMIT ids. Returns (rows, scanned, complete)."""
-        needle = name.lower()
+        """Tasks whose name contains ``name`` (case-insensitive): search() by name."""
+        return self.search(state, TaskSearch(name=name), queue, limit)
+
+    def search(self, state: str, terms: TaskSearch, queue: str | None = None,
+               limit: int = 100) -> tuple[list[TaskRow], int, bool]:
+        """Tasks matching ``terms`` (ops/search.py), scanning at most NAME_SCAN_LIMIT ids in
+        list order. Returns (rows, scanned, complete): complete is False when the scan
+        stopped at the limit or at ``limit`` matches before the end."""
         rows: list[TaskRow] = []
         scanned = 0
         for q in [queue] if queue else self.queues():
@@ -299,7 +305,7 @@ class Inspector:
                     return rows[:limit], scanned, False
                 batch = self.task_range(q, state, start, start + BATCH - 1)
                 scanned += len(batch)
-                rows += [r for r in batch if needle in r.info.name.lower()]
+                rows += [r for r in batch if terms.matches(r.summary)]
         return rows[:limit], scanned, True
 
     def get(self, task_id: str, queue: str | None = None) -> TaskInfo | None:

@@ -237,7 +237,7 @@ def test_list_limit_name_and_queue():
     assert all(i in out for i in mail)
 
     out = run("list", "pending", "--name", "RECORD")
-    assert "1 pending task(s) named like 'RECORD'" in out
+    assert "1 pending task(s) whose name contains 'RECORD'" in out
     assert run("list", "dead", "--name", "record").startswith("0 dead task(s)")
 
     data = run_json("list", "dead", "--limit", "4", "--name", "fail_always")
@@ -491,7 +491,7 @@ def test_every_subcommand_has_help():
     [sub] = [a for a in parser._actions if a.dest == "action"]
     assert set(sub.choices) == {"stats", "list", "show", "requeue", "delete", "cancel",
                                 "pause", "resume", "settings", "jobs", "limits", "workflow",
-                                "workflows", "cron", "health", "metrics"}
+                                "workflows", "cron", "health", "metrics", "taskstats"}
     for name, subparser in sub.choices.items():
         assert len(subparser.description) > 20, name
         assert all(a.help for a in subparser._actions), name

@@ -21,13 +21,15 @@ from django_bgtasks.broker.metrics import MetricsStore
 from django_bgtasks.exceptions import BgTasksError
 from django_bgtasks.info import STATES, TaskInfo, ms_to_datetime
 from django_bgtasks.management import cli_format as fmt
-from django_bgtasks.management import cli_limits, cli_workflows
+from django_bgtasks.management import cli_limits, cli_taskstats, cli_workflows
 from django_bgtasks.metrics import PrometheusMissing
 from django_bgtasks.metrics.collector import exposition
 from django_bgtasks.metrics.readings import autoscale_data, exported_queues
 from django_bgtasks.ops.health import check_health
 from django_bgtasks.ops.inspect import Inspector
+from django_bgtasks.ops.search import TaskSearch
 from django_bgtasks.ops.settings import settings_report
+from django_bgtasks.ops.taskstats import SORTS, WINDOWS, task_stats
 from django_bgtasks.ops.workflows import RECENT_MOST, Workflows
 from django_bgtasks.periodic import PeriodicEntry
 from django_bgtasks.periodic.status import PeriodicEntries, upcoming
@@ -68,6 +70,16 @@ class Command(BaseCommand):
                        help="Show at most this many tasks (default: 20).")
         p.add_argument("--name", metavar="SUBSTR",
                        help="Only tasks whose name contains SUBSTR (case-insensitive).")
+        # dest: call_command() keeps "args" for positional arguments
+        p.add_argument("--args", metavar="SUBSTR", dest="search_args",
+                       help="Only tasks whose arguments, as listed, contain SUBSTR "
+                            "(case-insensitive; a long message: its first 512 bytes).")
+        p.add_argument("--error", metavar="SUBSTR",
+                       help="Only tasks whose latest error contains SUBSTR "
+                            "(case-insensitive).")
+        p.add_argument("--worker", metavar="SUBSTR",
+                       help="Only tasks whose latest attempt ran on a worker whose id "
+                            "contains SUBSTR.")
         json_option(p)
 
         p = add("show", "Show everything about one task: arguments, timestamps, error "
@@ -101,6 +113,18 @@ class Command(BaseCommand):
                           "and tokens left, how many tasks wait and how long the first of "
                           "them has waited.")
         queue_option(p, "Only this queue's limits (default: every queue).")
+        json_option(p)
+
+        p = add("taskstats", "Show per task name and queue: runs, failed runs (retried or "
+                             "dead), failure rate, duration and queue latency p50/p95/p99, "
+                             "over the last hour, the last day, or since the counters began.")
+        p.add_argument("--window", "-w", choices=list(WINDOWS), default="hour",
+                       help="hour (default), day (24 hours) or total (since the counters "
+                            "began).")
+        p.add_argument("--sort", choices=list(SORTS), default="runs",
+                       help="Order by runs (default), failure rate, p95 duration, p95 "
+                            "latency (largest first) or name.")
+        queue_option(p, "Only this queue (default: every queue).")
         json_option(p)
 
         p = add("settings", "Show the effective BGTASKS settings (defaults filled in, "
@@ -263,6 +287,15 @@ class Command(BaseCommand):
         except PrometheusMissing as exc:
             raise CommandError(str(exc)) from None
 
+    def do_taskstats(self, inspector: Inspector, *, window: str, sort: str,
+                     queue: str | None, json: bool, **_: Any) -> None:
+        rows = task_stats(inspector.broker, [queue] if queue else all_queues(inspector),
+                          window, sort)
+        if json:
+            self.stdout.write(fmt.to_json(cli_taskstats.taskstats_data(rows, window)))
+        else:
+            self.stdout.write(cli_taskstats.taskstats_text(rows, window))
+
     def do_settings(self, *, json: bool, **_: Any) -> None:
         rows = settings_report()
         if json:
@@ -274,16 +307,17 @@ class Command(BaseCommand):
               "default" if row.is_default else "settings"] for row in rows]))
 
     def do_list(self, inspector: Inspector, *, state: str, queue: str | None, limit: int,
-                name: str | None, json: bool, **_: Any) -> None:
+                json: bool, **options: Any) -> None:
         if limit < 0:
             raise CommandError("--limit must be 0 or more")
         tasks = inspector.tasks(state, queue)
         total = tasks.count()
         data: dict[str, Any] = {"state": state, "queue": queue, "total": total}
-        if name:
-            rows, scanned, complete = inspector.find_by_name(state, name, queue, limit)
-            data.update(name=name, scanned=scanned, complete=complete)
-            footer = f"{len(rows)} {state} task(s) named like {name!r}"
+        search = TaskSearch.from_params({**options, "args": options.get("search_args")})
+        if search:
+            rows, scanned, complete = inspector.search(state, search, queue, limit)
+            data.update(search.terms(), scanned=scanned, complete=complete)
+            footer = f"{len(rows)} {state} task(s) whose {search.describe()}"
             if not complete:
                 footer += (f" (stopped after reading {scanned} of {total}; "
                            "narrow it with --queue or raise --limit)")
