@@ -54,15 +54,19 @@ class Ack:
     # done / dead / cancelled: the run's last progress as JSON [current, total, message],
     # when the renewals have not carried it yet ("": nothing new)
     progress: str = ""
+    # The task's name, for the metrics (claim.lua); "" = unknown: Redis reads it from the
+    # message (one more read per task).
+    task: str = ""
 
     def fields(self) -> list[Any]:
         if self.outcome == "done":
             ttl = "" if self.result_ttl_ms is None else self.result_ttl_ms
-            return [self.id, self.attempt, "done", self.result, ttl, self.progress]
+            return [self.id, self.attempt, "done", self.result, ttl, self.progress, self.task]
         if self.outcome == "retry":
-            return [self.id, self.attempt, "retry", self.delay_ms, self.error, self.traceback]
+            return [self.id, self.attempt, "retry", self.delay_ms, self.error, self.traceback,
+                    self.task]
         return [self.id, self.attempt, self.outcome, self.progress, self.error,
-                self.traceback]
+                self.traceback, self.task]
 
 
 @dataclass(frozen=True)

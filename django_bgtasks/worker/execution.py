@@ -185,7 +185,8 @@ class TaskExecutor:
         # a workflow's next step may take the result, whatever the member's result_ttl
         kept = ttl_ms or msg.workflow is not None
         return Ack(claimed.id, claimed.attempt, "done", result=dumps(result) if kept else "",
-                   result_ttl_ms=ttl_ms, progress=progress_json(control.progress))
+                   result_ttl_ms=ttl_ms, progress=progress_json(control.progress),
+                   task=msg.name)
 
     def failure_ack(self, claimed: ClaimedTask, msg: TaskMessage, exc: BaseException,
                     tb: str = "") -> tuple[Ack, Any]:
@@ -199,7 +200,7 @@ class TaskExecutor:
             error = error[:MAX_ERROR - len(note)] + note
         tb = (tb or _format_traceback(exc))[-MAX_TRACEBACK:]
         ack = Ack(claimed.id, claimed.attempt, decision.outcome,
-                  delay_ms=int(decision.delay * 1000), error=error, traceback=tb)
+                  delay_ms=int(decision.delay * 1000), error=error, traceback=tb, task=msg.name)
         return ack, decision
 
     def cancelled_ack(self, claimed: ClaimedTask, msg: TaskMessage, exc: BaseException,
@@ -207,7 +208,7 @@ class TaskExecutor:
         """The outcome of a run that ended cancelled (never retried), and task_cancelled."""
         ack = Ack(claimed.id, claimed.attempt, "cancelled", error=describe_error(exc),
                   traceback=(tb or _format_traceback(exc))[-MAX_TRACEBACK:],
-                  progress=progress_json(control.progress))
+                  progress=progress_json(control.progress), task=msg.name)
         if signals.task_cancelled.has_listeners():
             _send_robustly(signals.task_cancelled, sender=registry.lookup(msg.name),
                            task_info=_state_info(msg, "cancelled", claimed.attempt))
@@ -228,7 +229,7 @@ class TaskExecutor:
                  f"{describe_error(exc)}")[:MAX_ERROR]
         return Ack(claimed.id, claimed.attempt, decision.outcome,
                    delay_ms=int(decision.delay * 1000), error=error,
-                   traceback=_format_traceback(exc)[-MAX_TRACEBACK:])
+                   traceback=_format_traceback(exc)[-MAX_TRACEBACK:], task=msg.name)
 
     def _failed(self, claimed: ClaimedTask, msg: TaskMessage, task: Any, exc: BaseException,
                 label: str, elapsed: float, control: RunControl) -> Ack:

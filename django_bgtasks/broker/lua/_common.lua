@@ -251,15 +251,12 @@ end
 --   'l|<task>|<b>', 'ls|<task>'   started: queue latency (due -> start) bucket b, sum (ms)
 --   'd|<task>|<outcome>|<b>', 'ds|<task>|<outcome>'
 --                                 a run that ended (succeeded, retried, dead, cancelled):
---                                 its duration's bucket and sum (ms)
+--                                 its duration's bucket and sum (ms); claim.lua writes them
 --   'f|<task>|<state>'            ended without a run ending it (dead, cancelled, expired,
 --                                 retried: a lost lease; dead: an unusable task)
--- Bucket b counts observations <= METRIC_BUCKETS[b] ms, b = #METRIC_BUCKETS + 1 the rest;
--- broker/metrics.py has the same bounds. The hot scripts (enqueue, claim) gather a call's
--- counts in METRICS and write each field once (flush_metrics); elsewhere a count is
--- written at once.
-local METRIC_BUCKETS = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000,
-                        60000, 300000, 1800000}
+-- The hot scripts (enqueue, claim) gather a call's counts in METRICS and write each field
+-- once (flush_metrics); elsewhere a count is written at once. Few closures here: every
+-- script call pays for the prelude's (claim.lua keeps the histograms' own code).
 local METRICS = nil
 local function tally(field, n)
   if METRICS then
@@ -280,17 +277,7 @@ local function task_name(id, info, msg)
   return string.match(msg, '"name":"([^"\\]*)"') or '?'
 end
 
--- One observation of `ms` into histogram `prefix` ('l|<task>' or 'd|<task>|<outcome>').
-local function observe(prefix, sum_field, ms)
-  if ms < 0 then ms = 0 end
-  local b = 1
-  while b <= #METRIC_BUCKETS and ms > METRIC_BUCKETS[b] do b = b + 1 end
-  tally(prefix .. '|' .. b, 1)
-  tally(sum_field, ms)
-end
-
 local function flush_metrics()
-  if not METRICS then return end
   for field, n in pairs(METRICS) do redis.call('HINCRBY', K_METRICS, field, n) end
   METRICS = {}
 end

@@ -6,7 +6,8 @@
 -- ARGV: worker_id, lease_ms, limit, dead_max_tasks, dead_max_age_ms, wake_channel,
 --       claim_seq ('' = this caller keeps no claim sequence), known_seq (the last
 --       claim_seq whose reply reached the caller),
---       n_acks, then 6 fields per ack: id, attempt, outcome, a, b, c where outcome is
+--       n_acks, then 7 fields per ack: id, attempt, outcome, a, b, c, task name ('' =
+--         unknown: read from its message, for the metrics) where outcome is
 --         'done'    a = result JSON ('' = none), b = result_ttl_ms ('' = drop the task),
 --                   c = progress JSON ('' = as the renewals left it; also below)
 --         'retry'   a = delay_ms, b = error, c = traceback
@@ -40,6 +41,47 @@ local ignored, processed, failed, requeued = {}, 0, 0, 0
 local RUN_OUTCOMES = {done = 'succeeded', retry = 'retried', dead = 'dead', cancelled = 'cancelled'}
 CACHE_LIMITS = true  -- each limit read and written once per call (flush_limits, at the end)
 METRICS = {}  -- one write per field and call (flush_metrics, at the end)
+
+-- Histograms (_common.lua, "Metrics"): a call's observations are gathered by kind ('l'
+-- latency at start, 'd' duration at the end), task name and outcome ('' for 'l'), and
+-- their fields' names built once per call at the end, not once per task.
+-- Bucket b counts observations <= METRIC_BUCKETS[b] ms, #METRIC_BUCKETS + 1 the rest;
+-- broker/metrics.py has the same bounds.
+local METRIC_BUCKETS = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000,
+                        60000, 300000, 1800000}
+local HISTS = {l = {}, d = {}}
+local function observe(kind, name, outcome, ms)
+  if ms < 0 then ms = 0 end
+  local by_name = HISTS[kind]
+  local by_outcome = by_name[name]
+  if not by_outcome then
+    by_outcome = {}
+    by_name[name] = by_outcome
+  end
+  local h = by_outcome[outcome]
+  if not h then
+    h = {t = 0}
+    by_outcome[outcome] = h
+  end
+  local b = 1
+  while b <= #METRIC_BUCKETS and ms > METRIC_BUCKETS[b] do b = b + 1 end
+  h[b] = (h[b] or 0) + 1
+  h.t = h.t + ms
+end
+local function flush_histograms()
+  for kind, by_name in pairs(HISTS) do
+    for name, by_outcome in pairs(by_name) do
+      for outcome, h in pairs(by_outcome) do
+        local tail = name
+        if outcome ~= '' then tail = name .. '|' .. outcome end
+        for b = 1, #METRIC_BUCKETS + 1 do
+          if h[b] then redis.call('HINCRBY', K_METRICS, kind .. '|' .. tail .. '|' .. b, h[b]) end
+        end
+        redis.call('HINCRBY', K_METRICS, kind .. 's|' .. tail, h.t)
+      end
+    end
+  end
+end
 
 -- Back to the head of pending, this attempt not counted (a shutdown's or a lost claim's).
 local function put_back(id, info)
@@ -83,9 +125,9 @@ local function unusable(id, msg, problem)
 end
 
 for i = 0, n_acks - 1 do
-  local base = 10 + i * 6
+  local base = 10 + i * 7
   local id, attempt, outcome = ARGV[base], tonumber(ARGV[base + 1]), ARGV[base + 2]
-  local a, b, c = ARGV[base + 3], ARGV[base + 4], ARGV[base + 5]
+  local a, b, c, name = ARGV[base + 3], ARGV[base + 4], ARGV[base + 5], ARGV[base + 6]
   local info, problem = get_info(id)
   if problem or info.attempts ~= attempt or not (
       (info.state == 'active' and redis.call('ZSCORE', K_ACTIVE, id))
@@ -96,11 +138,10 @@ for i = 0, n_acks - 1 do
     if outcome ~= 'requeue' then
       -- This run's end is counted here, with its duration (Redis' clock), not by
       -- announce_final. Read before a 'done' without a result forgets the message.
-      local name = task_name(id, info)
       local ran = type(info.started_at) == 'number' and now - info.started_at or 0
       local kind = RUN_OUTCOMES[(outcome == 'retry' or outcome == 'dead')
                                 and is_cancel(info.cancel) and 'cancelled' or outcome]
-      observe('d|' .. name .. '|' .. kind, 'ds|' .. name .. '|' .. kind, ran)
+      observe('d', name ~= '' and name or task_name(id, info), kind, ran)
       COUNTED = id
     end
     -- put_back releases its own
@@ -192,9 +233,8 @@ if limit > 0 and redis.call('EXISTS', K_PAUSED) == 0 then
         flow().pass_on(info.limits, lid)
         parked_now = parked_now + 1
       else
-        local name = task_name(id, nil, msg)
         local due = info.run_after or info.enqueued_at
-        observe('l|' .. name, 'ls|' .. name, type(due) == 'number' and now - due or 0)
+        observe('l', task_name(id, nil, msg), '', type(due) == 'number' and now - due or 0)
         info.state = 'active'
         info.attempts = info.attempts + 1
         info.started_at = now
@@ -242,4 +282,5 @@ if failed > 0 then
 end
 if FLOW then FLOW.flush_limits() end
 flush_metrics()
+flush_histograms()
 return {ignored, claimed, killed, expired, FORWARD}
