@@ -55,6 +55,10 @@
     }
   }
 
+  function every() {
+    return "every " + period() / 1000 + " s";
+  }
+
   function period() {
     var seconds = Number(control.getAttribute("data-live-period"));
     return (seconds > 0 ? seconds : DEFAULT_PERIOD_S) * 1000;
@@ -121,10 +125,10 @@
         if (toggle.checked && !busy()) {  // the user may have started something meanwhile
           swap(new DOMParser().parseFromString(text, "text/html"));
         }
-        say("Live");
+        say(every());
       })
       .catch(function (error) {
-        say("Live: last refresh failed (" + error.message + ")");
+        say("last refresh failed (" + error.message + ")");
       })
       .then(function () {
         inFlight = false;
@@ -139,8 +143,8 @@
 
   function start(on) {
     toggle.checked = on;
-    say(on ? "Live" : (reduced && reduced.matches && !storedChoice()
-                       ? "Live off (reduced motion)" : "Live off"));
+    say(on ? every() : (reduced && reduced.matches && !storedChoice()
+                        ? "off (reduced motion)" : "off"));
     schedule();
   }
 
