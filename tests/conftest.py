@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 
 import pytest
 import redis
-from django.test import override_settings
+from django.test import Client, override_settings
 
 from failover import ledger_server_fixture
 from helpers import TEST_TOPOLOGY, RedisServer, WorkerProcess
@@ -181,3 +181,19 @@ def ledger(ledger_server: RedisServer) -> Iterator[redis.Redis]:
     with ledger_server.client() as client:
         client.flushall()
         yield client
+
+
+# The admin operability tests (search, task statistics).
+@pytest.fixture
+def enqueue_now(bgtasks_redis, settings):
+    """Enqueue at once: each test runs inside a transaction that never commits."""
+    settings.BGTASKS = {**settings.BGTASKS, "ENQUEUE_ON_COMMIT": False}
+
+
+@pytest.fixture
+def superuser_client(db) -> Client:
+    from django.contrib.auth.models import User  # the app registry is ready by now
+
+    client = Client()
+    client.force_login(User.objects.create_superuser("root", "root@example.com", None))
+    return client

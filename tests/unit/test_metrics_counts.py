@@ -14,7 +14,7 @@ from django_bgtasks import background_task, cancel_task
 from django_bgtasks.broker import get_broker
 from django_bgtasks.broker.metrics import BUCKETS_MS, Histogram, MetricsStore, parse_fields
 from django_bgtasks.broker.types import Ack
-from tests.support.helpers import drive
+from helpers import drive
 
 LEASE_MS = 60_000
 
