@@ -26,6 +26,8 @@ from django_bgtasks.broker.metrics import MetricsStore
 from django_bgtasks.workflows.canvas import Plan, enqueue_plan
 from helpers import counts, wait_until
 
+pytestmark = pytest.mark.browser  # not in the cluster env: the views run there in the unit tests
+
 CHROMIUM = "/usr/bin/chromium"
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "artifacts" / "screenshots"

@@ -20,6 +20,8 @@ from django_bgtasks.broker import get_broker
 from helpers import counts, wait_until
 from test_browser import SCREENSHOTS, page, shot  # noqa: F401  (page: the fixture)
 
+pytestmark = pytest.mark.browser  # not in the cluster env: the views run there in the unit tests
+
 ENTRY = "every-second"
 PERIODIC_ENV = {"BGTASKS_TEST_PERIODIC": ENTRY}
 TASK = "demo.tasks.record_redis_time"
