@@ -118,9 +118,8 @@ def sibling_admin(model_admin: ModelAdmin, request: HttpRequest,
 
 
 def served_queues(workers: Sequence[WorkerInfo]) -> set[str]:
-    """The queues some live worker host serves (a worker lists them as "default:1,mail:2")."""
-    return {part.partition(":")[0] for worker in workers for part in worker.queues.split(",")
-            if part}
+    """The queues some live worker host serves."""
+    return {queue for worker in workers for queue in worker.queue_names}
 
 
 def page_links(page: Any, link: Callable[[int], str]) -> list[tuple[Any, str | None]]:

@@ -54,15 +54,12 @@ class Readings:
 
 
 def threads_per_queue(workers: Sequence[WorkerInfo]) -> dict[str, int]:
-    """Threads (processes x threads) of the live workers listening on each queue; a
-    worker lists its queues as "default:1,mail:2". A thread serving two queues counts for
-    each: it takes from either."""
+    """Threads (processes x threads) of the live workers listening on each queue. A
+    thread serving two queues counts for each: it takes from either."""
     found: dict[str, int] = {}
     for worker in workers:
-        for part in worker.queues.split(","):
-            queue = part.partition(":")[0]
-            if queue:
-                found[queue] = found.get(queue, 0) + worker.processes * worker.threads
+        for queue in worker.queue_names:
+            found[queue] = found.get(queue, 0) + worker.processes * worker.threads
     return found
 
 

@@ -68,6 +68,11 @@ class WorkerInfo:
     in_flight: int
     expires: datetime | None
 
+    @property
+    def queue_names(self) -> list[str]:
+        """The queues it serves: its heartbeat lists them as "default:1,mail:2"."""
+        return [name for part in self.queues.split(",") if (name := part.partition(":")[0])]
+
 
 @dataclass(frozen=True)
 class TaskRow:
